@@ -1,0 +1,28 @@
+//! # nemutator-core
+//!
+//! Domain types, traits and the admission pipeline of nemutator, a companion
+//! to the Kubernetes scheduler that mutates the lifecycle of pods: it
+//! right-sizes requests and limits at admission from real usage history.
+//!
+//! * [`quantity`], [`units`]: Kubernetes quantities, durations, percentages.
+//! * [`workload`]: which workload a pod belongs to.
+//! * [`metrics`]: the [`metrics::MetricsSource`] trait.
+//! * [`policy`]: policies, brainsets and the pure right-sizing maths.
+//! * [`recommend`]: the recommender and the recommendation store.
+//! * [`mutate`]: the mutation chain (tower layers over a typed Pod).
+//! * [`admission`]: AdmissionReview v1 decoding and JSON Patch responses.
+//! * [`season`]: seasons (peak, off-peak).
+#![warn(missing_docs)]
+
+pub mod admission;
+pub mod annotations;
+pub mod metrics;
+pub mod mutate;
+pub mod policy;
+pub mod quantity;
+pub mod recommend;
+pub mod season;
+pub mod units;
+pub mod workload;
+
+pub use k8s_openapi;

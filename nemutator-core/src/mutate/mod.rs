@@ -1,0 +1,165 @@
+//! The mutation chain: tower layers that each change a typed copy of the Pod.
+//!
+//! A [`PodReview`] travels down a stack of layers ([`ResourcesLayer`] first;
+//! metadata rules, secrets and placement follow in later layers) and comes back
+//! out of the innermost [`Finish`] service. Each layer only edits the pod and
+//! records what it did; the JSON Patch is computed afterwards from the diff of
+//! the original and the mutated object (see [`crate::admission`]).
+//!
+//! ```
+//! use std::sync::Arc;
+//! use nemutator_core::mutate::{Pipeline, PodReview, ResourcesLayer};
+//! use nemutator_core::policy::PolicySet;
+//! use nemutator_core::recommend::RecommendationStore;
+//!
+//! let store = Arc::new(RecommendationStore::new());
+//! let layer = ResourcesLayer::new(store, Arc::new(PolicySet::default()));
+//! let pipeline = Pipeline::builder().layer(layer).build();
+//! let review = PodReview::new("default", Default::default());
+//! let out = tokio_test_block_on(pipeline.run(review));
+//! assert!(out.is_ok());
+//! # fn tokio_test_block_on<F: std::future::Future>(f: F) -> F::Output {
+//! #     tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(f)
+//! # }
+//! ```
+
+mod resources;
+
+use std::collections::BTreeMap;
+use std::future::{ready, Ready};
+use std::task::{Context, Poll};
+
+use k8s_openapi::api::core::v1::Pod;
+use tower::util::BoxCloneSyncService;
+use tower::{Layer, Service, ServiceBuilder, ServiceExt};
+
+use crate::workload::WorkloadKey;
+
+pub use resources::{right_size, Mode, Resources, ResourcesLayer, RightSize, SeasonOracle};
+
+/// A pod on its way through the mutation chain.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct PodReview {
+    /// The namespace the pod is created in.
+    pub namespace: String,
+    /// The workload the pod belongs to (`None`: cannot be told).
+    pub workload: Option<WorkloadKey>,
+    /// The pod, as changed so far.
+    pub pod: Pod,
+    /// Warnings for the client (`kubectl` prints them).
+    pub warnings: Vec<String>,
+    /// Notes for the audit log: why something was or was not changed.
+    pub audit: BTreeMap<String, String>,
+    /// Evaluation time, unix seconds (for season decisions).
+    pub now: i64,
+}
+
+impl PodReview {
+    /// A review of `pod` created in `namespace` (used when the pod carries
+    /// no namespace of its own), evaluated now.
+    pub fn new(namespace: &str, pod: Pod) -> Self {
+        let namespace = pod
+            .metadata
+            .namespace
+            .clone()
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| namespace.to_string());
+        let workload = WorkloadKey::from_pod(&pod, &namespace);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or_default();
+        PodReview {
+            namespace,
+            workload,
+            pod,
+            warnings: Vec::new(),
+            audit: BTreeMap::new(),
+            now,
+        }
+    }
+}
+
+/// Mutation layers do not fail: a layer that cannot do its job leaves the pod
+/// alone and says why in [`PodReview::audit`]. The error type is kept for
+/// layers that must deny (e.g. a secret reference outside the allowed paths).
+#[derive(Debug, thiserror::Error)]
+pub enum MutationError {
+    /// The pod must be rejected, with a one-line reason for the user.
+    #[error("{0}")]
+    Deny(String),
+}
+
+/// The innermost service: returns the review as the layers left it.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Finish;
+
+impl Service<PodReview> for Finish {
+    type Response = PodReview;
+    type Error = MutationError;
+    type Future = Ready<Result<PodReview, MutationError>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, review: PodReview) -> Self::Future {
+        ready(Ok(review))
+    }
+}
+
+/// A type-erased mutation chain, cheap to clone and share across requests.
+#[derive(Clone)]
+pub struct Pipeline {
+    inner: BoxCloneSyncService<PodReview, PodReview, MutationError>,
+}
+
+impl std::fmt::Debug for Pipeline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Pipeline")
+    }
+}
+
+/// Builds a [`Pipeline`] from layers, outermost first.
+pub struct PipelineBuilder<L> {
+    builder: ServiceBuilder<L>,
+}
+
+impl Pipeline {
+    /// Start a pipeline.
+    pub fn builder() -> PipelineBuilder<tower::layer::util::Identity> {
+        PipelineBuilder {
+            builder: ServiceBuilder::new(),
+        }
+    }
+
+    /// Run a review through every layer.
+    pub async fn run(&self, review: PodReview) -> Result<PodReview, MutationError> {
+        self.inner.clone().oneshot(review).await
+    }
+}
+
+impl<L> PipelineBuilder<L> {
+    /// Add a layer (applied after the ones added before).
+    pub fn layer<T>(self, layer: T) -> PipelineBuilder<tower::layer::util::Stack<T, L>> {
+        PipelineBuilder {
+            builder: self.builder.layer(layer),
+        }
+    }
+
+    /// Finish the pipeline.
+    pub fn build(self) -> Pipeline
+    where
+        L: Layer<Finish>,
+        L::Service: Service<PodReview, Response = PodReview, Error = MutationError>
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        <L::Service as Service<PodReview>>::Future: Send + 'static,
+    {
+        Pipeline {
+            inner: BoxCloneSyncService::new(self.builder.service(Finish)),
+        }
+    }
+}

@@ -1,0 +1,370 @@
+//! The right-sizing layer: sets container requests and limits from the
+//! recommendation store.
+//!
+//! The decision is the pure function [`right_size`] of (pod, recommendations,
+//! policy, season); [`ResourcesLayer`] only looks those up and calls it.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use k8s_openapi::api::core::v1::{Container, ResourceRequirements};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity as K8sQuantity;
+use tower::{Layer, Service};
+
+use super::{MutationError, PodReview};
+use crate::annotations;
+use crate::metrics::Resource;
+use crate::policy::{plan_resource, Policy, PolicySet, ResourcePlan};
+use crate::quantity::Quantity;
+use crate::recommend::{Recommendation, RecommendationStore};
+use crate::season::Season;
+use crate::workload::{ContainerRef, WorkloadKey};
+
+/// The value of the `nemutator.io/resources` annotation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Change requests and limits (the default where a policy matches).
+    On,
+    /// Record what would change in `resources-applied`, change nothing else.
+    DryRun,
+    /// Never touch the pod.
+    Off,
+}
+
+impl Mode {
+    /// Read the annotation; `Err` carries the unknown value.
+    pub fn from_annotation(value: Option<&str>) -> Result<Mode, String> {
+        match value.map(str::trim) {
+            None | Some("on") | Some("") => Ok(Mode::On),
+            Some("dry-run") => Ok(Mode::DryRun),
+            Some("off") => Ok(Mode::Off),
+            Some(other) => Err(other.to_string()),
+        }
+    }
+}
+
+/// Where the active season of a workload comes from.
+pub trait SeasonOracle: Send + Sync + fmt::Debug {
+    /// The season `workload` is in at `now` (unix seconds), if known.
+    fn season(&self, workload: &WorkloadKey, now: i64) -> Option<Season>;
+}
+
+/// No season model: every workload is season-less.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoSeasons;
+
+impl SeasonOracle for NoSeasons {
+    fn season(&self, _: &WorkloadKey, _: i64) -> Option<Season> {
+        None
+    }
+}
+
+/// What [`right_size`] did.
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct RightSize {
+    /// One line per changed container (the `resources-applied` text).
+    pub lines: Vec<String>,
+    /// Why containers were left alone.
+    pub reasons: Vec<String>,
+    /// Whether changes were only recorded.
+    pub dry_run: bool,
+}
+
+fn parse_q(
+    map: Option<&BTreeMap<String, K8sQuantity>>,
+    r: Resource,
+) -> Result<Option<Quantity>, String> {
+    match map.and_then(|m| m.get(r.as_str())) {
+        None => Ok(None),
+        Some(q) => Quantity::parse(&q.0).map(Some).map_err(|e| e.to_string()),
+    }
+}
+
+fn fmt_q(r: Resource, q: Option<Quantity>) -> String {
+    match (q, r) {
+        (None, _) => "unset".to_string(),
+        (Some(q), Resource::Cpu) => q.to_cpu_string(),
+        (Some(q), Resource::Memory) => q.to_memory_string(),
+    }
+}
+
+fn k8s_q(r: Resource, q: Quantity) -> K8sQuantity {
+    K8sQuantity(match r {
+        Resource::Cpu => q.to_cpu_string(),
+        Resource::Memory => q.to_memory_string(),
+    })
+}
+
+fn set(map: &mut Option<BTreeMap<String, K8sQuantity>>, r: Resource, q: Option<Quantity>) {
+    match q {
+        Some(q) => {
+            map.get_or_insert_with(BTreeMap::new)
+                .insert(r.as_str().to_string(), k8s_q(r, q));
+        }
+        None => {
+            if let Some(m) = map.as_mut() {
+                m.remove(r.as_str());
+            }
+        }
+    }
+}
+
+/// Size one container; returns its `resources-applied` line if anything changes.
+fn size_container(
+    c: &mut Container,
+    rec: &Recommendation,
+    policy: &crate::policy::EffectivePolicy,
+    apply: bool,
+    reasons: &mut Vec<String>,
+) -> Option<String> {
+    let res = c.resources.as_ref();
+    let (requests, limits) = (
+        res.and_then(|r| r.requests.as_ref()),
+        res.and_then(|r| r.limits.as_ref()),
+    );
+    let mut parts = Vec::new();
+    let mut percentiles = Vec::new();
+    let mut plans: Vec<(Resource, ResourcePlan)> = Vec::new();
+    for r in Resource::ALL {
+        let Some(target) = rec.resource(r) else {
+            continue;
+        };
+        let (old_req, old_lim) = match (parse_q(requests, r), parse_q(limits, r)) {
+            (Ok(a), Ok(b)) => (a, b),
+            (Err(e), _) | (_, Err(e)) => {
+                reasons.push(format!("{}: {r} left alone: {e}", c.name));
+                continue;
+            }
+        };
+        let Some(plan) = plan_resource(
+            r,
+            old_req,
+            old_lim,
+            target.request,
+            policy.limits,
+            policy.min_change,
+        ) else {
+            continue;
+        };
+        let mut part = format!(
+            "{r} {}->{}",
+            fmt_q(r, old_req),
+            fmt_q(r, Some(plan.request))
+        );
+        if plan.limit != old_lim {
+            part.push_str(&format!(
+                " limit {}->{}",
+                fmt_q(r, old_lim),
+                fmt_q(r, plan.limit)
+            ));
+        }
+        parts.push(part);
+        percentiles.push((r, target.percentile));
+        plans.push((r, plan));
+    }
+    if parts.is_empty() {
+        return None;
+    }
+    if apply {
+        for (r, plan) in plans {
+            let res = c
+                .resources
+                .get_or_insert_with(ResourceRequirements::default);
+            set(&mut res.requests, r, Some(plan.request));
+            set(&mut res.limits, r, plan.limit);
+        }
+    }
+    let pct = match percentiles.as_slice() {
+        [(_, a), (_, b)] if a != b => format!("cpu p{a}, memory p{b},"),
+        [(_, a), ..] => format!("p{a}"),
+        [] => String::new(),
+    };
+    let season = policy.season.map(|s| format!(", {s}")).unwrap_or_default();
+    Some(format!(
+        "{}: {} ({pct} {}{season})",
+        c.name,
+        parts.join(" "),
+        policy.window
+    ))
+}
+
+/// Right-size every container of the pod in `review` (and native sidecars:
+/// init containers with `restartPolicy: Always`) from `lookup`, under
+/// `policy` in `season`. Ordinary init containers and containers without a
+/// recommendation are left alone. Writes `resources-applied` (and `season`)
+/// annotations when something changes; in dry-run only the annotation.
+pub fn right_size(
+    review: &mut PodReview,
+    policy: &Policy,
+    season: Option<Season>,
+    mut lookup: impl FnMut(&str) -> Option<Recommendation>,
+) -> RightSize {
+    let mut out = RightSize::default();
+    let annotations = review.pod.metadata.annotations.as_ref();
+    let mode = match Mode::from_annotation(
+        annotations
+            .and_then(|a| a.get(annotations::RESOURCES))
+            .map(String::as_str),
+    ) {
+        Ok(m) => m,
+        Err(v) => {
+            review.warnings.push(format!(
+                "{}: unknown value {v:?} (expected on, off or dry-run); resources left unchanged",
+                annotations::RESOURCES
+            ));
+            out.reasons
+                .push(format!("unknown {} value", annotations::RESOURCES));
+            return out;
+        }
+    };
+    if mode == Mode::Off {
+        out.reasons.push(format!("{}: off", annotations::RESOURCES));
+        return out;
+    }
+    let apply = mode == Mode::On;
+    out.dry_run = !apply;
+    let eff = policy.effective(season);
+    let Some(spec) = review.pod.spec.as_mut() else {
+        out.reasons.push("pod has no spec".into());
+        return out;
+    };
+    let sidecars = spec
+        .init_containers
+        .iter_mut()
+        .flatten()
+        .filter(|c| c.restart_policy.as_deref() == Some("Always"));
+    for c in spec.containers.iter_mut().chain(sidecars) {
+        let Some(rec) = lookup(&c.name) else {
+            out.reasons.push(format!("{}: no recommendation", c.name));
+            continue;
+        };
+        if !rec.skipped.is_empty() {
+            out.reasons
+                .extend(rec.skipped.iter().map(|s| format!("{}: {s}", c.name)));
+        }
+        if let Some(line) = size_container(c, &rec, &eff, apply, &mut out.reasons) {
+            out.lines.push(line);
+        }
+    }
+    if !out.lines.is_empty() {
+        let text = out
+            .lines
+            .iter()
+            .map(|l| {
+                if apply {
+                    l.clone()
+                } else {
+                    format!("dry-run: {l}")
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        let ann = review
+            .pod
+            .metadata
+            .annotations
+            .get_or_insert_with(BTreeMap::new);
+        ann.insert(annotations::RESOURCES_APPLIED.to_string(), text);
+        if let Some(s) = season {
+            ann.insert(annotations::SEASON.to_string(), s.to_string());
+        }
+    }
+    out
+}
+
+/// Tower layer that right-sizes pods from a [`RecommendationStore`].
+#[derive(Clone, Debug)]
+pub struct ResourcesLayer {
+    store: Arc<RecommendationStore>,
+    policies: Arc<PolicySet>,
+    seasons: Arc<dyn SeasonOracle>,
+}
+
+impl ResourcesLayer {
+    /// Right-size from `store` under `policies`, without seasons.
+    pub fn new(store: Arc<RecommendationStore>, policies: Arc<PolicySet>) -> Self {
+        ResourcesLayer {
+            store,
+            policies,
+            seasons: Arc::new(NoSeasons),
+        }
+    }
+
+    /// Use `seasons` to pick the brainset of each workload's current season.
+    pub fn with_seasons(mut self, seasons: Arc<dyn SeasonOracle>) -> Self {
+        self.seasons = seasons;
+        self
+    }
+
+    fn apply(&self, review: &mut PodReview) {
+        let Some(policy) = self.policies.select(&review.namespace) else {
+            review.audit.insert(
+                "resources".into(),
+                format!("no policy covers namespace {}", review.namespace),
+            );
+            return;
+        };
+        let Some(workload) = review.workload.clone() else {
+            review.audit.insert(
+                "resources".into(),
+                "workload unknown (no name, generateName or owner)".into(),
+            );
+            return;
+        };
+        let season = if policy.has_brainsets() {
+            self.seasons.season(&workload, review.now)
+        } else {
+            None
+        };
+        let store = &self.store;
+        let mut key = ContainerRef::new(workload, String::new());
+        let report = right_size(review, policy, season, |container| {
+            key.container.clear();
+            key.container.push_str(container);
+            store.with(&key, |c| c.and_then(|c| c.for_season(season)).cloned())
+        });
+        if !report.reasons.is_empty() {
+            review
+                .audit
+                .insert("resources".into(), report.reasons.join("; "));
+        }
+    }
+}
+
+impl<S> Layer<S> for ResourcesLayer {
+    type Service = Resources<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Resources {
+            config: self.clone(),
+            inner,
+        }
+    }
+}
+
+/// The service of [`ResourcesLayer`].
+#[derive(Clone, Debug)]
+pub struct Resources<S> {
+    config: ResourcesLayer,
+    inner: S,
+}
+
+impl<S> Service<PodReview> for Resources<S>
+where
+    S: Service<PodReview, Response = PodReview, Error = MutationError>,
+{
+    type Response = PodReview;
+    type Error = MutationError;
+    type Future = S::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut review: PodReview) -> Self::Future {
+        self.config.apply(&mut review);
+        self.inner.call(review)
+    }
+}

@@ -1,0 +1,260 @@
+//! The recommender: turns usage history into recommended requests, ahead of
+//! admission.
+//!
+//! For each workload container the [`MetricsSource`] knows, the recommender
+//! finds the policy of its namespace, asks the source for the policy's usage
+//! percentile over the window (pushed down to the backend), applies headroom
+//! and bounds, and stores the result in a [`RecommendationStore`] that the
+//! admission path reads without waiting on anything.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use serde::{Deserialize, Serialize};
+
+use crate::metrics::{MetricsError, MetricsSource, Resource, UsageQuery};
+use crate::policy::{EffectivePolicy, PolicySet};
+use crate::quantity::Quantity;
+use crate::season::Season;
+use crate::units::HumanDuration;
+use crate::workload::ContainerRef;
+
+/// The recommended request of one resource.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ResourceRecommendation {
+    /// Recommended request.
+    pub request: Quantity,
+    /// The usage percentile it was computed from.
+    pub percentile: f64,
+    /// The usage at that percentile (cores or bytes), before headroom.
+    pub usage: f64,
+    /// Samples behind the percentile.
+    pub samples: u64,
+    /// Seconds of history behind the percentile.
+    pub history_secs: i64,
+}
+
+/// What nemutator recommends for one workload container in one season.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Recommendation {
+    /// The workload container.
+    pub target: ContainerRef,
+    /// The policy that produced it.
+    pub policy: String,
+    /// The season whose brainset was used (`None`: no season model).
+    pub season: Option<Season>,
+    /// History window.
+    pub window: HumanDuration,
+    /// CPU, when there is enough history.
+    pub cpu: Option<ResourceRecommendation>,
+    /// Memory, when there is enough history.
+    pub memory: Option<ResourceRecommendation>,
+    /// Why a resource has no recommendation (short history, no samples).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skipped: Vec<String>,
+}
+
+impl Recommendation {
+    /// The recommendation of one resource.
+    pub fn resource(&self, r: Resource) -> Option<&ResourceRecommendation> {
+        match r {
+            Resource::Cpu => self.cpu.as_ref(),
+            Resource::Memory => self.memory.as_ref(),
+        }
+    }
+}
+
+/// Recommendations of one workload container, one per season (or a single
+/// season-less one).
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+pub struct ContainerRecommendations {
+    /// Without a season model.
+    pub any: Option<Recommendation>,
+    /// For the peak brainset.
+    pub peak: Option<Recommendation>,
+    /// For the off-peak brainset.
+    pub off_peak: Option<Recommendation>,
+}
+
+impl ContainerRecommendations {
+    /// The recommendation for a season, falling back to the season-less one.
+    pub fn for_season(&self, season: Option<Season>) -> Option<&Recommendation> {
+        let seasonal = match season {
+            Some(Season::Peak) => self.peak.as_ref(),
+            Some(Season::OffPeak) => self.off_peak.as_ref(),
+            None => None,
+        };
+        seasonal.or(self.any.as_ref())
+    }
+
+    fn slot(&mut self, season: Option<Season>) -> &mut Option<Recommendation> {
+        match season {
+            Some(Season::Peak) => &mut self.peak,
+            Some(Season::OffPeak) => &mut self.off_peak,
+            None => &mut self.any,
+        }
+    }
+
+    /// Every recommendation held.
+    pub fn iter(&self) -> impl Iterator<Item = &Recommendation> {
+        [&self.any, &self.peak, &self.off_peak]
+            .into_iter()
+            .filter_map(Option::as_ref)
+    }
+}
+
+/// The recommendation store: what admission reads. Reads are lock-free; a
+/// refresh swaps the whole map at once, so readers never see half an update.
+#[derive(Debug, Default)]
+pub struct RecommendationStore {
+    map: ArcSwap<HashMap<ContainerRef, ContainerRecommendations>>,
+    loaded: std::sync::atomic::AtomicBool,
+}
+
+impl RecommendationStore {
+    /// An empty store, not yet loaded.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The recommendations of one workload container.
+    pub fn get(&self, key: &ContainerRef) -> Option<ContainerRecommendations> {
+        self.map.load().get(key).cloned()
+    }
+
+    /// Run `f` on the recommendations of one container without cloning them.
+    pub fn with<R>(
+        &self,
+        key: &ContainerRef,
+        f: impl FnOnce(Option<&ContainerRecommendations>) -> R,
+    ) -> R {
+        f(self.map.load().get(key))
+    }
+
+    /// Replace everything with `recs` and mark the store loaded.
+    pub fn replace(&self, recs: impl IntoIterator<Item = Recommendation>) {
+        let mut map: HashMap<ContainerRef, ContainerRecommendations> = HashMap::new();
+        for rec in recs {
+            let (season, target) = (rec.season, rec.target.clone());
+            *map.entry(target).or_default().slot(season) = Some(rec);
+        }
+        self.map.store(Arc::new(map));
+        self.loaded
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Has a first load finished?
+    pub fn is_loaded(&self) -> bool {
+        self.loaded.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Number of workload containers with recommendations.
+    pub fn len(&self) -> usize {
+        self.map.load().len()
+    }
+
+    /// Is the store empty?
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// A snapshot of every recommendation, sorted by container.
+    pub fn snapshot(&self) -> Vec<Recommendation> {
+        let map = self.map.load();
+        let mut out: Vec<Recommendation> = map.values().flat_map(|c| c.iter().cloned()).collect();
+        out.sort_by(|a, b| a.target.cmp(&b.target));
+        out
+    }
+}
+
+/// Computes recommendations from a metrics source and a policy set.
+#[derive(Debug, Clone)]
+pub struct Recommender {
+    source: Arc<dyn MetricsSource>,
+    policies: Arc<PolicySet>,
+}
+
+impl Recommender {
+    /// A recommender over `source` with `policies`.
+    pub fn new(source: Arc<dyn MetricsSource>, policies: Arc<PolicySet>) -> Self {
+        Recommender { source, policies }
+    }
+
+    /// The metrics source.
+    pub fn source(&self) -> &Arc<dyn MetricsSource> {
+        &self.source
+    }
+
+    /// Recommendations for every workload container the source knows (in one
+    /// namespace if given) that a policy covers, season-less.
+    pub async fn recommend_all(
+        &self,
+        namespace: Option<&str>,
+    ) -> Result<Vec<Recommendation>, MetricsError> {
+        let mut containers = self.source.containers(namespace).await?;
+        containers.sort();
+        let mut out = Vec::with_capacity(containers.len());
+        for target in containers {
+            let Some(policy) = self.policies.select(&target.workload.namespace) else {
+                continue;
+            };
+            let eff = policy.effective(None);
+            out.push(self.recommend(&target, &eff).await?);
+        }
+        Ok(out)
+    }
+
+    /// The recommendation for one workload container under an effective policy.
+    pub async fn recommend(
+        &self,
+        target: &ContainerRef,
+        policy: &EffectivePolicy,
+    ) -> Result<Recommendation, MetricsError> {
+        let mut rec = Recommendation {
+            target: target.clone(),
+            policy: policy.name.clone(),
+            season: policy.season,
+            window: policy.window,
+            cpu: None,
+            memory: None,
+            skipped: Vec::new(),
+        };
+        for resource in Resource::ALL {
+            let rp = policy.resource(resource);
+            let query = UsageQuery {
+                target: target.clone(),
+                resource,
+                quantile: rp.percentile / 100.0,
+                window: policy.window.0,
+                end: None,
+            };
+            let Some(stat) = self.source.usage_quantile(&query).await? else {
+                rec.skipped
+                    .push(format!("{resource}: no samples in {}", policy.window));
+                continue;
+            };
+            let min_history = policy.min_history.as_secs() as i64;
+            if stat.span_secs() < min_history {
+                rec.skipped.push(format!(
+                    "{resource}: {} of history < min_history {}",
+                    HumanDuration::from_secs(stat.span_secs().max(0) as u64),
+                    policy.min_history
+                ));
+                continue;
+            }
+            let r = ResourceRecommendation {
+                request: rp.target(resource, stat.value),
+                percentile: rp.percentile,
+                usage: stat.value,
+                samples: stat.samples,
+                history_secs: stat.span_secs(),
+            };
+            match resource {
+                Resource::Cpu => rec.cpu = Some(r),
+                Resource::Memory => rec.memory = Some(r),
+            }
+        }
+        Ok(rec)
+    }
+}
