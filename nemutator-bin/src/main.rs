@@ -1,1 +1,19 @@
-fn main() {}
+//! `nemutator`: argument parsing and wiring; the work is done by the library crates.
+
+mod cli;
+mod cmd;
+mod wiring;
+
+use clap::Parser;
+
+fn main() -> std::process::ExitCode {
+    let cli = cli::Cli::parse();
+    wiring::init_logging(&cli.global);
+    match cmd::run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("nemutator: {}", wiring::one_line(&e));
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -16,12 +16,15 @@
 
 pub mod admission;
 pub mod annotations;
+pub mod config;
 pub mod metrics;
 pub mod mutate;
 pub mod policy;
 pub mod quantity;
 pub mod recommend;
+pub mod report;
 pub mod season;
+pub mod server;
 pub mod units;
 pub mod workload;
 

@@ -149,6 +149,16 @@ pub trait MetricsSource: Send + Sync + fmt::Debug {
     fn now(&self) -> i64;
 }
 
+/// Produces the current [`MetricsSource`]: a file source re-reads its file when
+/// it changed; a live backend hands back the same client every time.
+pub trait SourceLoader: Send + Sync + fmt::Debug {
+    /// `Ok(Some(source))` when recommendations should be recomputed from
+    /// `source`; `Ok(None)` when nothing changed since the last call.
+    fn load(
+        &self,
+    ) -> BoxFuture<'_, Result<Option<std::sync::Arc<dyn MetricsSource>>, MetricsError>>;
+}
+
 /// The quantile `q` (in `[0, 1]`) of `values`, linearly interpolated between
 /// the closest ranks (as PromQL's `quantile_over_time`). `None` when empty.
 /// Reorders `values`.

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use serde::{Deserialize, Serialize};
 
-use crate::metrics::{MetricsError, MetricsSource, Resource, UsageQuery};
+use crate::metrics::{MetricsError, MetricsSource, Resource, SourceLoader, UsageQuery};
 use crate::policy::{EffectivePolicy, PolicySet};
 use crate::quantity::Quantity;
 use crate::season::Season;
@@ -256,5 +256,58 @@ impl Recommender {
             }
         }
         Ok(rec)
+    }
+}
+
+/// Keeps a [`RecommendationStore`] up to date: asks a [`SourceLoader`] on
+/// every tick and recomputes when it hands out a source. A failing load or
+/// recomputation keeps the previous recommendations.
+#[derive(Debug, Clone)]
+pub struct Refresher {
+    loader: Arc<dyn SourceLoader>,
+    policies: Arc<PolicySet>,
+    store: Arc<RecommendationStore>,
+}
+
+impl Refresher {
+    /// A refresher filling `store`.
+    pub fn new(
+        loader: Arc<dyn SourceLoader>,
+        policies: Arc<PolicySet>,
+        store: Arc<RecommendationStore>,
+    ) -> Self {
+        Refresher {
+            loader,
+            policies,
+            store,
+        }
+    }
+
+    /// One tick: returns the number of recommendations stored, or `None` when
+    /// nothing changed.
+    pub async fn refresh_once(&self) -> Result<Option<usize>, MetricsError> {
+        let Some(source) = self.loader.load().await? else {
+            return Ok(None);
+        };
+        let recs = Recommender::new(source, self.policies.clone())
+            .recommend_all(None)
+            .await?;
+        let n = recs.len();
+        self.store.replace(recs);
+        Ok(Some(n))
+    }
+
+    /// Tick every `interval` until the task is dropped.
+    pub async fn run(self, interval: std::time::Duration) {
+        loop {
+            match self.refresh_once().await {
+                Ok(Some(n)) => tracing::info!(recommendations = n, "recommendations refreshed"),
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "refresh failed; keeping previous recommendations")
+                }
+            }
+            tokio::time::sleep(interval).await;
+        }
     }
 }

@@ -75,15 +75,19 @@ impl FromStr for HumanDuration {
 }
 
 impl fmt::Display for HumanDuration {
-    /// The largest exact unit: `7d`, `90m`, `45s`.
+    /// Compound form with the largest units first: `7d`, `1h30m`, `6d23h45m`, `45s`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let s = self.0.as_secs();
-        for (unit, size) in [("d", 86_400), ("h", 3600), ("m", 60)] {
-            if s >= size && s % size == 0 {
-                return write!(f, "{}{}", s / size, unit);
+        let mut s = self.0.as_secs();
+        if s == 0 {
+            return f.write_str("0s");
+        }
+        for (unit, size) in [("d", 86_400), ("h", 3600), ("m", 60), ("s", 1)] {
+            if s >= size {
+                write!(f, "{}{}", s / size, unit)?;
+                s %= size;
             }
         }
-        write!(f, "{s}s")
+        Ok(())
     }
 }
 
@@ -175,7 +179,9 @@ mod tests {
     #[test]
     fn duration_display() {
         assert_eq!(HumanDuration::from_secs(604_800).to_string(), "7d");
-        assert_eq!(HumanDuration::from_secs(5400).to_string(), "90m");
+        assert_eq!(HumanDuration::from_secs(5400).to_string(), "1h30m");
+        assert_eq!(HumanDuration::from_secs(603_900).to_string(), "6d23h45m");
+        assert_eq!(HumanDuration::from_secs(0).to_string(), "0s");
         assert_eq!(HumanDuration::from_secs(45).to_string(), "45s");
     }
 

@@ -20,7 +20,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use nemutator_core::metrics::{
-    quantile, BoxFuture, MetricsError, MetricsSource, Resource, SeriesQuery, UsageQuery, UsageStat,
+    quantile, BoxFuture, MetricsError, MetricsSource, Resource, SeriesQuery, SourceLoader,
+    UsageQuery, UsageStat,
 };
 use nemutator_core::workload::{ContainerRef, WorkloadKey};
 
@@ -302,6 +303,54 @@ impl MetricsSource for FileSource {
 
     fn now(&self) -> i64 {
         self.newest
+    }
+}
+
+/// A [`SourceLoader`] that re-reads an OpenMetrics file whenever its size or
+/// modification time changes. A file that fails to parse is reported once and
+/// the previous data stays in use.
+#[derive(Debug)]
+pub struct FileLoader {
+    path: PathBuf,
+    last: std::sync::Mutex<Option<(Option<std::time::SystemTime>, u64)>>,
+}
+
+impl FileLoader {
+    /// Watch `path`.
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        FileLoader {
+            path: path.into(),
+            last: std::sync::Mutex::new(None),
+        }
+    }
+}
+
+impl SourceLoader for FileLoader {
+    fn load(&self) -> BoxFuture<'_, Result<Option<Arc<dyn MetricsSource>>, MetricsError>> {
+        Box::pin(async move {
+            let backend_err = |message: String| MetricsError::Backend {
+                backend: "file",
+                message,
+            };
+            let meta = tokio::fs::metadata(&self.path)
+                .await
+                .map_err(|e| backend_err(format!("{}: {e}", self.path.display())))?;
+            let stamp = (meta.modified().ok(), meta.len());
+            {
+                let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+                if *last == Some(stamp) {
+                    return Ok(None);
+                }
+                *last = Some(stamp);
+            }
+            let path = self.path.clone();
+            let loaded = tokio::task::spawn_blocking(move || FileSource::load(&path))
+                .await
+                .map_err(|e| backend_err(e.to_string()))?
+                .map_err(|e| MetricsError::Data(e.to_string()))?;
+            tracing::info!(path = %self.path.display(), samples = loaded.samples(), "metrics file loaded");
+            Ok(Some(Arc::new(loaded) as Arc<dyn MetricsSource>))
+        })
     }
 }
 

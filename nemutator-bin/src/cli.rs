@@ -1,0 +1,96 @@
+//! Command-line arguments (every flag has a `NEMUTATOR_*` environment fallback).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// nemutator: right-sizes pods at admission from real usage history.
+#[derive(Debug, Parser)]
+#[command(name = "nemutator", version, about)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct Global {
+    /// Configuration file (YAML); without it the embedded defaults apply.
+    #[arg(long, global = true, env = "NEMUTATOR_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Log filter, e.g. `info` or `nemutator_core=debug`.
+    #[arg(long, global = true, env = "NEMUTATOR_LOG", default_value = "info")]
+    pub log: String,
+    /// Log format.
+    #[arg(long, global = true, env = "NEMUTATOR_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the admission webhook over HTTPS.
+    Webhook(WebhookArgs),
+    /// Review an AdmissionReview offline and print the response.
+    Review(ReviewArgs),
+    /// Compute recommendations for the workloads in the metrics source.
+    Recommend(RecommendArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct WebhookArgs {
+    /// Address to listen on.
+    #[arg(long, env = "NEMUTATOR_LISTEN", default_value = "0.0.0.0:8443")]
+    pub listen: SocketAddr,
+    /// PEM certificate chain (reloaded when it changes); with --tls-key.
+    #[arg(long, env = "NEMUTATOR_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key; with --tls-cert.
+    #[arg(long, env = "NEMUTATOR_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Extra names for the self-signed certificate (comma-separated).
+    #[arg(
+        long,
+        env = "NEMUTATOR_TLS_SAN",
+        value_delimiter = ',',
+        default_value = "localhost,127.0.0.1,nemutator,nemutator.nemutator.svc,nemutator.nemutator.svc.cluster.local"
+    )]
+    pub tls_san: Vec<String>,
+    /// How long to let open connections finish after SIGTERM.
+    #[arg(long, env = "NEMUTATOR_DRAIN", default_value = "20s")]
+    pub drain: nemutator_core::units::HumanDuration,
+}
+
+#[derive(Debug, Args)]
+pub struct ReviewArgs {
+    /// AdmissionReview v1 request file, or `-` for stdin.
+    pub file: PathBuf,
+    /// Print the mutated object instead of the response.
+    #[arg(long)]
+    pub patched: bool,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum Output {
+    Table,
+    Json,
+    Csv,
+    Html,
+}
+
+#[derive(Debug, Args)]
+pub struct RecommendArgs {
+    /// Only this namespace.
+    #[arg(long, short = 'n', env = "NEMUTATOR_NAMESPACE")]
+    pub namespace: Option<String>,
+    /// Output format.
+    #[arg(long, short = 'o', value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+}

@@ -1,0 +1,22 @@
+//! One module per subcommand.
+
+mod recommend;
+mod review;
+mod webhook;
+
+use std::process::ExitCode;
+
+use crate::cli::{Cli, Command};
+
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        match cli.command {
+            Command::Webhook(args) => webhook::run(&cli.global, args).await,
+            Command::Review(args) => review::run(&cli.global, args).await,
+            Command::Recommend(args) => recommend::run(&cli.global, args).await,
+        }
+    })
+}

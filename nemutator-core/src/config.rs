@@ -1,0 +1,310 @@
+//! The YAML configuration (see DESIGN.md, "Configuration"). With no file, the
+//! embedded defaults apply: the OpenMetrics file source and the file secret
+//! resolver with the sample data under `examples/`, and one `default` policy.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::policy::{Policy, PolicyError, PolicySet};
+use crate::units::HumanDuration;
+
+/// Which metrics backend to use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum MetricsBackend {
+    /// An OpenMetrics file.
+    #[default]
+    File,
+    /// A Prometheus server.
+    Prometheus,
+    /// Datadog's metrics API.
+    Datadog,
+}
+
+/// `metrics.file`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileMetricsConfig {
+    /// Path of the OpenMetrics file.
+    pub path: PathBuf,
+}
+
+impl Default for FileMetricsConfig {
+    fn default() -> Self {
+        FileMetricsConfig {
+            path: PathBuf::from("examples/data/usage.om"),
+        }
+    }
+}
+
+/// `metrics.prometheus`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrometheusConfig {
+    /// Base URL.
+    pub url: String,
+}
+
+impl Default for PrometheusConfig {
+    fn default() -> Self {
+        PrometheusConfig {
+            url: "http://127.0.0.1:9090".into(),
+        }
+    }
+}
+
+/// `metrics.datadog`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatadogConfig {
+    /// Site URL.
+    pub site: String,
+    /// Environment variable holding the API key.
+    pub api_key_env: String,
+    /// Environment variable holding the application key.
+    pub app_key_env: String,
+}
+
+impl Default for DatadogConfig {
+    fn default() -> Self {
+        DatadogConfig {
+            site: "https://api.datadoghq.com".into(),
+            api_key_env: "DD_API_KEY".into(),
+            app_key_env: "DD_APP_KEY".into(),
+        }
+    }
+}
+
+/// `metrics.cache`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheConfig {
+    /// Redis URL.
+    pub redis: String,
+    /// How long cached answers are kept.
+    #[serde(default = "default_cache_ttl")]
+    pub ttl: HumanDuration,
+}
+
+fn default_cache_ttl() -> HumanDuration {
+    HumanDuration::from_secs(300)
+}
+
+fn default_refresh() -> HumanDuration {
+    HumanDuration::from_secs(300)
+}
+
+/// `metrics:`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Backend.
+    #[serde(default)]
+    pub source: MetricsBackend,
+    /// File backend settings.
+    #[serde(default)]
+    pub file: FileMetricsConfig,
+    /// Prometheus backend settings.
+    #[serde(default)]
+    pub prometheus: PrometheusConfig,
+    /// Datadog backend settings.
+    #[serde(default)]
+    pub datadog: DatadogConfig,
+    /// Optional shared cache.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<CacheConfig>,
+    /// How often recommendations are recomputed from a live backend (a file
+    /// is re-read whenever it changes).
+    #[serde(default = "default_refresh")]
+    pub refresh: HumanDuration,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            source: MetricsBackend::File,
+            file: FileMetricsConfig::default(),
+            prometheus: PrometheusConfig::default(),
+            datadog: DatadogConfig::default(),
+            cache: None,
+            refresh: default_refresh(),
+        }
+    }
+}
+
+/// `secrets:` (read and validated now; used by the secrets crate).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+pub struct SecretsConfig {
+    /// `file` or `vault`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolver: Option<String>,
+    /// Everything else, kept as written.
+    #[serde(flatten)]
+    pub rest: serde_yaml::Mapping,
+}
+
+/// The whole configuration file.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Usage history.
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+    /// Right-sizing policies, first match wins.
+    #[serde(default = "default_policies")]
+    pub policies: PolicySet,
+    /// Secret injection.
+    #[serde(default)]
+    pub secrets: SecretsConfig,
+}
+
+fn default_policies() -> PolicySet {
+    PolicySet(vec![Policy::default()])
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            metrics: MetricsConfig::default(),
+            policies: default_policies(),
+            secrets: SecretsConfig::default(),
+        }
+    }
+}
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The YAML is invalid or has unknown keys.
+    #[error("{path}: {message}")]
+    Yaml {
+        /// The file.
+        path: PathBuf,
+        /// One-line reason with the location.
+        message: String,
+    },
+    /// A policy is invalid.
+    #[error("{path}: {source}")]
+    Policy {
+        /// The file.
+        path: PathBuf,
+        /// The reason.
+        #[source]
+        source: PolicyError,
+    },
+}
+
+impl Config {
+    /// Parse YAML text; `origin` names it in errors.
+    pub fn from_yaml(text: &str, origin: &Path) -> Result<Self, ConfigError> {
+        let config: Config = if text.trim().is_empty() {
+            Config::default()
+        } else {
+            serde_yaml::from_str(text).map_err(|e| ConfigError::Yaml {
+                path: origin.to_path_buf(),
+                message: e.to_string().replace('\n', " "),
+            })?
+        };
+        config
+            .policies
+            .validate()
+            .map_err(|source| ConfigError::Policy {
+                path: origin.to_path_buf(),
+                source,
+            })?;
+        Ok(config)
+    }
+
+    /// Load a file, or the embedded defaults when `path` is `None`.
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        let Some(path) = path else {
+            return Ok(Config::default());
+        };
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_yaml(&text, path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DESIGN_EXAMPLE: &str = r#"
+metrics:
+  source: file                 # file | prometheus | datadog
+  file: { path: examples/data/usage.om }
+  prometheus: { url: http://127.0.0.1:9090 }
+  datadog: { site: https://api.datadoghq.com, api_key_env: DD_API_KEY, app_key_env: DD_APP_KEY }
+  cache: { redis: redis://127.0.0.1:6379, ttl: 5m }   # optional
+policies:
+  - name: default
+    namespaces: ["*"]
+    exclude_namespaces: [kube-system]
+    window: 7d
+    min_history: 24h
+    cpu:    { percentile: 95, headroom: 15%, min: 10m,  max: "8" }
+    memory: { percentile: 100, headroom: 20%, min: 32Mi, max: 16Gi }
+    limits: keep-ratio         # keep-ratio | unchanged | remove | equal-to-requests
+    min_change: 10%            # smaller changes are not applied
+    brainsets:                 # overrides per season
+      peak:     { cpu: { percentile: 99, headroom: 30% } }
+      off-peak: { cpu: { percentile: 90, headroom: 10% } }
+secrets:
+  resolver: file               # file | vault
+  file: { path: examples/secrets.yaml }
+  vault: { address: http://127.0.0.1:8200, auth: kubernetes, role: nemutator, mount: kubernetes }
+  injection: exec
+  env_namespaces: [team-a]
+  allowed_paths:
+    team-a: ["kv/data/team-a/*"]
+"#;
+
+    #[test]
+    fn accepts_the_design_example() {
+        let c = Config::from_yaml(DESIGN_EXAMPLE, Path::new("x.yaml"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.metrics.cache.as_ref().map(|c| c.ttl.as_secs()), Some(300));
+        assert_eq!(c.policies.0.len(), 1);
+        assert_eq!(c.secrets.resolver.as_deref(), Some("file"));
+        // The explicit default policy equals the embedded one (plus brainsets).
+        let mut p = c.policies.0[0].clone();
+        p.brainsets = Default::default();
+        assert_eq!(p.effective(None), Policy::default().effective(None));
+    }
+
+    #[test]
+    fn empty_file_is_the_defaults() {
+        assert_eq!(
+            Config::from_yaml("", Path::new("x")).ok(),
+            Some(Config::default())
+        );
+    }
+
+    #[test]
+    fn errors_are_one_line_and_name_the_file() {
+        for bad in [
+            "metrics: { sauce: file }",
+            "policies: [{ name: p, cpu: { percentile: 0 } }]",
+            "policies: 3",
+        ] {
+            let e = Config::from_yaml(bad, Path::new("c.yaml"))
+                .expect_err(bad)
+                .to_string();
+            assert!(e.starts_with("c.yaml: "), "{e}");
+            assert!(!e.contains('\n'), "{e}");
+        }
+    }
+}

@@ -1,0 +1,225 @@
+//! Recommendation reports: aligned table, CSV, JSON and a self-contained HTML page.
+
+use std::fmt::Write as _;
+
+use crate::metrics::Resource;
+use crate::recommend::Recommendation;
+use crate::units::HumanDuration;
+
+const HEADERS: [&str; 9] = [
+    "NAMESPACE",
+    "KIND",
+    "WORKLOAD",
+    "CONTAINER",
+    "CPU",
+    "MEMORY",
+    "HISTORY",
+    "POLICY",
+    "NOTE",
+];
+
+fn fmt_res(rec: &Recommendation, r: Resource) -> String {
+    match rec.resource(r) {
+        None => "-".into(),
+        Some(x) => {
+            let q = match r {
+                Resource::Cpu => x.request.to_cpu_string(),
+                Resource::Memory => x.request.to_memory_string(),
+            };
+            format!("{q} (p{})", x.percentile)
+        }
+    }
+}
+
+fn row(rec: &Recommendation) -> [String; 9] {
+    let history = rec
+        .cpu
+        .as_ref()
+        .or(rec.memory.as_ref())
+        .map(|x| HumanDuration::from_secs(x.history_secs.max(0) as u64).to_string())
+        .unwrap_or_else(|| "-".into());
+    let w = &rec.target.workload;
+    [
+        w.namespace.clone(),
+        w.kind.as_str().to_string(),
+        w.name.clone(),
+        rec.target.container.clone(),
+        fmt_res(rec, Resource::Cpu),
+        fmt_res(rec, Resource::Memory),
+        history,
+        match rec.season {
+            Some(s) => format!("{}/{s}", rec.policy),
+            None => rec.policy.clone(),
+        },
+        rec.skipped.join("; "),
+    ]
+}
+
+/// An aligned text table.
+pub fn table(recs: &[Recommendation]) -> String {
+    let rows: Vec<[String; 9]> = recs.iter().map(row).collect();
+    let mut widths = HEADERS.map(str::len);
+    for r in &rows {
+        for (w, cell) in widths.iter_mut().zip(r) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let mut line = |cells: &[&str]| {
+        let mut l = String::new();
+        for (i, (cell, w)) in cells.iter().zip(widths).enumerate() {
+            if i + 1 == cells.len() {
+                l.push_str(cell);
+            } else {
+                let _ = write!(l, "{cell:<w$}  ");
+            }
+        }
+        out.push_str(l.trim_end());
+        out.push('\n');
+    };
+    line(&HEADERS);
+    for r in &rows {
+        line(&r.iter().map(String::as_str).collect::<Vec<_>>());
+    }
+    out
+}
+
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+/// CSV with a header; quantities in Kubernetes notation, usage in cores/bytes.
+pub fn csv(recs: &[Recommendation]) -> String {
+    let mut out = String::from(
+        "namespace,kind,workload,container,cpu_request,cpu_percentile,cpu_usage_cores,memory_request,memory_percentile,memory_usage_bytes,history_seconds,policy,season,note\n",
+    );
+    for rec in recs {
+        let res = |r: Resource| match rec.resource(r) {
+            None => (String::new(), String::new(), String::new()),
+            Some(x) => (
+                match r {
+                    Resource::Cpu => x.request.to_cpu_string(),
+                    Resource::Memory => x.request.to_memory_string(),
+                },
+                x.percentile.to_string(),
+                format!("{:.6}", x.usage),
+            ),
+        };
+        let (c, cp, cu) = res(Resource::Cpu);
+        let (m, mp, mu) = res(Resource::Memory);
+        let history = rec
+            .cpu
+            .as_ref()
+            .or(rec.memory.as_ref())
+            .map(|x| x.history_secs.to_string())
+            .unwrap_or_default();
+        let w = &rec.target.workload;
+        let fields = [
+            w.namespace.as_str(),
+            w.kind.as_str(),
+            &w.name,
+            &rec.target.container,
+            &c,
+            &cp,
+            &cu,
+            &m,
+            &mp,
+            &mu,
+            &history,
+            &rec.policy,
+            rec.season.map(|s| s.as_str()).unwrap_or(""),
+            &rec.skipped.join("; "),
+        ];
+        let line: Vec<String> = fields.iter().map(|f| csv_field(f)).collect();
+        out.push_str(&line.join(","));
+        out.push('\n');
+    }
+    out
+}
+
+fn html_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// A self-contained HTML page with the table.
+pub fn html(recs: &[Recommendation]) -> String {
+    let mut out = String::from(
+        "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>nemutator recommendations</title>\n<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}th{background:#f4f4f4}</style></head><body>\n<h1>nemutator recommendations</h1>\n<table>\n<tr>",
+    );
+    for h in HEADERS {
+        let _ = write!(out, "<th>{h}</th>");
+    }
+    out.push_str("</tr>\n");
+    for r in recs.iter().map(row) {
+        out.push_str("<tr>");
+        for cell in r {
+            let _ = write!(out, "<td>{}</td>", html_escape(&cell));
+        }
+        out.push_str("</tr>\n");
+    }
+    out.push_str("</table>\n</body></html>\n");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::quantity::Quantity;
+    use crate::recommend::ResourceRecommendation;
+    use crate::workload::{ContainerRef, WorkloadKey, WorkloadKind};
+
+    fn mk_rec() -> Recommendation {
+        Recommendation {
+            target: ContainerRef::new(
+                WorkloadKey::new("ns", WorkloadKind::Deployment, "web"),
+                "app",
+            ),
+            policy: "default".into(),
+            season: None,
+            window: HumanDuration::from_secs(604_800),
+            cpu: Some(ResourceRecommendation {
+                request: Quantity::from_millis(250),
+                percentile: 95.0,
+                usage: 0.2,
+                samples: 10,
+                history_secs: 86_400,
+            }),
+            memory: None,
+            skipped: vec!["memory: no samples, \"x\"".into()],
+        }
+    }
+
+    #[test]
+    fn table_aligns_and_shows_requests() {
+        let t = table(&[mk_rec()]);
+        let lines: Vec<&str> = t.lines().collect();
+        assert!(lines[0].starts_with("NAMESPACE"));
+        assert!(lines[1].contains("250m (p95)"));
+        assert_eq!(lines[0].find("KIND"), lines[1].find("Deployment"));
+    }
+
+    #[test]
+    fn csv_quotes_fields() {
+        let c = csv(&[mk_rec()]);
+        assert!(c
+            .lines()
+            .nth(1)
+            .unwrap_or_default()
+            .starts_with("ns,Deployment,web,app,250m,95,0.200000,,,,86400,default,,"));
+        assert!(c.contains("\"memory: no samples, \"\"x\"\"\""));
+    }
+
+    #[test]
+    fn html_escapes() {
+        let h = html(&[mk_rec()]);
+        assert!(h.contains("&quot;x&quot;"));
+        assert!(h.contains("<td>250m (p95)</td>"));
+    }
+}

@@ -1,0 +1,271 @@
+//! The webhook HTTPS server: `POST /mutate`, `GET /healthz`, `GET /readyz`,
+//! `GET /metrics`.
+//!
+//! [`Router`] is a plain tower service over any request body, so tests can
+//! drive it with `ServiceExt::oneshot`; [`serve`] puts it behind rustls and
+//! hyper (HTTP/1.1 and HTTP/2) and drains connections on shutdown.
+
+pub mod telemetry;
+pub mod tls;
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{header, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tower::Service;
+
+use crate::admission::{Admission, Outcome};
+use crate::recommend::RecommendationStore;
+pub use telemetry::Telemetry;
+
+/// Largest accepted AdmissionReview body (the API server's own limit is 3 MiB
+/// per object).
+pub const MAX_BODY_BYTES: usize = 3 * 1024 * 1024;
+
+/// What the routes share.
+#[derive(Debug)]
+pub struct WebhookState {
+    /// The review handler.
+    pub admission: Admission,
+    /// The recommendation store (for readiness and metrics).
+    pub store: Arc<RecommendationStore>,
+    /// Request metrics.
+    pub telemetry: Telemetry,
+    /// Body limit for `/mutate`.
+    pub max_body: usize,
+    /// Time limit for one request.
+    pub timeout: Duration,
+}
+
+impl WebhookState {
+    /// State with the default limits (3 MiB, 10 s).
+    pub fn new(admission: Admission, store: Arc<RecommendationStore>) -> Self {
+        WebhookState {
+            admission,
+            store,
+            telemetry: Telemetry::new(),
+            max_body: MAX_BODY_BYTES,
+            timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// The webhook's routes as a tower service.
+#[derive(Clone, Debug)]
+pub struct Router {
+    state: Arc<WebhookState>,
+}
+
+impl Router {
+    /// Routes over `state`.
+    pub fn new(state: Arc<WebhookState>) -> Self {
+        Router { state }
+    }
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(body.into()));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
+fn json(body: Vec<u8>) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+async fn mutate<B>(state: &WebhookState, req: Request<B>) -> (Outcome, Response<Full<Bytes>>)
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    let too_large = || {
+        text(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("request body larger than {} bytes\n", state.max_body),
+        )
+    };
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > state.max_body as u64) {
+        return (Outcome::Invalid, too_large());
+    }
+    let body = match Limited::new(req.into_body(), state.max_body)
+        .collect()
+        .await
+    {
+        Ok(b) => b.to_bytes(),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            return (Outcome::Invalid, too_large())
+        }
+        Err(e) => {
+            return (
+                Outcome::Invalid,
+                text(
+                    StatusCode::BAD_REQUEST,
+                    format!("could not read the request body: {e}\n"),
+                ),
+            )
+        }
+    };
+    match state.admission.review(&body).await {
+        Ok(reviewed) => {
+            tracing::debug!(
+                uid = %reviewed.response.uid,
+                outcome = reviewed.outcome.as_str(),
+                "reviewed"
+            );
+            (reviewed.outcome, json(reviewed.response.into_review_json()))
+        }
+        Err(e) => {
+            tracing::info!(error = %e, "rejected a malformed review");
+            (
+                Outcome::Invalid,
+                text(StatusCode::BAD_REQUEST, format!("{e}\n")),
+            )
+        }
+    }
+}
+
+async fn route<B>(state: Arc<WebhookState>, req: Request<B>) -> Response<Full<Bytes>>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    let path = req.uri().path();
+    match (req.method(), path) {
+        (&Method::POST, "/mutate") => {
+            let start = Instant::now();
+            let (outcome, resp) =
+                match tokio::time::timeout(state.timeout, mutate(&state, req)).await {
+                    Ok(r) => r,
+                    Err(_) => (
+                        Outcome::Invalid,
+                        text(StatusCode::SERVICE_UNAVAILABLE, "review timed out\n"),
+                    ),
+                };
+            state.telemetry.observe(outcome, start.elapsed());
+            resp
+        }
+        (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
+        (&Method::GET, "/readyz") => {
+            if state.store.is_loaded() {
+                text(StatusCode::OK, "ready\n")
+            } else {
+                text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "recommendations not loaded yet\n",
+                )
+            }
+        }
+        (&Method::GET, "/metrics") => {
+            let mut r = text(StatusCode::OK, state.telemetry.render(&state.store));
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                header::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            );
+            r
+        }
+        (_, "/mutate" | "/healthz" | "/readyz" | "/metrics") => {
+            text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
+        }
+        _ => text(StatusCode::NOT_FOUND, "not found\n"),
+    }
+}
+
+impl<B> Service<Request<B>> for Router
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    type Response = Response<Full<Bytes>>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let state = self.state.clone();
+        Box::pin(async move { Ok(route(state, req).await) })
+    }
+}
+
+/// Serve `router` over TLS on `listener` until `shutdown` resolves, then stop
+/// accepting and let open connections finish (at most `drain`).
+pub async fn serve(
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    router: Router,
+    shutdown: impl Future<Output = ()>,
+    drain: Duration,
+) {
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let graceful = GracefulShutdown::new();
+    let builder = auto::Builder::new(TokioExecutor::new());
+    tokio::pin!(shutdown);
+    loop {
+        let (tcp, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(conn) => conn,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = tcp.set_nodelay(true);
+        let acceptor = acceptor.clone();
+        let service = TowerToHyperService::new(router.clone());
+        let builder = builder.clone();
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            let tls =
+                match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => {
+                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => return,
+                };
+            let conn = builder.serve_connection(TokioIo::new(tls), service);
+            if let Err(e) = watcher.watch(conn).await {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    tracing::info!("draining connections");
+    tokio::select! {
+        () = graceful.shutdown() => tracing::info!("all connections closed"),
+        () = tokio::time::sleep(drain) => tracing::warn!("drain timed out"),
+    }
+}
