@@ -106,6 +106,9 @@ fn set(map: &mut Option<BTreeMap<String, K8sQuantity>>, r: Resource, q: Option<Q
         None => {
             if let Some(m) = map.as_mut() {
                 m.remove(r.as_str());
+                if m.is_empty() {
+                    *map = None;
+                }
             }
         }
     }
