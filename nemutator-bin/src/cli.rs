@@ -20,9 +20,10 @@ pub struct Global {
     /// Configuration file (YAML); without it the embedded defaults apply.
     #[arg(long, global = true, env = "NEMUTATOR_CONFIG")]
     pub config: Option<PathBuf>,
-    /// Log filter, e.g. `info` or `nemutator_core=debug`.
-    #[arg(long, global = true, env = "NEMUTATOR_LOG", default_value = "info")]
-    pub log: String,
+    /// Log filter, e.g. `info` or `nemutator_core=debug` (default: `info` for
+    /// servers, `warn` for one-shot commands).
+    #[arg(long, global = true, env = "NEMUTATOR_LOG")]
+    pub log: Option<String>,
     /// Log format.
     #[arg(long, global = true, env = "NEMUTATOR_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -32,6 +33,13 @@ pub struct Global {
 pub enum LogFormat {
     Text,
     Json,
+}
+
+impl Command {
+    /// Whether this command runs as a long-lived server.
+    pub fn is_server(&self) -> bool {
+        matches!(self, Command::Webhook(_))
+    }
 }
 
 #[derive(Debug, Subcommand)]

@@ -8,7 +8,7 @@ use clap::Parser;
 
 fn main() -> std::process::ExitCode {
     let cli = cli::Cli::parse();
-    wiring::init_logging(&cli.global);
+    wiring::init_logging(&cli.global, cli.command.is_server());
     match cmd::run(cli) {
         Ok(code) => code,
         Err(e) => {

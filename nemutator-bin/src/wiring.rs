@@ -12,8 +12,10 @@ use tracing_subscriber::EnvFilter;
 use crate::cli::{Global, LogFormat};
 
 /// Logs go to stderr so that stdout stays machine-readable.
-pub fn init_logging(global: &Global) {
-    let filter = EnvFilter::try_new(&global.log).unwrap_or_else(|_| EnvFilter::new("info"));
+pub fn init_logging(global: &Global, server: bool) {
+    let default = if server { "info" } else { "warn" };
+    let filter = EnvFilter::try_new(global.log.as_deref().unwrap_or(default))
+        .unwrap_or_else(|_| EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))

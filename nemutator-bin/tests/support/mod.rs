@@ -1,0 +1,272 @@
+//! Shared helpers for the end-to-end tests: run the real `nemutator` binary and
+//! talk to it over HTTPS with a rustls client that trusts only its CA.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_nemutator");
+
+/// The workspace root (where `examples/` is).
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+pub fn tmpdir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("nemutator-e2e-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap_or_else(|e| panic!("{e}"));
+    d
+}
+
+/// A running `nemutator webhook`.
+pub struct Webhook {
+    pub child: Child,
+    pub addr: SocketAddr,
+    /// The CA bundle (PEM) printed at start, when self-signed.
+    pub ca_pem: String,
+    stderr: mpsc::Receiver<String>,
+}
+
+impl Webhook {
+    /// Start with extra args; waits until the listen address is logged.
+    pub fn start(args: &[&str]) -> Webhook {
+        let mut child = Command::new(BIN)
+            .current_dir(root())
+            .arg("webhook")
+            .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {BIN}: {e}"));
+        let (out_tx, out_rx) = mpsc::channel();
+        let stdout = child.stdout.take().unwrap_or_else(|| panic!("stdout"));
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = out_tx.send(line);
+            }
+        });
+        let (err_tx, err_rx) = mpsc::channel();
+        let stderr = child.stderr.take().unwrap_or_else(|| panic!("stderr"));
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = err_tx.send(line);
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let addr = loop {
+            let line = err_rx
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                .unwrap_or_else(|_| panic!("webhook did not log its address"));
+            let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+            if let Some(listen) = v["fields"]["listen"].as_str() {
+                break listen.parse().unwrap_or_else(|e| panic!("{listen}: {e}"));
+            }
+        };
+        let mut ca_pem = String::new();
+        while let Ok(line) = out_rx.recv_timeout(Duration::from_millis(200)) {
+            if !line.starts_with('#') {
+                ca_pem.push_str(&line);
+                ca_pem.push('\n');
+            }
+        }
+        Webhook {
+            child,
+            addr,
+            ca_pem,
+            stderr: err_rx,
+        }
+    }
+
+    /// Log lines so far.
+    pub fn logs(&self) -> Vec<String> {
+        self.stderr.try_iter().collect()
+    }
+
+    pub fn client(&self) -> Client {
+        Client::new(self.addr, &self.ca_pem)
+    }
+
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "webhook did not exit after SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Webhook {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A minimal HTTPS client trusting one CA.
+#[derive(Clone)]
+pub struct Client {
+    pub addr: SocketAddr,
+    config: Arc<rustls::ClientConfig>,
+}
+
+pub struct Reply {
+    pub status: u16,
+    pub body: Bytes,
+    /// The server's leaf certificate.
+    pub peer_cert: Vec<u8>,
+    pub version: Option<rustls::ProtocolVersion>,
+}
+
+impl Client {
+    pub fn new(addr: SocketAddr, ca_pem: &str) -> Client {
+        Self::with_versions(
+            addr,
+            ca_pem,
+            &[&rustls::version::TLS13, &rustls::version::TLS12],
+        )
+    }
+
+    pub fn with_versions(
+        addr: SocketAddr,
+        ca_pem: &str,
+        versions: &[&'static rustls::SupportedProtocolVersion],
+    ) -> Client {
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+            roots
+                .add(cert.unwrap_or_else(|e| panic!("CA bundle: {e}")))
+                .unwrap_or_else(|e| panic!("CA bundle: {e}"));
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(versions)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        Client {
+            addr,
+            config: Arc::new(config),
+        }
+    }
+
+    pub async fn request(&self, method: &str, path: &str, body: Vec<u8>) -> Result<Reply, String> {
+        let tcp = tokio::net::TcpStream::connect(self.addr)
+            .await
+            .map_err(|e| e.to_string())?;
+        let name = ServerName::try_from("localhost").map_err(|e| e.to_string())?;
+        let tls = tokio_rustls::TlsConnector::from(self.config.clone())
+            .connect(name, tcp)
+            .await
+            .map_err(|e| e.to_string())?;
+        let (_, session) = tls.get_ref();
+        let peer_cert = session
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .map(|c| c.to_vec())
+            .unwrap_or_default();
+        let version = session.protocol_version();
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+            .await
+            .map_err(|e| e.to_string())?;
+        tokio::spawn(conn);
+        let req = hyper::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", "localhost")
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| e.to_string())?;
+        let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
+        let status = resp.status().as_u16();
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?
+            .to_bytes();
+        Ok(Reply {
+            status,
+            body,
+            peer_cert,
+            version,
+        })
+    }
+
+    /// Poll `/readyz` until 200.
+    pub async fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(r) = self.request("GET", "/readyz", vec![]).await {
+                if r.status == 200 {
+                    return;
+                }
+            }
+            assert!(Instant::now() < deadline, "webhook never became ready");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// Write a fresh self-signed pair for `localhost` to `dir`; returns the cert PEM.
+pub fn write_cert(dir: &Path) -> String {
+    let g = rcgen::generate_simple_self_signed(vec!["localhost".to_string()])
+        .unwrap_or_else(|e| panic!("{e}"));
+    // Write the key first, then the cert, each atomically.
+    let key = dir.join("tls.key");
+    let cert = dir.join("tls.crt");
+    std::fs::write(dir.join("tls.key.tmp"), g.signing_key.serialize_pem())
+        .unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(dir.join("tls.crt.tmp"), g.cert.pem()).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::rename(dir.join("tls.key.tmp"), key).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::rename(dir.join("tls.crt.tmp"), cert).unwrap_or_else(|e| panic!("{e}"));
+    g.cert.pem()
+}
+
+/// Run the CLI; returns (exit code, stdout, stderr).
+pub fn run_cli(args: &[&str], stdin: Option<&[u8]>) -> (i32, String, String) {
+    use std::io::Write as _;
+    let mut child = Command::new(BIN)
+        .current_dir(root())
+        .args(args)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{e}"));
+    if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
+        let _ = pipe.write_all(input);
+    }
+    let out = child.wait_with_output().unwrap_or_else(|e| panic!("{e}"));
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}

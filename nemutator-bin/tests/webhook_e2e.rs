@@ -1,0 +1,146 @@
+//! End-to-end: the real `nemutator webhook` binary over HTTPS on loopback.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use support::{root, tmpdir, write_cert, Client, Webhook};
+
+fn example_review() -> Vec<u8> {
+    std::fs::read(root().join("examples/admission-review.json")).unwrap_or_else(|e| panic!("{e}"))
+}
+
+#[tokio::test]
+async fn serves_a_real_patch_on_the_embedded_defaults() {
+    let hook = Webhook::start(&[]);
+    assert!(
+        hook.ca_pem.starts_with("-----BEGIN CERTIFICATE-----"),
+        "CA bundle printed: {:?}",
+        hook.ca_pem
+    );
+    let client = hook.client();
+    client.wait_ready().await;
+    let reply = client
+        .request("POST", "/mutate", example_review())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(reply.status, 200);
+    let v: serde_json::Value =
+        serde_json::from_slice(&reply.body).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(v["response"]["uid"], "705ab4f5-6393-11e8-b7cc-42010a800002");
+    assert_eq!(v["response"]["patchType"], "JSONPatch");
+    assert!(v["response"]["patch"]
+        .as_str()
+        .is_some_and(|p| !p.is_empty()));
+
+    // TLS 1.2 clients are served too; nothing older exists in rustls to try.
+    let tls12 = Client::with_versions(hook.addr, &hook.ca_pem, &[&rustls::version::TLS12]);
+    let r = tls12
+        .request("GET", "/healthz", vec![])
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(r.version, Some(rustls::ProtocolVersion::TLSv1_2));
+    assert_eq!(r.status, 200);
+
+    let metrics = client
+        .request("GET", "/metrics", vec![])
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let text = String::from_utf8_lossy(&metrics.body);
+    assert!(
+        text.contains("nemutator_admission_requests_total{outcome=\"patched\"} 1"),
+        "{text}"
+    );
+    assert!(text.contains("nemutator_recommendations 5"), "{text}");
+}
+
+#[tokio::test]
+async fn bad_requests_get_4xx_and_the_server_survives() {
+    let hook = Webhook::start(&[]);
+    let client = hook.client();
+    client.wait_ready().await;
+    let r = client
+        .request("POST", "/mutate", b"{\"apiVersion\":".to_vec())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(r.status, 400);
+    assert_eq!(
+        String::from_utf8_lossy(&r.body).trim_end().lines().count(),
+        1
+    );
+    let r = client
+        .request("POST", "/mutate", vec![b'x'; 3 * 1024 * 1024 + 10])
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(r.status, 413);
+    let r = client
+        .request("POST", "/mutate", example_review())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(r.status, 200);
+}
+
+#[tokio::test]
+async fn certificate_files_are_reloaded_and_a_bad_pair_is_ignored() {
+    let dir = tmpdir("reload");
+    let first_pem = write_cert(&dir);
+    let (cert, key) = (dir.join("tls.crt"), dir.join("tls.key"));
+    let hook = Webhook::start(&[
+        "--tls-cert",
+        cert.to_str().unwrap_or_default(),
+        "--tls-key",
+        key.to_str().unwrap_or_default(),
+    ]);
+    let first = Client::new(hook.addr, &first_pem);
+    first.wait_ready().await;
+    let served_first = first
+        .request("GET", "/healthz", vec![])
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .peer_cert;
+
+    // Files older than a second may share an mtime with the new ones on coarse filesystems.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let second_pem = write_cert(&dir);
+    let second = Client::new(hook.addr, &second_pem);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let served_second = loop {
+        if let Ok(r) = second.request("GET", "/healthz", vec![]).await {
+            break r.peer_cert;
+        }
+        assert!(Instant::now() < deadline, "new certificate never served");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_ne!(served_first, served_second);
+
+    // A broken certificate file: the last good pair keeps being served.
+    std::fs::write(
+        &cert,
+        "-----BEGIN CERTIFICATE-----\nbroken\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !hook
+        .logs()
+        .iter()
+        .any(|l| l.contains("keeping the last good one"))
+    {
+        assert!(Instant::now() < deadline, "bad certificate not noticed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let r = second
+        .request("GET", "/healthz", vec![])
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(r.peer_cert, served_second);
+    assert_eq!(r.status, 200);
+}
+
+#[tokio::test]
+async fn sigterm_drains_and_exits_zero() {
+    let mut hook = Webhook::start(&[]);
+    let client = hook.client();
+    client.wait_ready().await;
+    let status = hook.terminate();
+    assert!(status.success(), "exit status {status:?}");
+}
