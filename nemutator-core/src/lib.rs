@@ -17,6 +17,7 @@
 pub mod admission;
 pub mod annotations;
 pub mod config;
+pub mod fuzzing;
 pub mod metrics;
 pub mod mutate;
 pub mod policy;

@@ -187,7 +187,7 @@ impl FileSource {
         self.newest
     }
 
-    fn window<'a>(series: &'a [(i64, f64)], start: i64, end: i64) -> &'a [(i64, f64)] {
+    fn window(series: &[(i64, f64)], start: i64, end: i64) -> &[(i64, f64)] {
         let lo = series.partition_point(|p| p.0 < start);
         let hi = series.partition_point(|p| p.0 <= end);
         &series[lo..hi.max(lo)]

@@ -1,0 +1,10 @@
+//! The OpenMetrics file source.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    if let Ok(text) = std::str::from_utf8(data) {
+        let _ = nemutator_metrics::FileSource::from_text(text);
+    }
+});

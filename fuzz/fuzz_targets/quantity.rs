@@ -1,0 +1,8 @@
+//! Kubernetes quantity parsing.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    nemutator_core::fuzzing::quantity(data);
+});

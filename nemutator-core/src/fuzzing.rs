@@ -1,0 +1,102 @@
+//! Entry points shared by the `fuzz/` targets and the tests that replay them,
+//! so a fuzz target is one line and its checks are also run by `cargo test`.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+
+use crate::admission::{patched_object, Admission};
+use crate::mutate::{Pipeline, ResourcesLayer};
+use crate::policy::{Policy, PolicySet};
+use crate::quantity::Quantity;
+use crate::recommend::{Recommendation, RecommendationStore, ResourceRecommendation};
+use crate::units::HumanDuration;
+use crate::workload::{ContainerRef, WorkloadKey, WorkloadKind};
+
+/// Poll a future that never waits (the mutation chain is synchronous).
+fn now_or_never<F: Future>(f: F) -> Option<F::Output> {
+    let mut f = std::pin::pin!(f);
+    match f.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(v) => Some(v),
+        Poll::Pending => None,
+    }
+}
+
+fn mk_handler() -> Admission {
+    let store = Arc::new(RecommendationStore::new());
+    let mk = |kind, name: &str, container: &str| Recommendation {
+        target: ContainerRef::new(WorkloadKey::new("default", kind, name), container),
+        policy: "default".into(),
+        season: None,
+        window: HumanDuration::from_secs(604_800),
+        cpu: Some(ResourceRecommendation {
+            request: Quantity::from_millis(250),
+            percentile: 95.0,
+            usage: 0.2,
+            samples: 100,
+            history_secs: 604_800,
+        }),
+        memory: Some(ResourceRecommendation {
+            request: Quantity::from_units(640 << 20),
+            percentile: 100.0,
+            usage: 5e8,
+            samples: 100,
+            history_secs: 604_800,
+        }),
+        skipped: vec![],
+    };
+    store.replace([
+        mk(WorkloadKind::Deployment, "web", "app"),
+        mk(WorkloadKind::Deployment, "web", "envoy"),
+        mk(WorkloadKind::Pod, "p", "c"),
+    ]);
+    let pipeline = Pipeline::builder()
+        .layer(ResourcesLayer::new(store, Arc::new(PolicySet(vec![Policy::default()]))))
+        .build();
+    Admission::new(pipeline)
+}
+
+/// Decode and review `data`; a patch must apply to the request object, and an
+/// error must be one line.
+pub fn admission(data: &[u8]) {
+    static HANDLER: std::sync::OnceLock<Admission> = std::sync::OnceLock::new();
+    let handler = HANDLER.get_or_init(mk_handler);
+    match now_or_never(handler.review(data)) {
+        Some(Ok(reviewed)) => {
+            if let Some(patch) = reviewed.patch.as_ref() {
+                if let Err(e) = patched_object(data, Some(patch)) {
+                    panic!("patch does not apply to its own object: {e}");
+                }
+            }
+        }
+        Some(Err(e)) => assert!(!e.to_string().contains('\n'), "multi-line error"),
+        None => panic!("the mutation chain waited"),
+    }
+}
+
+/// Parse a quantity; what parses must format and parse back to itself.
+pub fn quantity(data: &[u8]) {
+    let Ok(s) = std::str::from_utf8(data) else {
+        return;
+    };
+    if let Ok(q) = Quantity::parse(s) {
+        assert_eq!(Quantity::parse(&q.to_cpu_string()).ok(), Some(q));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn seeds_do_not_panic() {
+        let example = include_bytes!("../tests/data/pod-create.json");
+        super::admission(example);
+        super::admission(b"{}");
+        super::admission(b"");
+        let mut truncated = example.to_vec();
+        truncated.truncate(example.len() / 2);
+        super::admission(&truncated);
+        for q in ["1", "250m", "1e3", "-0", "1.5Gi", ".", "9e18"] {
+            super::quantity(q.as_bytes());
+        }
+    }
+}
