@@ -213,8 +213,7 @@ impl Admission {
         };
         let pod: Pod = serde_json::from_str(object.get())
             .map_err(|e| AdmissionError::Malformed(format!("request.object: {e}")))?;
-        let original = serde_json::to_value(&pod)
-            .map_err(|e| AdmissionError::Malformed(format!("request.object: {e}")))?;
+        let original = pod.clone();
         let namespace = req.namespace.as_deref().unwrap_or_default();
         let mut response = AdmissionResponse::allow(req.uid);
         let reviewed = match self.pipeline.run(PodReview::new(namespace, pod)).await {
@@ -231,9 +230,8 @@ impl Admission {
         };
         response.warnings = reviewed.warnings;
         response.audit_annotations = reviewed.audit;
-        let mutated = serde_json::to_value(&reviewed.pod)
+        let patch = crate::patch::diff_pods(original, reviewed.pod)
             .map_err(|e| AdmissionError::Malformed(format!("request.object: {e}")))?;
-        let patch = json_patch::diff(&original, &mutated);
         if patch.0.is_empty() {
             return Ok(Reviewed {
                 response,

@@ -51,7 +51,10 @@ fn mk_handler() -> Admission {
         mk(WorkloadKind::Pod, "p", "c"),
     ]);
     let pipeline = Pipeline::builder()
-        .layer(ResourcesLayer::new(store, Arc::new(PolicySet(vec![Policy::default()]))))
+        .layer(ResourcesLayer::new(
+            store,
+            Arc::new(PolicySet(vec![Policy::default()])),
+        ))
         .build();
     Admission::new(pipeline)
 }

@@ -20,6 +20,7 @@ pub mod config;
 pub mod fuzzing;
 pub mod metrics;
 pub mod mutate;
+pub mod patch;
 pub mod policy;
 pub mod quantity;
 pub mod recommend;

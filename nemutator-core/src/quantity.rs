@@ -158,19 +158,18 @@ impl FromStr for Quantity {
             return Err(QuantityError::Syntax(input.to_string()));
         }
         let (int_part, frac_part) = number.split_once('.').unwrap_or((number, ""));
-        // Mantissa as integer digits with a base-10 exponent.
-        let digits: String = format!("{int_part}{frac_part}");
-        let digits = digits.trim_start_matches('0');
-        if digits.len() > 30 {
-            return Err(QuantityError::TooLarge(input.to_string()));
+        // Mantissa as integer digits with a base-10 exponent (no allocation).
+        let mut mantissa: i128 = 0;
+        let mut significant = 0usize;
+        for b in int_part.bytes().chain(frac_part.bytes()) {
+            if significant > 0 || b != b'0' {
+                significant += 1;
+                if significant > 30 {
+                    return Err(QuantityError::TooLarge(input.to_string()));
+                }
+            }
+            mantissa = mantissa * 10 + i128::from(b - b'0');
         }
-        let mantissa: i128 = if digits.is_empty() {
-            0
-        } else {
-            digits
-                .parse()
-                .map_err(|_| QuantityError::Syntax(input.to_string()))?
-        };
         let mut exp10: i32 = -(frac_part.len() as i32);
         let mut binary: i128 = 1;
         match suffix {

@@ -67,19 +67,19 @@ impl Recommendation {
 
 /// Recommendations of one workload container, one per season (or a single
 /// season-less one).
-#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Default)]
 pub struct ContainerRecommendations {
     /// Without a season model.
-    pub any: Option<Recommendation>,
+    pub any: Option<Arc<Recommendation>>,
     /// For the peak brainset.
-    pub peak: Option<Recommendation>,
+    pub peak: Option<Arc<Recommendation>>,
     /// For the off-peak brainset.
-    pub off_peak: Option<Recommendation>,
+    pub off_peak: Option<Arc<Recommendation>>,
 }
 
 impl ContainerRecommendations {
     /// The recommendation for a season, falling back to the season-less one.
-    pub fn for_season(&self, season: Option<Season>) -> Option<&Recommendation> {
+    pub fn for_season(&self, season: Option<Season>) -> Option<&Arc<Recommendation>> {
         let seasonal = match season {
             Some(Season::Peak) => self.peak.as_ref(),
             Some(Season::OffPeak) => self.off_peak.as_ref(),
@@ -88,7 +88,7 @@ impl ContainerRecommendations {
         seasonal.or(self.any.as_ref())
     }
 
-    fn slot(&mut self, season: Option<Season>) -> &mut Option<Recommendation> {
+    fn slot(&mut self, season: Option<Season>) -> &mut Option<Arc<Recommendation>> {
         match season {
             Some(Season::Peak) => &mut self.peak,
             Some(Season::OffPeak) => &mut self.off_peak,
@@ -100,7 +100,7 @@ impl ContainerRecommendations {
     pub fn iter(&self) -> impl Iterator<Item = &Recommendation> {
         [&self.any, &self.peak, &self.off_peak]
             .into_iter()
-            .filter_map(Option::as_ref)
+            .filter_map(|r| r.as_deref())
     }
 }
 
@@ -137,7 +137,7 @@ impl RecommendationStore {
         let mut map: HashMap<ContainerRef, ContainerRecommendations> = HashMap::new();
         for rec in recs {
             let (season, target) = (rec.season, rec.target.clone());
-            *map.entry(target).or_default().slot(season) = Some(rec);
+            *map.entry(target).or_default().slot(season) = Some(Arc::new(rec));
         }
         self.map.store(Arc::new(map));
         self.loaded

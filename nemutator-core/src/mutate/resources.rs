@@ -202,7 +202,7 @@ pub fn right_size(
     review: &mut PodReview,
     policy: &Policy,
     season: Option<Season>,
-    mut lookup: impl FnMut(&str) -> Option<Recommendation>,
+    mut lookup: impl FnMut(&str) -> Option<Arc<Recommendation>>,
 ) -> RightSize {
     let mut out = RightSize::default();
     let annotations = review.pod.metadata.annotations.as_ref();

@@ -1,0 +1,328 @@
+//! A structural JSON diff that emits RFC 6902 operations.
+//!
+//! Objects are compared key by key (`add`, `remove`, `replace`), arrays index
+//! by index (`replace` for common indices, then `add` at the end or `remove`
+//! from the back). That is exactly what a mutation that edits fields in place
+//! needs, and it is an order of magnitude cheaper than general diff algorithms,
+//! which matters on the admission path. Keys are escaped (`~` as `~0`, `/` as
+//! `~1`) by the pointer type.
+
+use json_patch::jsonptr::{PointerBuf, Token};
+use json_patch::{AddOperation, Patch, PatchOperation, RemoveOperation, ReplaceOperation};
+use k8s_openapi::api::core::v1::{Container, Pod};
+use serde::Serialize;
+use serde_json::Value;
+
+/// The operations that turn pod `from` into pod `to`, as [`diff`] of their
+/// JSON forms would give, but serialising only the parts that differ
+/// (containers one by one, annotations and labels on their own). Both pods
+/// are consumed: their container lists are moved out to compare the rest.
+pub fn diff_pods(mut from: Pod, mut to: Pod) -> Result<Patch, serde_json::Error> {
+    let mut ops = Vec::new();
+    let mut path = PointerBuf::root();
+    if from.metadata != to.metadata {
+        path.push_back("metadata");
+        let (a, b) = (&mut from.metadata, &mut to.metadata);
+        field(
+            &mut path,
+            "annotations",
+            a.annotations.as_ref(),
+            b.annotations.as_ref(),
+            &mut ops,
+        )?;
+        field(
+            &mut path,
+            "labels",
+            a.labels.as_ref(),
+            b.labels.as_ref(),
+            &mut ops,
+        )?;
+        let (aa, al) = (a.annotations.take(), a.labels.take());
+        let (ba, bl) = (b.annotations.take(), b.labels.take());
+        if a != b {
+            walk(
+                &serde_json::to_value(&*a)?,
+                &serde_json::to_value(&*b)?,
+                &mut path,
+                &mut ops,
+            );
+        }
+        (a.annotations, a.labels, b.annotations, b.labels) = (aa, al, ba, bl);
+        path.pop_back();
+    }
+    match (from.spec.as_mut(), to.spec.as_mut()) {
+        (Some(a), Some(b)) if a != b => {
+            path.push_back("spec");
+            containers(
+                &mut path,
+                "containers",
+                Some(&mut a.containers),
+                Some(&mut b.containers),
+                &mut ops,
+            )?;
+            containers(
+                &mut path,
+                "initContainers",
+                a.init_containers.as_mut(),
+                b.init_containers.as_mut(),
+                &mut ops,
+            )?;
+            let (ac, ai) = (std::mem::take(&mut a.containers), a.init_containers.take());
+            let (bc, bi) = (std::mem::take(&mut b.containers), b.init_containers.take());
+            let rest_differs = a != b;
+            (
+                a.containers,
+                a.init_containers,
+                b.containers,
+                b.init_containers,
+            ) = (ac, ai, bc, bi);
+            if rest_differs {
+                // Compare the rest of the spec without the container lists.
+                let mut va = serde_json::to_value(&*a)?;
+                let mut vb = serde_json::to_value(&*b)?;
+                for v in [&mut va, &mut vb] {
+                    if let Value::Object(m) = v {
+                        m.remove("containers");
+                        m.remove("initContainers");
+                    }
+                }
+                walk(&va, &vb, &mut path, &mut ops);
+            }
+            path.pop_back();
+        }
+        (a, b) => field(&mut path, "spec", a.as_deref(), b.as_deref(), &mut ops)?,
+    }
+    field(
+        &mut path,
+        "status",
+        from.status.as_ref(),
+        to.status.as_ref(),
+        &mut ops,
+    )?;
+    Ok(Patch(ops))
+}
+
+/// Diff one optional field of the object at `path`.
+fn field<'t, T: Serialize + PartialEq>(
+    path: &mut PointerBuf,
+    key: impl Into<Token<'t>>,
+    a: Option<&T>,
+    b: Option<&T>,
+    ops: &mut Vec<PatchOperation>,
+) -> Result<(), serde_json::Error> {
+    if a == b {
+        return Ok(());
+    }
+    path.push_back(key);
+    match (a, b) {
+        (Some(a), Some(b)) => walk(
+            &serde_json::to_value(a)?,
+            &serde_json::to_value(b)?,
+            path,
+            ops,
+        ),
+        (None, Some(b)) => ops.push(PatchOperation::Add(AddOperation {
+            path: path.clone(),
+            value: serde_json::to_value(b)?,
+        })),
+        (Some(_), None) => ops.push(PatchOperation::Remove(RemoveOperation {
+            path: path.clone(),
+        })),
+        (None, None) => {}
+    }
+    path.pop_back();
+    Ok(())
+}
+
+/// Diff a container list element by element when the lengths agree.
+fn containers(
+    path: &mut PointerBuf,
+    key: &str,
+    a: Option<&mut Vec<Container>>,
+    b: Option<&mut Vec<Container>>,
+    ops: &mut Vec<PatchOperation>,
+) -> Result<(), serde_json::Error> {
+    match (a, b) {
+        (Some(a), Some(b)) if a.len() == b.len() => {
+            path.push_back(key);
+            for (i, (ca, cb)) in a.iter_mut().zip(b.iter_mut()).enumerate() {
+                if ca != cb {
+                    path.push_back(i);
+                    container(path, ca, cb, ops)?;
+                    path.pop_back();
+                }
+            }
+            path.pop_back();
+            Ok(())
+        }
+        (a, b) => field(path, key, a.as_deref(), b.as_deref(), ops),
+    }
+}
+
+/// Diff one container: `resources` and `env` (what layers change) on their
+/// own, the rest only if it differs.
+fn container(
+    path: &mut PointerBuf,
+    a: &mut Container,
+    b: &mut Container,
+    ops: &mut Vec<PatchOperation>,
+) -> Result<(), serde_json::Error> {
+    field(
+        path,
+        "resources",
+        a.resources.as_ref(),
+        b.resources.as_ref(),
+        ops,
+    )?;
+    field(path, "env", a.env.as_ref(), b.env.as_ref(), ops)?;
+    let (ar, ae) = (a.resources.take(), a.env.take());
+    let (br, be) = (b.resources.take(), b.env.take());
+    let rest = if a != b {
+        Some((serde_json::to_value(&*a)?, serde_json::to_value(&*b)?))
+    } else {
+        None
+    };
+    (a.resources, a.env, b.resources, b.env) = (ar, ae, br, be);
+    if let Some((va, vb)) = rest {
+        walk(&va, &vb, path, ops);
+    }
+    Ok(())
+}
+
+/// The operations that turn `from` into `to`.
+pub fn diff(from: &Value, to: &Value) -> Patch {
+    let mut ops = Vec::new();
+    let mut path = PointerBuf::root();
+    walk(from, to, &mut path, &mut ops);
+    Patch(ops)
+}
+
+fn walk(from: &Value, to: &Value, path: &mut PointerBuf, ops: &mut Vec<PatchOperation>) {
+    match (from, to) {
+        (Value::Object(a), Value::Object(b)) => {
+            for (k, va) in a {
+                path.push_back(k.as_str());
+                match b.get(k) {
+                    Some(vb) => walk(va, vb, path, ops),
+                    None => ops.push(PatchOperation::Remove(RemoveOperation {
+                        path: path.clone(),
+                    })),
+                }
+                path.pop_back();
+            }
+            for (k, vb) in b {
+                if !a.contains_key(k) {
+                    path.push_back(k.as_str());
+                    ops.push(PatchOperation::Add(AddOperation {
+                        path: path.clone(),
+                        value: vb.clone(),
+                    }));
+                    path.pop_back();
+                }
+            }
+        }
+        (Value::Array(a), Value::Array(b)) => {
+            let common = a.len().min(b.len());
+            for i in 0..common {
+                path.push_back(i);
+                walk(&a[i], &b[i], path, ops);
+                path.pop_back();
+            }
+            for (i, vb) in b.iter().enumerate().skip(common) {
+                path.push_back(i);
+                ops.push(PatchOperation::Add(AddOperation {
+                    path: path.clone(),
+                    value: vb.clone(),
+                }));
+                path.pop_back();
+            }
+            for i in (common..a.len()).rev() {
+                path.push_back(i);
+                ops.push(PatchOperation::Remove(RemoveOperation {
+                    path: path.clone(),
+                }));
+                path.pop_back();
+            }
+        }
+        (a, b) if a == b => {}
+        (_, b) => ops.push(PatchOperation::Replace(ReplaceOperation {
+            path: path.clone(),
+            value: b.clone(),
+        })),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    fn roundtrip(a: Value, b: Value) {
+        let p = diff(&a, &b);
+        let mut x = a.clone();
+        json_patch::patch(&mut x, &p).unwrap_or_else(|e| panic!("{e}: {p:?}"));
+        assert_eq!(x, b, "{p:?}");
+    }
+
+    #[test]
+    fn object_and_array_edits() {
+        let a = json!({"a": 1, "b": {"c": [1, 2, 3]}, "gone": true});
+        let b = json!({"a": 2, "b": {"c": [1, 5]}, "new": {"x": 1}});
+        let p = diff(&a, &b);
+        let ops = serde_json::to_value(&p).unwrap_or_default();
+        assert_eq!(
+            ops,
+            json!([
+                {"op": "replace", "path": "/a", "value": 2},
+                {"op": "replace", "path": "/b/c/1", "value": 5},
+                {"op": "remove", "path": "/b/c/2"},
+                {"op": "remove", "path": "/gone"},
+                {"op": "add", "path": "/new", "value": {"x": 1}},
+            ])
+        );
+        roundtrip(a, b);
+    }
+
+    #[test]
+    fn keys_are_escaped() {
+        let a = json!({"metadata": {"annotations": {}}});
+        let b = json!({"metadata": {"annotations": {"nemutator.io/x": "1", "a~b": "2"}}});
+        let p = serde_json::to_value(diff(&a, &b)).unwrap_or_default();
+        assert_eq!(p[0]["path"], "/metadata/annotations/a~0b");
+        assert_eq!(p[1]["path"], "/metadata/annotations/nemutator.io~1x");
+        roundtrip(a, b);
+    }
+
+    #[test]
+    fn equal_values_give_no_ops() {
+        let a = json!({"x": [1, {"y": null}]});
+        assert!(diff(&a, &a.clone()).0.is_empty());
+    }
+
+    fn arb_json() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            (-100i64..100).prop_map(Value::from),
+            "[a-z/~]{0,4}".prop_map(Value::from),
+        ];
+        leaf.prop_recursive(4, 32, 4, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                proptest::collection::btree_map("[a-c/~]{0,3}", inner, 0..4)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn patch_turns_from_into_to(a in arb_json(), b in arb_json()) {
+            let p = diff(&a, &b);
+            let mut x = a.clone();
+            prop_assert!(json_patch::patch(&mut x, &p).is_ok());
+            prop_assert_eq!(x, b);
+        }
+    }
+}
