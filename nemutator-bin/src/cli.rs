@@ -38,7 +38,7 @@ pub enum LogFormat {
 impl Command {
     /// Whether this command runs as a long-lived server.
     pub fn is_server(&self) -> bool {
-        matches!(self, Command::Webhook(_))
+        matches!(self, Command::Webhook(_) | Command::Agent(_))
     }
 }
 
@@ -50,6 +50,12 @@ pub enum Command {
     Review(ReviewArgs),
     /// Compute recommendations for the workloads in the metrics source.
     Recommend(RecommendArgs),
+    /// Fit the season model to a series and print what it learned.
+    Season(crate::cmd::season::SeasonArgs),
+    /// Profile a process or a pod's container on this node (eBPF) into a flamegraph.
+    Profile(crate::cmd::profile::ProfileArgs),
+    /// The per-node agent: serves profiles over HTTPS with bearer-token authentication.
+    Agent(crate::cmd::agent::AgentArgs),
 }
 
 #[derive(Debug, Args)]

@@ -1,7 +1,10 @@
 //! One module per subcommand.
 
+pub mod agent;
+pub mod profile;
 mod recommend;
 mod review;
+pub mod season;
 mod webhook;
 
 use std::process::ExitCode;
@@ -17,6 +20,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Command::Webhook(args) => webhook::run(&cli.global, args).await,
             Command::Review(args) => review::run(&cli.global, args).await,
             Command::Recommend(args) => recommend::run(&cli.global, args).await,
+            Command::Season(args) => season::run(&cli.global, args).await,
+            Command::Profile(args) => profile::run(&cli.global, args).await,
+            Command::Agent(args) => agent::run(&cli.global, args).await,
         }
     })
 }
