@@ -6,7 +6,8 @@ use anyhow::Context as _;
 use nemutator_core::admission::Admission;
 use nemutator_core::config::Config;
 use nemutator_core::mutate::{Pipeline, ResourcesLayer};
-use nemutator_core::recommend::{RecommendationStore, Refresher};
+use nemutator_core::recommend::{RecommendationStore, Refresher, Seasons};
+use nemutator_core::season::{DefaultSeasonModel, SeasonStore};
 use tracing_subscriber::EnvFilter;
 
 use crate::cli::{Global, LogFormat};
@@ -35,6 +36,7 @@ pub fn one_line(e: &anyhow::Error) -> String {
 pub struct App {
     pub config: Config,
     pub store: Arc<RecommendationStore>,
+    pub seasons: Option<Seasons>,
     pub refresher: Refresher,
     pub admission: Admission,
 }
@@ -45,13 +47,32 @@ impl App {
         let policies = Arc::new(config.policies.clone());
         let store = Arc::new(RecommendationStore::new());
         let loader = nemutator_metrics::loader_from_config(&config.metrics)?;
-        let refresher = Refresher::new(loader, policies.clone(), store.clone());
-        let pipeline = Pipeline::builder()
-            .layer(ResourcesLayer::new(store.clone(), policies))
-            .build();
+        let seasons = config.seasons.enabled.then(|| Seasons {
+            model: Arc::new(DefaultSeasonModel::default()),
+            store: Arc::new(SeasonStore::new()),
+            history: config.seasons.history.0,
+            step: config.seasons.step.0,
+            refit: config.seasons.refit.0,
+            lead: config.seasons.lead.0,
+        });
+        let state = config.seasons.state_file.clone();
+        let mut resources = ResourcesLayer::new(store.clone(), policies.clone());
+        if let Some(s) = &seasons {
+            if let Some(path) = &state {
+                // A bad state file is not fatal: profiles are learned again.
+                if let Err(e) = s.store.load(path) {
+                    tracing::warn!(error = %e, "season state not loaded");
+                }
+            }
+            resources = resources.with_seasons(s.store.clone());
+        }
+        let refresher =
+            Refresher::new(loader, policies, store.clone()).with_seasons(seasons.clone(), state);
+        let pipeline = Pipeline::builder().layer(resources).build();
         Ok(App {
             config,
             store,
+            seasons,
             refresher,
             admission: Admission::new(pipeline),
         })

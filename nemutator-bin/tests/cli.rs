@@ -110,3 +110,117 @@ fn recommend_outputs() {
     assert!(csv.starts_with("namespace,kind,workload,container,cpu_request"));
     assert_eq!(csv.lines().count(), 1 + lines.len() - 1);
 }
+
+#[test]
+fn season_json_has_the_documented_shape() {
+    let (code, out, err) = run_cli(
+        &[
+            "season",
+            "--input",
+            "examples/data/taylor.csv",
+            "--output",
+            "json",
+            "--predict-from",
+            "967766400",
+            "--predict-to",
+            "967852800",
+            "--step",
+            "1800",
+        ],
+        None,
+    );
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(v["periods"], serde_json::json!([86400, 604800]));
+    assert!(v["peak_windows"].as_array().is_some_and(|w| !w.is_empty()));
+    let predictions = v["predictions"].as_array().cloned().unwrap_or_default();
+    assert_eq!(predictions.len(), 49);
+    assert_eq!(predictions[0]["timestamp"], 967766400);
+    assert!(matches!(
+        predictions[0]["season"].as_str(),
+        Some("peak" | "off-peak")
+    ));
+    assert!(predictions[0]["forecast"]
+        .as_f64()
+        .is_some_and(|f| f > 10_000.0));
+}
+
+#[test]
+fn season_csv_html_and_no_rhythm() {
+    let (code, csv, _) = run_cli(
+        &[
+            "season",
+            "-i",
+            "examples/data/taylor.csv",
+            "-o",
+            "csv",
+            "--predict-from",
+            "967766400",
+            "--predict-to",
+            "967773600",
+            "--step",
+            "30m",
+        ],
+        None,
+    );
+    assert_eq!(code, 0);
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines[0], "timestamp,season,forecast");
+    assert_eq!(lines.len(), 1 + 5);
+    assert!(lines[1].starts_with("967766400,"));
+
+    let (code, html, _) = run_cli(
+        &["season", "-i", "examples/data/taylor.csv", "-o", "html"],
+        None,
+    );
+    assert_eq!(code, 0);
+    assert!(html.contains("<svg") && html.contains("</html>"));
+
+    // White noise: no period, one season.
+    let mut noise = String::from("timestamp,value\n");
+    let mut x: u64 = 12345;
+    for i in 0..4032 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        noise += &format!("{},{}\n", 960163200 + i * 1800, x % 1000);
+    }
+    let (code, out, _) = run_cli(&["season", "-i", "-", "-o", "json"], Some(noise.as_bytes()));
+    assert_eq!(code, 0);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap_or_default();
+    assert_eq!(v["periods"], serde_json::json!([]));
+    assert_eq!(v["peak_windows"], serde_json::json!([]));
+}
+
+#[test]
+fn season_bad_input_is_one_line() {
+    for (input, needle) in [("timestamp,value\n1,2\nx,3\n", "line 3"), ("", "line 1")] {
+        let (code, out, err) = run_cli(&["season", "-i", "-"], Some(input.as_bytes()));
+        assert_ne!(code, 0);
+        assert!(out.is_empty());
+        assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+        assert!(err.contains(needle), "{err}");
+    }
+}
+
+#[test]
+fn recommend_with_brainsets_gives_one_row_per_season() {
+    let (code, out, err) = run_cli(
+        &[
+            "--config",
+            "examples/config-seasons.yaml",
+            "recommend",
+            "-o",
+            "csv",
+        ],
+        None,
+    );
+    assert_eq!(code, 0, "{err}");
+    let web_app: Vec<&str> = out
+        .lines()
+        .filter(|l| l.starts_with("default,Deployment,web,app,"))
+        .collect();
+    assert_eq!(web_app.len(), 2, "{out}");
+    assert!(web_app.iter().any(|l| l.contains(",seasonal,peak,")));
+    assert!(web_app.iter().any(|l| l.contains(",seasonal,off-peak,")));
+}

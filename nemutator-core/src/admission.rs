@@ -176,16 +176,37 @@ pub struct Reviewed {
     pub patch: Option<json_patch::Patch>,
 }
 
+/// A source of "now", in unix seconds.
+pub type Clock = fn() -> i64;
+
+fn wall_clock() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or_default()
+}
+
 /// Reviews AdmissionReview bodies with a mutation pipeline.
 #[derive(Clone, Debug)]
 pub struct Admission {
     pipeline: Pipeline,
+    clock: Clock,
 }
 
 impl Admission {
     /// An admission handler running `pipeline` on pod creations.
     pub fn new(pipeline: Pipeline) -> Self {
-        Admission { pipeline }
+        Admission {
+            pipeline,
+            clock: wall_clock,
+        }
+    }
+
+    /// Evaluate seasons at the time `clock` gives instead of the wall clock
+    /// (for tests and offline what-ifs).
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// Review one AdmissionReview body.
@@ -216,7 +237,9 @@ impl Admission {
         let original = pod.clone();
         let namespace = req.namespace.as_deref().unwrap_or_default();
         let mut response = AdmissionResponse::allow(req.uid);
-        let reviewed = match self.pipeline.run(PodReview::new(namespace, pod)).await {
+        let mut review = PodReview::new(namespace, pod);
+        review.now = (self.clock)();
+        let reviewed = match self.pipeline.run(review).await {
             Ok(r) => r,
             Err(MutationError::Deny(message)) => {
                 response.allowed = false;

@@ -144,6 +144,60 @@ pub struct SecretsConfig {
     pub rest: serde_yaml::Mapping,
 }
 
+/// `seasons:`: learning peak and off-peak per workload.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SeasonsConfig {
+    /// Learn seasons for policies that have brainsets.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// History the model is fitted on (two cycles are needed to see a period:
+    /// 28d shows weekly rhythms).
+    #[serde(default = "default_season_history")]
+    pub history: HumanDuration,
+    /// Resolution of the fitted series.
+    #[serde(default = "default_season_step")]
+    pub step: HumanDuration,
+    /// The peak brainset applies this long before a predicted peak.
+    #[serde(default = "default_lead")]
+    pub lead: HumanDuration,
+    /// Profiles are refitted when older than this.
+    #[serde(default = "default_refit")]
+    pub refit: HumanDuration,
+    /// Where learned profiles are saved, so they survive restarts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_file: Option<PathBuf>,
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_season_history() -> HumanDuration {
+    HumanDuration::from_secs(28 * 86_400)
+}
+fn default_season_step() -> HumanDuration {
+    HumanDuration::from_secs(300)
+}
+fn default_lead() -> HumanDuration {
+    HumanDuration::from_secs(3600)
+}
+fn default_refit() -> HumanDuration {
+    HumanDuration::from_secs(6 * 3600)
+}
+
+impl Default for SeasonsConfig {
+    fn default() -> Self {
+        SeasonsConfig {
+            enabled: true,
+            history: default_season_history(),
+            step: default_season_step(),
+            lead: default_lead(),
+            refit: default_refit(),
+            state_file: None,
+        }
+    }
+}
+
 /// The whole configuration file.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -157,6 +211,9 @@ pub struct Config {
     /// Secret injection.
     #[serde(default)]
     pub secrets: SecretsConfig,
+    /// Season learning.
+    #[serde(default)]
+    pub seasons: SeasonsConfig,
 }
 
 fn default_policies() -> PolicySet {
@@ -169,6 +226,7 @@ impl Default for Config {
             metrics: MetricsConfig::default(),
             policies: default_policies(),
             secrets: SecretsConfig::default(),
+            seasons: SeasonsConfig::default(),
         }
     }
 }

@@ -61,6 +61,10 @@ pub struct UsageQuery {
     /// End of the window, unix seconds; `None` for the source's "now" (see
     /// [`MetricsSource::now`]).
     pub end: Option<i64>,
+    /// Only samples inside these `[start, end)` ranges count (empty: the
+    /// whole window). Used to compute a season's quantile from that season's
+    /// history only.
+    pub ranges: Vec<(i64, i64)>,
 }
 
 /// The answer to a [`UsageQuery`].

@@ -13,12 +13,14 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use serde::{Deserialize, Serialize};
 
-use crate::metrics::{MetricsError, MetricsSource, Resource, SourceLoader, UsageQuery};
+use crate::metrics::{
+    MetricsError, MetricsSource, Resource, SeriesQuery, SourceLoader, UsageQuery,
+};
 use crate::policy::{EffectivePolicy, PolicySet};
 use crate::quantity::Quantity;
-use crate::season::Season;
+use crate::season::{season_ranges, FittedProfile, Season, SeasonModel, SeasonStore};
 use crate::units::HumanDuration;
-use crate::workload::ContainerRef;
+use crate::workload::{ContainerRef, WorkloadKey};
 
 /// The recommended request of one resource.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -168,17 +170,143 @@ impl RecommendationStore {
     }
 }
 
+/// How the recommender learns seasons: the model, where profiles live, and
+/// the series it fits them on.
+#[derive(Debug, Clone)]
+pub struct Seasons {
+    /// The season model.
+    pub model: Arc<dyn SeasonModel>,
+    /// Where learned profiles are kept (and read by admission).
+    pub store: Arc<SeasonStore>,
+    /// How much history to fit on (two cycles of a period are needed to see it).
+    pub history: std::time::Duration,
+    /// Resolution of the fitted series and of season ranges.
+    pub step: std::time::Duration,
+    /// A profile younger than this is reused instead of refitted.
+    pub refit: std::time::Duration,
+    /// How long before a predicted peak the peak brainset applies.
+    pub lead: std::time::Duration,
+}
+
+fn wall_clock() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or_default()
+}
+
 /// Computes recommendations from a metrics source and a policy set.
 #[derive(Debug, Clone)]
 pub struct Recommender {
     source: Arc<dyn MetricsSource>,
     policies: Arc<PolicySet>,
+    seasons: Option<Seasons>,
 }
 
 impl Recommender {
     /// A recommender over `source` with `policies`.
     pub fn new(source: Arc<dyn MetricsSource>, policies: Arc<PolicySet>) -> Self {
-        Recommender { source, policies }
+        Recommender {
+            source,
+            policies,
+            seasons: None,
+        }
+    }
+
+    /// Learn seasons and compute one recommendation per season for policies
+    /// with brainsets.
+    pub fn with_seasons(mut self, seasons: Option<Seasons>) -> Self {
+        self.seasons = seasons;
+        self
+    }
+
+    /// The workload-total CPU series of `containers` (cores per step).
+    async fn workload_series(
+        &self,
+        containers: &[&ContainerRef],
+        seasons: &Seasons,
+    ) -> Result<Vec<(i64, f64)>, MetricsError> {
+        let mut sum: std::collections::BTreeMap<i64, f64> = Default::default();
+        for target in containers {
+            let query = SeriesQuery {
+                target: (*target).clone(),
+                resource: Resource::Cpu,
+                window: seasons.history,
+                end: None,
+                step: seasons.step,
+            };
+            for (t, v) in self.source.usage_series(&query).await? {
+                *sum.entry(t).or_default() += v;
+            }
+        }
+        Ok(sum.into_iter().collect())
+    }
+
+    /// Fit (or keep, when younger than `refit`) the season profile of every
+    /// workload whose policy has brainsets, and the cluster-wide profile.
+    pub async fn learn_seasons(&self, containers: &[ContainerRef]) -> Result<(), MetricsError> {
+        let Some(seasons) = &self.seasons else {
+            return Ok(());
+        };
+        let now = wall_clock();
+        let refit = seasons.refit.as_secs() as i64;
+        let lead = seasons.lead.as_secs() as i64;
+        let mut by_workload: HashMap<&WorkloadKey, Vec<&ContainerRef>> = HashMap::new();
+        for c in containers {
+            by_workload.entry(&c.workload).or_default().push(c);
+        }
+        let fit = |series: &[(i64, f64)]| -> Option<FittedProfile> {
+            match seasons.model.fit(series) {
+                Ok(profile) => Some(FittedProfile {
+                    profile: profile.with_lead(lead),
+                    fitted_at: now,
+                }),
+                Err(e) => {
+                    tracing::debug!(error = %e, "no season profile");
+                    None
+                }
+            }
+        };
+        let fresh =
+            |f: &Option<Arc<FittedProfile>>| f.as_ref().is_some_and(|f| now - f.fitted_at < refit);
+        let mut cluster: std::collections::BTreeMap<i64, f64> = Default::default();
+        let mut profiles = HashMap::new();
+        let cluster_fresh = fresh(&seasons.store.cluster());
+        for (workload, members) in by_workload {
+            let wants = self
+                .policies
+                .select(&workload.namespace)
+                .is_some_and(|p| p.has_brainsets());
+            let existing = seasons
+                .store
+                .get(workload)
+                .filter(|f| fresh(&Some(f.clone())));
+            if let (true, Some(f)) = (wants, &existing) {
+                profiles.insert(workload.clone(), (**f).clone());
+            }
+            let need_fit = wants && existing.is_none();
+            if !need_fit && cluster_fresh {
+                continue;
+            }
+            let series = self.workload_series(&members, seasons).await?;
+            if !cluster_fresh {
+                for &(t, v) in &series {
+                    *cluster.entry(t).or_default() += v;
+                }
+            }
+            if need_fit {
+                if let Some(f) = fit(&series) {
+                    profiles.insert(workload.clone(), f);
+                }
+            }
+        }
+        tracing::info!(profiles = profiles.len(), "season profiles learned");
+        seasons.store.replace(profiles);
+        if !cluster_fresh {
+            let series: Vec<(i64, f64)> = cluster.into_iter().collect();
+            seasons.store.set_cluster(fit(&series));
+        }
+        Ok(())
     }
 
     /// The metrics source.
@@ -194,13 +322,37 @@ impl Recommender {
     ) -> Result<Vec<Recommendation>, MetricsError> {
         let mut containers = self.source.containers(namespace).await?;
         containers.sort();
+        self.learn_seasons(&containers).await?;
         let mut out = Vec::with_capacity(containers.len());
         for target in containers {
             let Some(policy) = self.policies.select(&target.workload.namespace) else {
                 continue;
             };
-            let eff = policy.effective(None);
-            out.push(self.recommend(&target, &eff).await?);
+            let profile = match &self.seasons {
+                Some(s) if policy.has_brainsets() => {
+                    s.store.get(&target.workload).or_else(|| s.store.cluster())
+                }
+                _ => None,
+            };
+            match (
+                profile.filter(|p| !p.profile.periods().is_empty()),
+                &self.seasons,
+            ) {
+                (Some(fitted), Some(seasons)) => {
+                    let end = self.source.now();
+                    let from = end - policy.window.as_secs() as i64;
+                    let step = seasons.step.as_secs() as i64;
+                    let (peak, off) = season_ranges(&fitted.profile, from, end + 1, step);
+                    for (season, ranges) in [(Season::Peak, peak), (Season::OffPeak, off)] {
+                        let eff = policy.effective(Some(season));
+                        out.push(self.recommend(&target, &eff, &ranges).await?);
+                    }
+                }
+                _ => out.push(
+                    self.recommend(&target, &policy.effective(None), &[])
+                        .await?,
+                ),
+            }
         }
         Ok(out)
     }
@@ -210,6 +362,7 @@ impl Recommender {
         &self,
         target: &ContainerRef,
         policy: &EffectivePolicy,
+        ranges: &[(i64, i64)],
     ) -> Result<Recommendation, MetricsError> {
         let mut rec = Recommendation {
             target: target.clone(),
@@ -228,6 +381,7 @@ impl Recommender {
                 quantile: rp.percentile / 100.0,
                 window: policy.window.0,
                 end: None,
+                ranges: ranges.to_vec(),
             };
             let Some(stat) = self.source.usage_quantile(&query).await? else {
                 rec.skipped
@@ -267,6 +421,8 @@ pub struct Refresher {
     loader: Arc<dyn SourceLoader>,
     policies: Arc<PolicySet>,
     store: Arc<RecommendationStore>,
+    seasons: Option<Seasons>,
+    season_state: Option<std::path::PathBuf>,
 }
 
 impl Refresher {
@@ -280,7 +436,20 @@ impl Refresher {
             loader,
             policies,
             store,
+            seasons: None,
+            season_state: None,
         }
+    }
+
+    /// Learn seasons on every refresh; save the profiles to `state` if given.
+    pub fn with_seasons(
+        mut self,
+        seasons: Option<Seasons>,
+        state: Option<std::path::PathBuf>,
+    ) -> Self {
+        self.seasons = seasons;
+        self.season_state = state;
+        self
     }
 
     /// One tick: returns the number of recommendations stored, or `None` when
@@ -290,10 +459,16 @@ impl Refresher {
             return Ok(None);
         };
         let recs = Recommender::new(source, self.policies.clone())
+            .with_seasons(self.seasons.clone())
             .recommend_all(None)
             .await?;
         let n = recs.len();
         self.store.replace(recs);
+        if let (Some(seasons), Some(path)) = (&self.seasons, &self.season_state) {
+            if let Err(e) = seasons.store.save(path) {
+                tracing::warn!(error = %e, "season state not saved");
+            }
+        }
         Ok(Some(n))
     }
 

@@ -260,12 +260,20 @@ impl MetricsSource for FileSource {
             };
             let (start, end) = self.range(query.window, query.end);
             let win = Self::window(series, start, end);
-            let (first, last) = (win.first()?.0, win.last()?.0);
-            let mut values: Vec<f64> = win.iter().map(|p| p.1).collect();
+            let in_ranges = |t: i64| {
+                query.ranges.is_empty() || query.ranges.iter().any(|&(a, b)| t >= a && t < b)
+            };
+            let (mut first, mut last) = (i64::MAX, i64::MIN);
+            let mut values: Vec<f64> = Vec::with_capacity(win.len());
+            for &(t, v) in win.iter().filter(|p| in_ranges(p.0)) {
+                first = first.min(t);
+                last = last.max(t);
+                values.push(v);
+            }
             let value = quantile(&mut values, query.quantile)?;
             Some(UsageStat {
                 value,
-                samples: win.len() as u64,
+                samples: values.len() as u64,
                 first,
                 last,
             })
@@ -401,7 +409,19 @@ mod tests {
             quantile,
             window: Duration::from_secs(86_400),
             end: None,
+            ranges: Vec::new(),
         }
+    }
+
+    #[test]
+    fn ranges_restrict_the_quantile() {
+        let text = mk_file(&["web-7d9f8b6c5d-x2k9p"], 60, 0.25, 1e8);
+        let src = FileSource::from_text(&text).unwrap_or_else(|e| panic!("{e}"));
+        let mut query = q(Resource::Memory, 1.0);
+        query.ranges = vec![(1_700_000_000, 1_700_000_000 + 10 * 60)];
+        let stat = block_on(src.usage_quantile(&query)).ok().flatten();
+        // Samples at minutes 0..=9 only: the largest is 1e8 + 9.
+        assert_eq!(stat.map(|s| (s.value, s.samples)), Some((1e8 + 9.0, 10)));
     }
 
     #[test]

@@ -19,7 +19,8 @@ pub async fn run(global: &Global, args: RecommendArgs) -> anyhow::Result<ExitCod
         .await
         .context("loading usage history")?
         .context("no metrics source")?;
-    let recommender = Recommender::new(source, Arc::new(app.config.policies.clone()));
+    let recommender = Recommender::new(source, Arc::new(app.config.policies.clone()))
+        .with_seasons(app.seasons.clone());
     let recs = recommender.recommend_all(args.namespace.as_deref()).await?;
     let text = match args.output {
         Output::Table => report::table(&recs),

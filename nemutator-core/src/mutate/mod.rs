@@ -35,7 +35,9 @@ use tower::{Layer, Service, ServiceBuilder, ServiceExt};
 
 use crate::workload::WorkloadKey;
 
-pub use resources::{right_size, Mode, Resources, ResourcesLayer, RightSize, SeasonOracle};
+pub use resources::{
+    right_size, Mode, NoSeasons, Resources, ResourcesLayer, RightSize, SeasonOracle,
+};
 
 /// A pod on its way through the mutation chain.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -50,13 +52,13 @@ pub struct PodReview {
     pub warnings: Vec<String>,
     /// Notes for the audit log: why something was or was not changed.
     pub audit: BTreeMap<String, String>,
-    /// Evaluation time, unix seconds (for season decisions).
+    /// Evaluation time, unix seconds (for season decisions; set by the caller).
     pub now: i64,
 }
 
 impl PodReview {
     /// A review of `pod` created in `namespace` (used when the pod carries
-    /// no namespace of its own), evaluated now.
+    /// no namespace of its own), with `now` at 0.
     pub fn new(namespace: &str, pod: Pod) -> Self {
         let namespace = pod
             .metadata
@@ -65,17 +67,13 @@ impl PodReview {
             .filter(|n| !n.is_empty())
             .unwrap_or_else(|| namespace.to_string());
         let workload = WorkloadKey::from_pod(&pod, &namespace);
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs() as i64)
-            .unwrap_or_default();
         PodReview {
             namespace,
             workload,
             pod,
             warnings: Vec::new(),
             audit: BTreeMap::new(),
-            now,
+            now: 0,
         }
     }
 }

@@ -70,6 +70,7 @@ mod io;
 mod peaks;
 mod prep;
 mod profile;
+mod store;
 #[cfg(test)]
 mod tests;
 
@@ -83,6 +84,7 @@ pub use io::{parse_series_csv, predictions_csv, season_report_json};
 pub use profile::{
     Component, PeakWindow, PeriodTest, Prediction, SeasonProfile, TestOutcome, MAX_PREDICTIONS,
 };
+pub use store::{season_ranges, FittedProfile, Ranges, SeasonStore, SeasonStoreError};
 
 /// One usage sample: `(unix seconds, value)`. Every API of this module takes
 /// series as slices of these tuples.
