@@ -501,6 +501,38 @@ mod tests {
     }
 
     #[test]
+    fn loader_rereads_on_change_and_keeps_the_last_good_data() {
+        use nemutator_core::policy::{Policy, PolicySet};
+        use nemutator_core::recommend::{RecommendationStore, Refresher};
+        let dir = std::env::temp_dir().join(format!("nemutator-loader-{}", std::process::id()));
+        let _ = std::fs::create_dir_all(&dir);
+        let path = dir.join("usage.om");
+        std::fs::write(&path, mk_file(&["web-7d9f8b6c5d-x2k9p"], 1500, 0.25, 1e8))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let store = Arc::new(RecommendationStore::new());
+        let refresher = Refresher::new(
+            Arc::new(FileLoader::new(&path)),
+            Arc::new(PolicySet(vec![Policy::default()])),
+            store.clone(),
+        );
+        assert_eq!(block_on(refresher.refresh_once()).ok().flatten(), Some(1));
+        assert!(store.is_loaded());
+        // Unchanged file: nothing to do.
+        assert_eq!(block_on(refresher.refresh_once()).ok().flatten(), None);
+        // A second workload appears.
+        let mut text = mk_file(&["web-7d9f8b6c5d-x2k9p"], 1500, 0.25, 1e8).replace("# EOF\n", "");
+        text += "container_memory_working_set_bytes{namespace=\"ns\",pod=\"db-0\",container=\"pg\"} 5 1700000000\n# EOF\n";
+        std::fs::write(&path, text).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(block_on(refresher.refresh_once()).ok().flatten(), Some(2));
+        // A broken file is an error and the store keeps its recommendations.
+        std::fs::write(&path, "container_memory_working_set_bytes{ 1 2\n")
+            .unwrap_or_else(|e| panic!("{e}"));
+        let err = block_on(refresher.refresh_once()).expect_err("bad file");
+        assert!(err.to_string().contains("line 1"), "{err}");
+        assert_eq!(store.len(), 2);
+    }
+
+    #[test]
     fn bad_file_is_one_line_error() {
         let e = FileSource::from_text("container_memory_working_set_bytes{namespace=\"ns\"} x 1\n")
             .expect_err("bad value");
