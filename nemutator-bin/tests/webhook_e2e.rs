@@ -72,7 +72,10 @@ async fn bad_requests_get_4xx_and_the_server_survives() {
     // and may close the connection while the client is still writing, so the
     // client sees either the 413 or a write error (the status itself is
     // asserted in-process in nemutator-core/tests/admission.rs).
-    match client.request("POST", "/mutate", vec![b'x'; 3 * 1024 * 1024 + 10]).await {
+    match client
+        .request("POST", "/mutate", vec![b'x'; 3 * 1024 * 1024 + 10])
+        .await
+    {
         Ok(r) => assert_eq!(r.status, 413),
         Err(e) => assert!(e.contains("writing"), "{e}"),
     }

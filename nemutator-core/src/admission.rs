@@ -211,8 +211,12 @@ impl Admission {
 
     /// Review one AdmissionReview body.
     pub async fn review(&self, body: &[u8]) -> Result<Reviewed, AdmissionError> {
+        // JSON is UTF-8; checking it up front also covers the parts the
+        // decoder skips, so nothing downstream meets invalid text.
+        let body = std::str::from_utf8(body)
+            .map_err(|e| AdmissionError::Malformed(format!("not UTF-8: {e}")))?;
         let review: ReviewIn<'_> =
-            serde_json::from_slice(body).map_err(|e| AdmissionError::Malformed(e.to_string()))?;
+            serde_json::from_str(body).map_err(|e| AdmissionError::Malformed(e.to_string()))?;
         let api = review.api_version.as_deref().unwrap_or_default();
         let kind = review.kind.as_deref().unwrap_or_default();
         if api != API_VERSION || kind != "AdmissionReview" {

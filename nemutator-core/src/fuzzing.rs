@@ -98,6 +98,20 @@ mod tests {
         let mut truncated = example.to_vec();
         truncated.truncate(example.len() / 2);
         super::admission(&truncated);
+        // Found by the fuzzer: invalid UTF-8 inside a key the decoder skips.
+        let bad_utf8 = String::from_utf8_lossy(example).replace(
+            "\"version\": \"v1\", \"resource\"",
+            "\"\u{fffd}ersion\": \"v1\", \"resource\"",
+        );
+        let mut bytes = bad_utf8.into_bytes();
+        if let Some(i) = bytes.windows(3).position(|w| w == "\u{fffd}".as_bytes()) {
+            bytes.splice(i..i + 3, [0xff]);
+        }
+        assert!(
+            std::str::from_utf8(&bytes).is_err(),
+            "the seed must hold invalid UTF-8"
+        );
+        super::admission(&bytes);
         for q in ["1", "250m", "1e3", "-0", "1.5Gi", ".", "9e18"] {
             super::quantity(q.as_bytes());
         }

@@ -258,7 +258,10 @@ mod tests {
         b.load(&path).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(b.get(&w).map(|f| f.fitted_at), Some(42));
         // JSON keeps floats to within an ulp: compare what the profile decides.
-        let restored = b.get(&w).map(|f| f.profile.clone()).unwrap_or_else(|| panic!("lost"));
+        let restored = b
+            .get(&w)
+            .map(|f| f.profile.clone())
+            .unwrap_or_else(|| panic!("lost"));
         assert_eq!(restored.periods(), profile.periods());
         assert_eq!(restored.peak_windows(), profile.peak_windows());
         for t in (1_702_000_000..1_702_000_000 + 86_400).step_by(900) {
