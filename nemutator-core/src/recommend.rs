@@ -267,20 +267,16 @@ impl Recommender {
                 }
             }
         };
-        let fresh =
-            |f: &Option<Arc<FittedProfile>>| f.as_ref().is_some_and(|f| now - f.fitted_at < refit);
+        let fresh = |f: &Arc<FittedProfile>| now - f.fitted_at < refit;
         let mut cluster: std::collections::BTreeMap<i64, f64> = Default::default();
         let mut profiles = HashMap::new();
-        let cluster_fresh = fresh(&seasons.store.cluster());
+        let cluster_fresh = seasons.store.cluster().is_some_and(|f| fresh(&f));
         for (workload, members) in by_workload {
             let wants = self
                 .policies
                 .select(&workload.namespace)
                 .is_some_and(|p| p.has_brainsets());
-            let existing = seasons
-                .store
-                .get(workload)
-                .filter(|f| fresh(&Some(f.clone())));
+            let existing = seasons.store.get(workload).filter(fresh);
             if let (true, Some(f)) = (wants, &existing) {
                 profiles.insert(workload.clone(), (**f).clone());
             }

@@ -200,3 +200,57 @@ async fn no_rhythm_means_one_season() {
         .unwrap_or_else(|| panic!("no profile"));
     assert!(learned.profile.periods().is_empty());
 }
+
+#[tokio::test]
+async fn young_profiles_are_kept_and_old_ones_refitted() {
+    let source: Arc<dyn MetricsSource> =
+        Arc::new(FileSource::from_text(&mk_history(21, true)).unwrap_or_else(|e| panic!("{e}")));
+    let seasons = mk_seasons();
+    let policies = Arc::new(mk_policy());
+    let recommender = Recommender::new(source, policies).with_seasons(Some(seasons.clone()));
+    let recs = recommender
+        .recommend_all(None)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let workload = recs[0].target.workload.clone();
+    let fitted = seasons
+        .store
+        .get(&workload)
+        .unwrap_or_else(|| panic!("no profile"));
+
+    // Pretend it was fitted 10 s ago: younger than `refit` (1 h), so kept as is.
+    let mut young = (*fitted).clone();
+    young.fitted_at -= 10;
+    seasons
+        .store
+        .replace([(workload.clone(), young.clone())].into());
+    recommender
+        .recommend_all(None)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        seasons.store.get(&workload).map(|f| f.fitted_at),
+        Some(young.fitted_at)
+    );
+
+    // Two hours ago: older than `refit`, so fitted again now.
+    let mut old = (*fitted).clone();
+    old.fitted_at -= 7200;
+    seasons
+        .store
+        .replace([(workload.clone(), old.clone())].into());
+    recommender
+        .recommend_all(None)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let refitted = seasons
+        .store
+        .get(&workload)
+        .map(|f| f.fitted_at)
+        .unwrap_or_default();
+    assert!(
+        refitted > old.fitted_at + 3600,
+        "{refitted} vs {}",
+        old.fitted_at
+    );
+}
