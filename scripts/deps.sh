@@ -7,6 +7,13 @@ need_apt=()
 have() { command -v "$1" >/dev/null 2>&1; }
 
 have python3 || need_apt+=(python3)
+# nemutator-ebpf: build.rs compiles the BPF program with clang against the
+# libbpf and kernel UAPI headers; the profiling tests build C and Go programs.
+have clang || need_apt+=(clang)
+[ -e /usr/include/bpf/bpf_helpers.h ] || need_apt+=(libbpf-dev)
+[ -e /usr/include/linux/bpf.h ] || need_apt+=(linux-libc-dev)
+have gcc || need_apt+=(gcc)
+have go || need_apt+=(golang-go)
 
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
