@@ -339,6 +339,23 @@ fn main() -> Result<(), Box<dyn Error>> {
     let lw: Vec<bool> = ts[split..].iter().map(|t| longest.is_peak(*t)).collect();
     let (f, p, r) = f1(&lw, &truth);
     println!("With peak_scope = longest-period (top 30 % of the week): F1 {f:.3} (precision {p:.3}, recall {r:.3})\n");
+    // The same peak-window F1 from other origins (fit on the first k weeks,
+    // score the next two): how much the figure above depends on the split.
+    let mut by_origin = Vec::new();
+    for k in 6..=10 {
+        let origin = k * M;
+        let p = model.fit(&series[..origin])?;
+        let end = origin + 2 * M;
+        let pred: Vec<bool> = ts[origin..end].iter().map(|t| p.is_peak(*t)).collect();
+        by_origin.push(format!(
+            "{k} w: {:.3}",
+            f1(&pred, &top_share_per_day(&ys[origin..end])).0
+        ));
+    }
+    println!(
+        "Peak-window F1 by origin (fit on k weeks, score the next 2): {}\n",
+        by_origin.join(", ")
+    );
     println!("Peak windows (UTC, start timestamp taken as Monday 2000-06-05 00:00):");
     for w in profile.peak_windows() {
         println!("- {}", w.label());

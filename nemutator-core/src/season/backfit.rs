@@ -182,6 +182,16 @@ pub(super) struct Weighting {
     pub level_window: i64,
 }
 
+/// The back-test's outcome: the weighting, and, when a cycle could be held
+/// out, the components fitted without it with that weighting and the first
+/// held-out slot (the peak windows are back-tested on them).
+pub(super) struct BackTest {
+    /// The chosen weighting.
+    pub weighting: Weighting,
+    /// Components fitted on the slots before `.1`, and that slot.
+    pub held_out: Option<(Vec<Component>, usize)>,
+}
+
 /// The configured weighting, with the automatic parts (0 in the config)
 /// chosen by back-testing: refit without the last cycle of the longest
 /// period, forecast it, keep the choice with the least mean absolute error.
@@ -193,7 +203,7 @@ pub(super) fn choose_weighting(
     periods: &[i64],
     idx: &[&[usize]],
     config: &SeasonConfig,
-) -> Weighting {
+) -> BackTest {
     let (Some(shortest), Some(longest)) =
         (periods.iter().copied().min(), periods.iter().copied().max())
     else {
@@ -202,9 +212,12 @@ pub(super) fn choose_weighting(
         } else {
             NO_RHYTHM_LEVEL_WINDOW
         };
-        return Weighting {
-            half_life_cycles: 0.0,
-            level_window: window,
+        return BackTest {
+            weighting: Weighting {
+                half_life_cycles: 0.0,
+                level_window: window,
+            },
+            held_out: None,
         };
     };
     let half_lives: Vec<f64> = if config.half_life_cycles > 0.0 {
@@ -231,11 +244,13 @@ pub(super) fn choose_weighting(
     };
     let n = grid.values.len();
     let hold = slots(longest, grid.step);
-    if half_lives.len() * windows.len() == 1
-        || (n as f64) < (config.min_cycles + 1.0) * hold as f64
-        || hold >= n
-    {
-        return fallback;
+    // A single configured choice is still fitted once: the peak windows
+    // are back-tested on it.
+    if (n as f64) < (config.min_cycles + 1.0) * hold as f64 || hold >= n {
+        return BackTest {
+            weighting: fallback,
+            held_out: None,
+        };
     }
     let train = Grid {
         t0: grid.t0,
@@ -245,7 +260,7 @@ pub(super) fn choose_weighting(
         scale: grid.scale,
     };
     let train_idx: Vec<&[usize]> = idx.iter().map(|v| &v[..(n - hold).min(v.len())]).collect();
-    let mut best = (f64::INFINITY, fallback);
+    let mut best = (f64::INFINITY, fallback, None);
     for &half_life_cycles in &half_lives {
         for &level_window in &windows {
             let choice = Weighting {
@@ -263,9 +278,12 @@ pub(super) fn choose_weighting(
                 }
             }
             if k > 0.0 && err / k < best.0 {
-                best = (err / k, choice);
+                best = (err / k, choice, Some(comps));
             }
         }
     }
-    best.1
+    BackTest {
+        weighting: best.1,
+        held_out: best.2.map(|c| (c, n - hold)),
+    }
 }

@@ -53,10 +53,12 @@ pub struct SeasonConfig {
     /// Quantile of the seasonal shape above which a slot is peak (default
     /// 0.7: the top 30 %).
     pub peak_quantile: f64,
-    /// Hysteresis band, in quantile units: a peak window is a stretch at or
-    /// above the `peak_quantile` quantile that somewhere reaches the
-    /// `peak_quantile + hysteresis` one, so bumps that barely cross the
-    /// threshold make no window (default 0.1).
+    /// Widest hysteresis band, in quantile units: a peak window is a
+    /// stretch at or above the `peak_quantile` quantile that somewhere
+    /// reaches the `peak_quantile + band` one, so bumps that barely cross the
+    /// threshold make no window (default 0.1). The band is this, half of it
+    /// or 0, as chosen by back-testing on the last cycle (this one unless a
+    /// narrower band does significantly better there).
     pub hysteresis: f64,
     /// Shortest peak window and shortest off-peak gap between two windows
     /// (default 1 h).

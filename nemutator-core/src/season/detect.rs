@@ -98,12 +98,21 @@ pub(super) fn fit(config: &SeasonConfig, series: &[Sample]) -> Result<SeasonProf
         .map(|p| grid.phase_bins(*p, component_bins(*p, grid.step)))
         .collect();
     let idx: Vec<&[usize]> = idx.iter().map(Vec::as_slice).collect();
-    let choice = choose_weighting(&grid, &periods, &idx, config);
+    let backtest = choose_weighting(&grid, &periods, &idx, config);
+    let choice = backtest.weighting;
     let (mut components, level) = refit(&grid, &periods, &idx, choice);
     for c in &mut components {
         c.values.iter_mut().for_each(|v| *v *= grid.scale);
     }
-    let (cycle, peak_windows) = peaks::peak_windows(&components, grid.step, config);
+    let holdout = backtest
+        .held_out
+        .as_ref()
+        .map(|(comps, from)| peaks::Holdout {
+            components: comps,
+            grid: &grid,
+            from: *from,
+        });
+    let (cycle, peak_windows) = peaks::peak_windows(&components, grid.step, config, holdout);
     Ok(SeasonProfile {
         version: PROFILE_VERSION,
         periods,

@@ -46,13 +46,21 @@
 //!    cycle of the history, unless configured. The forecast is level + the sum
 //!    of the periodic profiles.
 //! 7. **Peak windows.** On the longest period, a peak window is a stretch
-//!    where the seasonal shape is at or above its
-//!    [`SeasonConfig::peak_quantile`] (taken per shortest period by default,
-//!    i.e. per day, so about the top 30 % of each day) and that somewhere
-//!    reaches the quantile plus the [`SeasonConfig::hysteresis`] band (a
-//!    double threshold: bumps that barely cross the quantile make no window).
+//!    where the seasonal shape is among the top `1 - `[`SeasonConfig::peak_quantile`]
+//!    share of its bins (taken per shortest period by default, i.e. per day,
+//!    so the top 30 % of each day, counted in whole bins) and that somewhere
+//!    reaches the top share narrowed by a hysteresis band (a double
+//!    threshold: bumps that barely cross the threshold make no window).
 //!    Gaps and windows shorter than [`SeasonConfig::min_peak`] are removed,
-//!    so the season does not flap.
+//!    so the season does not flap. The band (the configured
+//!    [`SeasonConfig::hysteresis`], half of it or none), a centred smoothing
+//!    of the shape (over `min_peak` or none) and the shortest gap kept (one
+//!    or two `min_peak`) are chosen by the same back-test as the weighting:
+//!    windows built from the fit without the last cycle are scored (F1)
+//!    against that cycle's own top slots per day. A rule replaces the
+//!    default (full band, smoothing, one `min_peak`) only when it is right
+//!    on significantly more of the disputed slots (exact sign test, 5 %),
+//!    so noisy series keep the steadiest windows.
 //!    [`SeasonProfile::season_at`] turns to peak [`SeasonConfig::lead`] seconds
 //!    before a window starts.
 //!

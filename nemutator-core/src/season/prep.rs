@@ -246,17 +246,6 @@ pub(super) fn std_dev(v: &[f64]) -> f64 {
     (v.iter().map(|x| (x - mean) * (x - mean)).sum::<f64>() / v.len() as f64).sqrt()
 }
 
-/// Linear-interpolated quantile `q` of an ascending slice; 0 when empty.
-pub(super) fn quantile_sorted(sorted: &[f64], q: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let pos = q.clamp(0.0, 1.0) * (sorted.len() - 1) as f64;
-    let lo = pos.floor() as usize;
-    let hi = (lo + 1).min(sorted.len() - 1);
-    sorted[lo] + (sorted[hi] - sorted[lo]) * (pos - lo as f64)
-}
-
 /// Centred moving average over `w` slots (a 2×w average when `w` is even, so
 /// that a component of period `w` cancels exactly), extended as a constant
 /// at the edges. Shorter series get their mean everywhere.
