@@ -6,6 +6,11 @@ mod wiring;
 
 use clap::Parser;
 
+// The admission path allocates many small objects per review (a typed Pod);
+// mimalloc serves them markedly faster than glibc's malloc (docs/PERFORMANCE.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     let cli = cli::Cli::parse();
     wiring::init_logging(&cli.global, cli.command.is_server());

@@ -63,11 +63,37 @@ struct RequestIn<'a> {
     #[serde(default)]
     sub_resource: Option<String>,
     #[serde(default)]
-    namespace: Option<String>,
-    #[serde(default)]
     operation: Option<String>,
     #[serde(borrow, default)]
     object: Option<&'a RawValue>,
+}
+
+/// The same envelope with the object decoded as a Pod in the same pass (the
+/// common case for a pod webhook); other objects fail it and take [`ReviewIn`].
+#[derive(Deserialize)]
+struct PodReviewIn {
+    #[serde(rename = "apiVersion", default)]
+    api_version: Option<String>,
+    #[serde(default)]
+    kind: Option<String>,
+    #[serde(default)]
+    request: Option<PodRequestIn>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PodRequestIn {
+    uid: String,
+    #[serde(default)]
+    kind: Gvk,
+    #[serde(default)]
+    sub_resource: Option<String>,
+    #[serde(default)]
+    namespace: Option<String>,
+    #[serde(default)]
+    operation: Option<String>,
+    #[serde(default)]
+    object: Option<Pod>,
 }
 
 /// The `status` of a denied response.
@@ -215,33 +241,73 @@ impl Admission {
         // decoder skips, so nothing downstream meets invalid text.
         let body = std::str::from_utf8(body)
             .map_err(|e| AdmissionError::Malformed(format!("not UTF-8: {e}")))?;
-        let review: ReviewIn<'_> =
-            serde_json::from_str(body).map_err(|e| AdmissionError::Malformed(e.to_string()))?;
-        let api = review.api_version.as_deref().unwrap_or_default();
-        let kind = review.kind.as_deref().unwrap_or_default();
-        if api != API_VERSION || kind != "AdmissionReview" {
-            return Err(AdmissionError::Unsupported(format!("{api} {kind}")));
-        }
-        let req = review.request.ok_or(AdmissionError::NoRequest)?;
         let skipped = |uid: String| Reviewed {
             response: AdmissionResponse::allow(uid),
             outcome: Outcome::Skipped,
             patch: None,
         };
-        let is_pod =
-            req.kind.group.is_empty() && req.kind.version == "v1" && req.kind.kind == "Pod";
-        let is_create = req.operation.as_deref() == Some("CREATE");
-        let (true, true, None, Some(object)) =
-            (is_pod, is_create, req.sub_resource.as_ref(), req.object)
-        else {
-            return Ok(skipped(req.uid));
+        let check_envelope = |api: Option<&str>, kind: Option<&str>| {
+            let (api, kind) = (api.unwrap_or_default(), kind.unwrap_or_default());
+            if api != API_VERSION || kind != "AdmissionReview" {
+                return Err(AdmissionError::Unsupported(format!("{api} {kind}")));
+            }
+            Ok(())
         };
-        let pod: Pod = serde_json::from_str(object.get())
-            .map_err(|e| AdmissionError::Malformed(format!("request.object: {e}")))?;
+        let is_pod_create = |kind: &Gvk, operation: Option<&str>, sub: Option<&String>| {
+            kind.group.is_empty()
+                && kind.version == "v1"
+                && kind.kind == "Pod"
+                && operation == Some("CREATE")
+                && sub.is_none()
+        };
+        let (uid, namespace, pod) = match serde_json::from_str::<PodReviewIn>(body) {
+            Ok(review) => {
+                check_envelope(review.api_version.as_deref(), review.kind.as_deref())?;
+                let req = review.request.ok_or(AdmissionError::NoRequest)?;
+                match req.object {
+                    Some(pod)
+                        if is_pod_create(
+                            &req.kind,
+                            req.operation.as_deref(),
+                            req.sub_resource.as_ref(),
+                        ) =>
+                    {
+                        (req.uid, req.namespace, pod)
+                    }
+                    _ => return Ok(skipped(req.uid)),
+                }
+            }
+            // Not a Pod object (or not a review at all): decode the envelope
+            // alone, and only then say what is wrong.
+            Err(pod_err) => {
+                let review: ReviewIn<'_> = serde_json::from_str(body)
+                    .map_err(|e| AdmissionError::Malformed(e.to_string()))?;
+                check_envelope(review.api_version.as_deref(), review.kind.as_deref())?;
+                let req = review.request.ok_or(AdmissionError::NoRequest)?;
+                if is_pod_create(
+                    &req.kind,
+                    req.operation.as_deref(),
+                    req.sub_resource.as_ref(),
+                ) {
+                    let detail = match req.object.map(|o| serde_json::from_str::<Pod>(o.get())) {
+                        Some(Err(e)) => e.to_string(),
+                        _ => pod_err.to_string(),
+                    };
+                    return Err(AdmissionError::Malformed(format!(
+                        "request.object: {detail}"
+                    )));
+                }
+                return Ok(skipped(req.uid));
+            }
+        };
+        let namespace = namespace.unwrap_or_default();
+        let snapshot = crate::patch::PodSnapshot::of(&pod);
+        // Debug builds (every test) check that layers only change what the
+        // snapshot covers, by comparing with a diff of the whole pod.
+        #[cfg(debug_assertions)]
         let original = pod.clone();
-        let namespace = req.namespace.as_deref().unwrap_or_default();
-        let mut response = AdmissionResponse::allow(req.uid);
-        let mut review = PodReview::new(namespace, pod);
+        let mut response = AdmissionResponse::allow(uid);
+        let mut review = PodReview::new(&namespace, pod);
         review.now = (self.clock)();
         let reviewed = match self.pipeline.run(review).await {
             Ok(r) => r,
@@ -257,8 +323,35 @@ impl Admission {
         };
         response.warnings = reviewed.warnings;
         response.audit_annotations = reviewed.audit;
-        let patch = crate::patch::diff_pods(original, reviewed.pod)
-            .map_err(|e| AdmissionError::Malformed(format!("request.object: {e}")))?;
+        let patch = match snapshot.diff(&reviewed.pod) {
+            Ok(p) => p,
+            Err(e) => {
+                // A layer bug, not bad input: let the pod through unchanged.
+                tracing::error!(error = %e, "patch not computed; pod admitted unchanged");
+                response
+                    .audit_annotations
+                    .insert("patch".into(), e.to_string());
+                return Ok(Reviewed {
+                    response,
+                    outcome: Outcome::Unchanged,
+                    patch: None,
+                });
+            }
+        };
+        #[cfg(debug_assertions)]
+        {
+            let full = crate::patch::diff_pods(original, (*reviewed.pod).clone()).ok();
+            let sorted = |p: &json_patch::Patch| {
+                let mut v: Vec<String> = p.0.iter().map(|op| format!("{op:?}")).collect();
+                v.sort();
+                v
+            };
+            debug_assert_eq!(
+                full.as_ref().map(sorted),
+                Some(sorted(&patch)),
+                "a mutation layer changed a field outside PodSnapshot"
+            );
+        }
         if patch.0.is_empty() {
             return Ok(Reviewed {
                 response,

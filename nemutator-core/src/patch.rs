@@ -9,9 +9,131 @@
 
 use json_patch::jsonptr::{PointerBuf, Token};
 use json_patch::{AddOperation, Patch, PatchOperation, RemoveOperation, ReplaceOperation};
-use k8s_openapi::api::core::v1::{Container, Pod};
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{Container, EnvVar, Pod, ResourceRequirements};
 use serde::Serialize;
 use serde_json::Value;
+
+/// The fields of a container that mutation layers may change.
+#[derive(Clone, Debug, PartialEq)]
+struct ContainerSnapshot {
+    resources: Option<ResourceRequirements>,
+    env: Option<Vec<EnvVar>>,
+}
+
+impl ContainerSnapshot {
+    fn of(c: &Container) -> Self {
+        ContainerSnapshot {
+            resources: c.resources.clone(),
+            env: c.env.clone(),
+        }
+    }
+}
+
+/// The parts of a pod that mutation layers may change: labels, annotations,
+/// and each container's `resources` and `env`. Taking this instead of a
+/// whole-pod clone before the mutation chain keeps the admission path cheap;
+/// [`PodSnapshot::diff`] gives the same patch as [`diff_pods`] as long as the
+/// layers change nothing else (debug builds check that on every review).
+#[derive(Clone, Debug, PartialEq)]
+pub struct PodSnapshot {
+    labels: Option<BTreeMap<String, String>>,
+    annotations: Option<BTreeMap<String, String>>,
+    containers: Vec<ContainerSnapshot>,
+    init_containers: Option<Vec<ContainerSnapshot>>,
+    has_spec: bool,
+}
+
+/// A mutation changed the pod outside what [`PodSnapshot`] covers.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    /// Containers were added or removed.
+    #[error("a mutation added or removed containers, which the patch cannot express")]
+    Shape,
+    /// Serialising a changed field failed.
+    #[error("{0}")]
+    Json(#[from] serde_json::Error),
+}
+
+impl PodSnapshot {
+    /// Snapshot the mutable parts of `pod`.
+    pub fn of(pod: &Pod) -> Self {
+        let spec = pod.spec.as_ref();
+        PodSnapshot {
+            labels: pod.metadata.labels.clone(),
+            annotations: pod.metadata.annotations.clone(),
+            containers: spec
+                .map(|s| s.containers.iter().map(ContainerSnapshot::of).collect())
+                .unwrap_or_default(),
+            init_containers: spec
+                .and_then(|s| s.init_containers.as_ref())
+                .map(|v| v.iter().map(ContainerSnapshot::of).collect()),
+            has_spec: spec.is_some(),
+        }
+    }
+
+    /// The operations that turn the snapshotted pod into `pod`.
+    pub fn diff(&self, pod: &Pod) -> Result<Patch, SnapshotError> {
+        let mut ops = Vec::new();
+        let mut path = PointerBuf::root();
+        path.push_back("metadata");
+        let meta = &pod.metadata;
+        map_field(
+            &mut path,
+            "annotations",
+            self.annotations.as_ref(),
+            meta.annotations.as_ref(),
+            &mut ops,
+        )?;
+        map_field(
+            &mut path,
+            "labels",
+            self.labels.as_ref(),
+            meta.labels.as_ref(),
+            &mut ops,
+        )?;
+        path.pop_back();
+        let Some(spec) = pod.spec.as_ref() else {
+            return if self.has_spec {
+                Err(SnapshotError::Shape)
+            } else {
+                Ok(Patch(ops))
+            };
+        };
+        path.push_back("spec");
+        let lists = [
+            ("containers", Some(&self.containers), Some(&spec.containers)),
+            (
+                "initContainers",
+                self.init_containers.as_ref(),
+                spec.init_containers.as_ref(),
+            ),
+        ];
+        for (key, before, after) in lists {
+            match (before, after) {
+                (None, None) => {}
+                (Some(b), Some(a)) if b.len() == a.len() => {
+                    path.push_back(key);
+                    for (i, (b, a)) in b.iter().zip(a).enumerate() {
+                        path.push_back(i);
+                        resources_field(
+                            &mut path,
+                            b.resources.as_ref(),
+                            a.resources.as_ref(),
+                            &mut ops,
+                        )?;
+                        field(&mut path, "env", b.env.as_ref(), a.env.as_ref(), &mut ops)?;
+                        path.pop_back();
+                    }
+                    path.pop_back();
+                }
+                _ => return Err(SnapshotError::Shape),
+            }
+        }
+        Ok(Patch(ops))
+    }
+}
 
 /// The operations that turn pod `from` into pod `to`, as [`diff`] of their
 /// JSON forms would give, but serialising only the parts that differ
@@ -100,6 +222,77 @@ pub fn diff_pods(mut from: Pod, mut to: Pod) -> Result<Patch, serde_json::Error>
         &mut ops,
     )?;
     Ok(Patch(ops))
+}
+
+/// Diff an optional string-keyed map field key by key, serialising only the
+/// values that changed.
+fn map_field<V: Serialize + PartialEq>(
+    path: &mut PointerBuf,
+    key: &str,
+    a: Option<&BTreeMap<String, V>>,
+    b: Option<&BTreeMap<String, V>>,
+    ops: &mut Vec<PatchOperation>,
+) -> Result<(), serde_json::Error> {
+    let (Some(a), Some(b)) = (a, b) else {
+        return field(path, key, a, b, ops);
+    };
+    if a == b {
+        return Ok(());
+    }
+    path.push_back(key);
+    for (k, va) in a {
+        path.push_back(k.as_str());
+        match b.get(k) {
+            None => ops.push(PatchOperation::Remove(RemoveOperation {
+                path: path.clone(),
+            })),
+            Some(vb) if vb != va => ops.push(PatchOperation::Replace(ReplaceOperation {
+                path: path.clone(),
+                value: serde_json::to_value(vb)?,
+            })),
+            Some(_) => {}
+        }
+        path.pop_back();
+    }
+    for (k, vb) in b {
+        if !a.contains_key(k) {
+            path.push_back(k.as_str());
+            ops.push(PatchOperation::Add(AddOperation {
+                path: path.clone(),
+                value: serde_json::to_value(vb)?,
+            }));
+            path.pop_back();
+        }
+    }
+    path.pop_back();
+    Ok(())
+}
+
+/// Diff a container's `resources`, its request and limit maps key by key.
+fn resources_field(
+    path: &mut PointerBuf,
+    a: Option<&ResourceRequirements>,
+    b: Option<&ResourceRequirements>,
+    ops: &mut Vec<PatchOperation>,
+) -> Result<(), serde_json::Error> {
+    let (Some(a), Some(b)) = (a, b) else {
+        return field(path, "resources", a, b, ops);
+    };
+    if a == b {
+        return Ok(());
+    }
+    path.push_back("resources");
+    field(path, "claims", a.claims.as_ref(), b.claims.as_ref(), ops)?;
+    map_field(path, "limits", a.limits.as_ref(), b.limits.as_ref(), ops)?;
+    map_field(
+        path,
+        "requests",
+        a.requests.as_ref(),
+        b.requests.as_ref(),
+        ops,
+    )?;
+    path.pop_back();
+    Ok(())
 }
 
 /// Diff one optional field of the object at `path`.
@@ -255,6 +448,50 @@ fn walk(from: &Value, to: &Value, path: &mut PointerBuf, ops: &mut Vec<PatchOper
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn snapshot_diff_matches_the_full_diff() {
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p", "annotations": {"a/b": "1"}},
+            "spec": {
+                "containers": [{"name": "c", "resources": {"requests": {"cpu": "1"}}}, {"name": "d"}],
+                "initContainers": [{"name": "i", "restartPolicy": "Always"}]
+            }
+        }))
+        .unwrap_or_default();
+        let snap = PodSnapshot::of(&pod);
+        let mut after = pod.clone();
+        if let Some(spec) = after.spec.as_mut() {
+            spec.containers[0].resources = None;
+            spec.containers[1].env = Some(vec![EnvVar {
+                name: "X".into(),
+                value: Some("y".into()),
+                value_from: None,
+            }]);
+            if let Some(init) = spec.init_containers.as_mut() {
+                init[0].resources = Some(ResourceRequirements::default());
+            }
+        }
+        after.metadata.labels = Some([("l".to_string(), "v".to_string())].into());
+        after.metadata.annotations = None;
+        let fast = snap.diff(&after).unwrap_or_else(|e| panic!("{e}"));
+        let full = diff_pods(pod.clone(), after.clone()).unwrap_or_else(|e| panic!("{e}"));
+        let key = |p: &Patch| {
+            let mut v: Vec<String> =
+                p.0.iter()
+                    .map(|op| serde_json::to_string(op).unwrap_or_default())
+                    .collect();
+            v.sort();
+            v
+        };
+        assert_eq!(key(&fast), key(&full));
+        // Adding a container is outside what a snapshot can express.
+        let mut grown = pod.clone();
+        if let Some(spec) = grown.spec.as_mut() {
+            spec.containers.push(Container::default());
+        }
+        assert!(matches!(snap.diff(&grown), Err(SnapshotError::Shape)));
+    }
     use proptest::prelude::*;
     use serde_json::json;
 

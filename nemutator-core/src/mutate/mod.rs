@@ -46,8 +46,9 @@ pub struct PodReview {
     pub namespace: String,
     /// The workload the pod belongs to (`None`: cannot be told).
     pub workload: Option<WorkloadKey>,
-    /// The pod, as changed so far.
-    pub pod: Pod,
+    /// The pod, as changed so far (boxed: a `Pod` is ~2.5 KB and the review
+    /// moves through every layer and future).
+    pub pod: Box<Pod>,
     /// Warnings for the client (`kubectl` prints them).
     pub warnings: Vec<String>,
     /// Notes for the audit log: why something was or was not changed.
@@ -70,7 +71,7 @@ impl PodReview {
         PodReview {
             namespace,
             workload,
-            pod,
+            pod: Box::new(pod),
             warnings: Vec::new(),
             audit: BTreeMap::new(),
             now: 0,

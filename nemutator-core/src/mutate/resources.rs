@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::fmt::Write as _;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -127,10 +128,11 @@ fn size_container(
         res.and_then(|r| r.requests.as_ref()),
         res.and_then(|r| r.limits.as_ref()),
     );
-    let mut parts = Vec::new();
-    let mut percentiles = Vec::new();
-    let mut plans: Vec<(Resource, ResourcePlan)> = Vec::new();
-    for r in Resource::ALL {
+    // The `resources-applied` line, written as the plans are made.
+    let mut line = String::with_capacity(128);
+    let mut percentiles: [Option<f64>; 2] = [None, None];
+    let mut plans: [Option<ResourcePlan>; 2] = [None, None];
+    for (i, r) in Resource::ALL.into_iter().enumerate() {
         let Some(target) = rec.resource(r) else {
             continue;
         };
@@ -151,46 +153,53 @@ fn size_container(
         ) else {
             continue;
         };
-        let mut part = format!(
+        if !line.is_empty() {
+            line.push(' ');
+        }
+        let _ = write!(
+            line,
             "{r} {}->{}",
             fmt_q(r, old_req),
             fmt_q(r, Some(plan.request))
         );
         if plan.limit != old_lim {
-            part.push_str(&format!(
+            let _ = write!(
+                line,
                 " limit {}->{}",
                 fmt_q(r, old_lim),
                 fmt_q(r, plan.limit)
-            ));
+            );
         }
-        parts.push(part);
-        percentiles.push((r, target.percentile));
-        plans.push((r, plan));
+        percentiles[i] = Some(target.percentile);
+        plans[i] = Some(plan);
     }
-    if parts.is_empty() {
+    if line.is_empty() {
         return None;
     }
     if apply {
-        for (r, plan) in plans {
-            let res = c
-                .resources
-                .get_or_insert_with(ResourceRequirements::default);
-            set(&mut res.requests, r, Some(plan.request));
-            set(&mut res.limits, r, plan.limit);
+        for (r, plan) in Resource::ALL.into_iter().zip(plans) {
+            if let Some(plan) = plan {
+                let res = c
+                    .resources
+                    .get_or_insert_with(ResourceRequirements::default);
+                set(&mut res.requests, r, Some(plan.request));
+                set(&mut res.limits, r, plan.limit);
+            }
         }
     }
-    let pct = match percentiles.as_slice() {
-        [(_, a), (_, b)] if a != b => format!("cpu p{a}, memory p{b},"),
-        [(_, a), ..] => format!("p{a}"),
-        [] => String::new(),
+    let mut out = String::with_capacity(line.len() + c.name.len() + 40);
+    let _ = write!(out, "{}: {line} (", c.name);
+    let _ = match percentiles {
+        [Some(a), Some(b)] if a != b => write!(out, "cpu p{a}, memory p{b}, "),
+        [Some(a), _] | [None, Some(a)] => write!(out, "p{a} "),
+        [None, None] => Ok(()),
     };
-    let season = policy.season.map(|s| format!(", {s}")).unwrap_or_default();
-    Some(format!(
-        "{}: {} ({pct} {}{season})",
-        c.name,
-        parts.join(" "),
-        policy.window
-    ))
+    let _ = write!(out, "{}", policy.window);
+    if let Some(s) = policy.season {
+        let _ = write!(out, ", {s}");
+    }
+    out.push(')');
+    Some(out)
 }
 
 /// Right-size every container of the pod in `review` (and native sidecars:
