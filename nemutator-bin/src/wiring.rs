@@ -1,13 +1,16 @@
 //! Assembling library pieces from the configuration.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context as _;
+use base64::Engine as _;
 use nemutator_core::admission::Admission;
 use nemutator_core::config::Config;
 use nemutator_core::mutate::{Pipeline, ResourcesLayer};
 use nemutator_core::recommend::{RecommendationStore, Refresher, Seasons};
 use nemutator_core::season::{DefaultSeasonModel, SeasonStore};
+use nemutator_core::server::tls::{self, CertStore};
 use tracing_subscriber::EnvFilter;
 
 use crate::cli::{Global, LogFormat};
@@ -86,4 +89,43 @@ impl App {
             .context("loading usage history")?;
         Ok(())
     }
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        () = term => {},
+    }
+    tracing::info!("shutdown signal received");
+}
+
+/// The certificate of a server: the PEM pair when given (reloaded when the
+/// files change), else a self-signed one for `sans` whose CA bundle is printed
+/// on stdout (PEM, then `# caBundle: <base64>` for a webhook configuration).
+pub fn server_certs(
+    cert: Option<&PathBuf>,
+    key: Option<&PathBuf>,
+    sans: &[String],
+) -> anyhow::Result<Arc<CertStore>> {
+    if let (Some(cert), Some(key)) = (cert, key) {
+        return Ok(Arc::new(CertStore::from_files(cert, key)?));
+    }
+    let (ck, pem) = tls::self_signed(sans)?;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(pem.as_bytes());
+    println!(
+        "# nemutator: self-signed certificate for {}",
+        sans.join(", ")
+    );
+    print!("{pem}");
+    println!("# caBundle: {b64}");
+    Ok(Arc::new(CertStore::fixed(ck)))
 }

@@ -1,7 +1,6 @@
 //! `nemutator agent`: the per-node profiling agent, serving
 //! `POST /api/v1/profiles`, `/healthz` and `/metrics` over HTTPS.
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -9,13 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use base64::Engine as _;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
 use nemutator_core::kube::{BearerToken, KubeError};
-use nemutator_core::server::tls::{self, CertStore};
+use nemutator_core::server::tls;
 use nemutator_core::units::HumanDuration;
 use nemutator_ebpf::agent::{AgentRouter, AgentState};
 use nemutator_ebpf::profiler_for;
@@ -23,6 +17,7 @@ use tokio::net::TcpListener;
 
 use crate::cli::Global;
 use crate::cmd::profile::{discovery, BackendArg, KubeArgs};
+use crate::wiring::{server_certs, shutdown_signal};
 
 /// The environment variable holding the token when no --token-file is given.
 const TOKEN_ENV: &str = "NEMUTATOR_AGENT_TOKEN";
@@ -79,22 +74,6 @@ fn read_token(args: &AgentArgs) -> anyhow::Result<BearerToken> {
     Ok(token)
 }
 
-async fn shutdown_signal() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {},
-        () = term => {},
-    }
-    tracing::info!("shutdown signal received");
-}
-
 pub async fn run(_global: &Global, args: AgentArgs) -> anyhow::Result<ExitCode> {
     let token = read_token(&args)?;
     let mut state = AgentState::new(Arc::from(profiler_for(args.backend.into())), token)
@@ -108,20 +87,7 @@ pub async fn run(_global: &Global, args: AgentArgs) -> anyhow::Result<ExitCode> 
         Err(e) => return Err(e.into()),
     }
 
-    let certs = match (&args.tls_cert, &args.tls_key) {
-        (Some(cert), Some(key)) => Arc::new(CertStore::from_files(cert, key)?),
-        _ => {
-            let (ck, pem) = tls::self_signed(&args.tls_san)?;
-            let b64 = base64::engine::general_purpose::STANDARD.encode(pem.as_bytes());
-            println!(
-                "# nemutator: self-signed certificate for {}",
-                args.tls_san.join(", ")
-            );
-            print!("{pem}");
-            println!("# caBundle: {b64}");
-            Arc::new(CertStore::fixed(ck))
-        }
-    };
+    let certs = server_certs(args.tls_cert.as_ref(), args.tls_key.as_ref(), &args.tls_san)?;
     let tls_config = Arc::new(tls::server_config(certs.clone())?);
     tokio::spawn(certs.watch(Duration::from_secs(2)));
     let listener = TcpListener::bind(args.listen)
@@ -129,7 +95,7 @@ pub async fn run(_global: &Global, args: AgentArgs) -> anyhow::Result<ExitCode> 
         .with_context(|| format!("listening on {}", args.listen))?;
     let local = listener.local_addr()?;
     tracing::info!(listen = %local, "serving the profiling agent on https://{local}/api/v1/profiles");
-    serve(
+    nemutator_core::server::serve(
         listener,
         tls_config,
         AgentRouter::new(Arc::new(state)),
@@ -138,58 +104,4 @@ pub async fn run(_global: &Global, args: AgentArgs) -> anyhow::Result<ExitCode> 
     )
     .await;
     Ok(ExitCode::SUCCESS)
-}
-
-/// Accepts TLS connections for `router` until `shutdown`, then drains for at
-/// most `drain`.
-async fn serve(
-    listener: TcpListener,
-    tls: Arc<rustls::ServerConfig>,
-    router: AgentRouter,
-    shutdown: impl Future<Output = ()>,
-    drain: Duration,
-) {
-    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
-    let graceful = GracefulShutdown::new();
-    let builder = auto::Builder::new(TokioExecutor::new());
-    tokio::pin!(shutdown);
-    loop {
-        let (tcp, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(conn) => conn,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                    continue;
-                }
-            },
-            () = &mut shutdown => break,
-        };
-        let _ = tcp.set_nodelay(true);
-        let acceptor = acceptor.clone();
-        let service = TowerToHyperService::new(router.clone());
-        let builder = builder.clone();
-        let watcher = graceful.watcher();
-        tokio::spawn(async move {
-            let stream =
-                match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
-                    Ok(Ok(s)) => s,
-                    Ok(Err(e)) => {
-                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                        return;
-                    }
-                    Err(_) => return,
-                };
-            let conn = builder.serve_connection(TokioIo::new(stream), service);
-            if let Err(e) = watcher.watch(conn).await {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
-            }
-        });
-    }
-    drop(listener);
-    tracing::info!("draining connections");
-    tokio::select! {
-        () = graceful.shutdown() => tracing::info!("all connections closed"),
-        () = tokio::time::sleep(drain) => tracing::warn!("drain timed out"),
-    }
 }

@@ -216,15 +216,26 @@ where
     }
 }
 
-/// Serve `router` over TLS on `listener` until `shutdown` resolves, then stop
-/// accepting and let open connections finish (at most `drain`).
-pub async fn serve(
+/// Serve `service` (the webhook's [`Router`], or any tower service of the
+/// same shape, such as the profiling agent's) over TLS on `listener` until
+/// `shutdown` resolves, then stop accepting and let open connections finish
+/// (at most `drain`). HTTP/1.1 and HTTP/2 (ALPN).
+pub async fn serve<S, B>(
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
-    router: Router,
+    service: S,
     shutdown: impl Future<Output = ()>,
     drain: Duration,
-) {
+) where
+    S: Service<Request<hyper::body::Incoming>, Response = Response<B>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     let graceful = GracefulShutdown::new();
     let builder = auto::Builder::new(TokioExecutor::new());
@@ -243,7 +254,7 @@ pub async fn serve(
         };
         let _ = tcp.set_nodelay(true);
         let acceptor = acceptor.clone();
-        let service = TowerToHyperService::new(router.clone());
+        let service = TowerToHyperService::new(service.clone());
         let builder = builder.clone();
         let watcher = graceful.watcher();
         tokio::spawn(async move {
