@@ -340,7 +340,7 @@ impl Admission {
         };
         #[cfg(debug_assertions)]
         {
-            let full = crate::patch::diff_pods(original, (*reviewed.pod).clone()).ok();
+            let full = crate::patch::diff_pods(&original, &reviewed.pod).ok();
             let sorted = |p: &json_patch::Patch| {
                 let mut v: Vec<String> = p.0.iter().map(|op| format!("{op:?}")).collect();
                 v.sort();

@@ -135,93 +135,13 @@ impl PodSnapshot {
     }
 }
 
-/// The operations that turn pod `from` into pod `to`, as [`diff`] of their
-/// JSON forms would give, but serialising only the parts that differ
-/// (containers one by one, annotations and labels on their own). Both pods
-/// are consumed: their container lists are moved out to compare the rest.
-pub fn diff_pods(mut from: Pod, mut to: Pod) -> Result<Patch, serde_json::Error> {
-    let mut ops = Vec::new();
-    let mut path = PointerBuf::root();
-    if from.metadata != to.metadata {
-        path.push_back("metadata");
-        let (a, b) = (&mut from.metadata, &mut to.metadata);
-        field(
-            &mut path,
-            "annotations",
-            a.annotations.as_ref(),
-            b.annotations.as_ref(),
-            &mut ops,
-        )?;
-        field(
-            &mut path,
-            "labels",
-            a.labels.as_ref(),
-            b.labels.as_ref(),
-            &mut ops,
-        )?;
-        let (aa, al) = (a.annotations.take(), a.labels.take());
-        let (ba, bl) = (b.annotations.take(), b.labels.take());
-        if a != b {
-            walk(
-                &serde_json::to_value(&*a)?,
-                &serde_json::to_value(&*b)?,
-                &mut path,
-                &mut ops,
-            );
-        }
-        (a.annotations, a.labels, b.annotations, b.labels) = (aa, al, ba, bl);
-        path.pop_back();
-    }
-    match (from.spec.as_mut(), to.spec.as_mut()) {
-        (Some(a), Some(b)) if a != b => {
-            path.push_back("spec");
-            containers(
-                &mut path,
-                "containers",
-                Some(&mut a.containers),
-                Some(&mut b.containers),
-                &mut ops,
-            )?;
-            containers(
-                &mut path,
-                "initContainers",
-                a.init_containers.as_mut(),
-                b.init_containers.as_mut(),
-                &mut ops,
-            )?;
-            let (ac, ai) = (std::mem::take(&mut a.containers), a.init_containers.take());
-            let (bc, bi) = (std::mem::take(&mut b.containers), b.init_containers.take());
-            let rest_differs = a != b;
-            (
-                a.containers,
-                a.init_containers,
-                b.containers,
-                b.init_containers,
-            ) = (ac, ai, bc, bi);
-            if rest_differs {
-                // Compare the rest of the spec without the container lists.
-                let mut va = serde_json::to_value(&*a)?;
-                let mut vb = serde_json::to_value(&*b)?;
-                for v in [&mut va, &mut vb] {
-                    if let Value::Object(m) = v {
-                        m.remove("containers");
-                        m.remove("initContainers");
-                    }
-                }
-                walk(&va, &vb, &mut path, &mut ops);
-            }
-            path.pop_back();
-        }
-        (a, b) => field(&mut path, "spec", a.as_deref(), b.as_deref(), &mut ops)?,
-    }
-    field(
-        &mut path,
-        "status",
-        from.status.as_ref(),
-        to.status.as_ref(),
-        &mut ops,
-    )?;
-    Ok(Patch(ops))
+/// The operations that turn pod `from` into pod `to`: [`diff`] of their JSON
+/// forms. The reference [`PodSnapshot::diff`] is checked against.
+pub fn diff_pods(from: &Pod, to: &Pod) -> Result<Patch, serde_json::Error> {
+    Ok(diff(
+        &serde_json::to_value(from)?,
+        &serde_json::to_value(to)?,
+    ))
 }
 
 /// Diff an optional string-keyed map field key by key, serialising only the
@@ -327,61 +247,6 @@ fn field<'t, T: Serialize + PartialEq>(
     Ok(())
 }
 
-/// Diff a container list element by element when the lengths agree.
-fn containers(
-    path: &mut PointerBuf,
-    key: &str,
-    a: Option<&mut Vec<Container>>,
-    b: Option<&mut Vec<Container>>,
-    ops: &mut Vec<PatchOperation>,
-) -> Result<(), serde_json::Error> {
-    match (a, b) {
-        (Some(a), Some(b)) if a.len() == b.len() => {
-            path.push_back(key);
-            for (i, (ca, cb)) in a.iter_mut().zip(b.iter_mut()).enumerate() {
-                if ca != cb {
-                    path.push_back(i);
-                    container(path, ca, cb, ops)?;
-                    path.pop_back();
-                }
-            }
-            path.pop_back();
-            Ok(())
-        }
-        (a, b) => field(path, key, a.as_deref(), b.as_deref(), ops),
-    }
-}
-
-/// Diff one container: `resources` and `env` (what layers change) on their
-/// own, the rest only if it differs.
-fn container(
-    path: &mut PointerBuf,
-    a: &mut Container,
-    b: &mut Container,
-    ops: &mut Vec<PatchOperation>,
-) -> Result<(), serde_json::Error> {
-    field(
-        path,
-        "resources",
-        a.resources.as_ref(),
-        b.resources.as_ref(),
-        ops,
-    )?;
-    field(path, "env", a.env.as_ref(), b.env.as_ref(), ops)?;
-    let (ar, ae) = (a.resources.take(), a.env.take());
-    let (br, be) = (b.resources.take(), b.env.take());
-    let rest = if a != b {
-        Some((serde_json::to_value(&*a)?, serde_json::to_value(&*b)?))
-    } else {
-        None
-    };
-    (a.resources, a.env, b.resources, b.env) = (ar, ae, br, be);
-    if let Some((va, vb)) = rest {
-        walk(&va, &vb, path, ops);
-    }
-    Ok(())
-}
-
 /// The operations that turn `from` into `to`.
 pub fn diff(from: &Value, to: &Value) -> Patch {
     let mut ops = Vec::new();
@@ -475,7 +340,7 @@ mod tests {
         after.metadata.labels = Some([("l".to_string(), "v".to_string())].into());
         after.metadata.annotations = None;
         let fast = snap.diff(&after).unwrap_or_else(|e| panic!("{e}"));
-        let full = diff_pods(pod.clone(), after.clone()).unwrap_or_else(|e| panic!("{e}"));
+        let full = diff_pods(&pod, &after).unwrap_or_else(|e| panic!("{e}"));
         let key = |p: &Patch| {
             let mut v: Vec<String> =
                 p.0.iter()
