@@ -12,8 +12,8 @@ use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{mpsc, Arc, OnceLock};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -21,7 +21,7 @@ use hyper_util::rt::TokioIo;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 
-use crate::support::{root, BIN};
+use crate::support::{root, Webhook};
 
 /// The hot function of the test program.
 pub const C_HOT: &str = "nemutator_hot_spin_c";
@@ -199,83 +199,22 @@ pub fn svg_share(svg: &str, name: &str) -> f64 {
 }
 
 /// A running `nemutator agent`.
-pub struct Agent {
-    pub child: Child,
-    pub addr: SocketAddr,
-    pub ca_pem: String,
-    stderr: mpsc::Receiver<String>,
-}
+pub struct Agent(pub Webhook);
 
 impl Agent {
     /// Starts `nemutator agent --listen 127.0.0.1:0 ARGS` with `envs`; waits
     /// for the listen address in its JSON logs.
     pub fn start(args: &[&str], envs: &[(&str, &str)]) -> Agent {
-        let mut child = Command::new(BIN)
-            .current_dir(root())
-            .arg("agent")
-            .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
-            .args(args)
-            .envs(envs.iter().copied())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn {BIN}: {e}"));
-        let (out_tx, out_rx) = mpsc::channel();
-        let stdout = child.stdout.take().unwrap_or_else(|| panic!("stdout"));
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let _ = out_tx.send(line);
-            }
-        });
-        let (err_tx, err_rx) = mpsc::channel();
-        let stderr = child.stderr.take().unwrap_or_else(|| panic!("stderr"));
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let _ = err_tx.send(line);
-            }
-        });
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let mut seen = Vec::new();
-        let addr = loop {
-            let Ok(line) = err_rx.recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            else {
-                panic!("agent did not log its address; stderr: {seen:?}");
-            };
-            let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
-            if let Some(listen) = v["fields"]["listen"].as_str() {
-                break listen.parse().unwrap_or_else(|e| panic!("{listen}: {e}"));
-            }
-            seen.push(line);
-        };
-        let mut ca_pem = String::new();
-        while let Ok(line) = out_rx.recv_timeout(Duration::from_millis(200)) {
-            if !line.starts_with('#') {
-                ca_pem.push_str(&line);
-                ca_pem.push('\n');
-            }
-        }
-        Agent {
-            child,
-            addr,
-            ca_pem,
-            stderr: err_rx,
-        }
+        Agent(Webhook::spawn("agent", args, envs))
     }
 
     /// Log lines so far.
     pub fn logs(&self) -> Vec<String> {
-        self.stderr.try_iter().collect()
+        self.0.logs()
     }
 
     pub fn client(&self) -> AgentClient {
-        AgentClient::new(self.addr, &self.ca_pem)
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        AgentClient::new(self.0.addr, &self.0.ca_pem)
     }
 }
 

@@ -31,7 +31,7 @@ pub fn tmpdir(tag: &str) -> PathBuf {
     d
 }
 
-/// A running `nemutator webhook`.
+/// A running server subcommand of the real binary (`webhook`, `agent`).
 pub struct Webhook {
     pub child: Child,
     pub addr: SocketAddr,
@@ -41,13 +41,21 @@ pub struct Webhook {
 }
 
 impl Webhook {
-    /// Start with extra args; waits until the listen address is logged.
+    /// Start `nemutator webhook` with extra args; waits until the listen
+    /// address is logged.
     pub fn start(args: &[&str]) -> Webhook {
+        Self::spawn("webhook", args, &[])
+    }
+
+    /// Start `nemutator SUBCOMMAND --listen 127.0.0.1:0 ARGS` with `envs`;
+    /// waits until the listen address is logged.
+    pub fn spawn(subcommand: &str, args: &[&str], envs: &[(&str, &str)]) -> Webhook {
         let mut child = Command::new(BIN)
             .current_dir(root())
-            .arg("webhook")
+            .arg(subcommand)
             .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
             .args(args)
+            .envs(envs.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -67,14 +75,17 @@ impl Webhook {
             }
         });
         let deadline = Instant::now() + Duration::from_secs(30);
+        let mut seen = Vec::new();
         let addr = loop {
-            let line = err_rx
-                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-                .unwrap_or_else(|_| panic!("webhook did not log its address"));
+            let Ok(line) = err_rx.recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            else {
+                panic!("{subcommand} did not log its address; stderr: {seen:?}");
+            };
             let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
             if let Some(listen) = v["fields"]["listen"].as_str() {
                 break listen.parse().unwrap_or_else(|e| panic!("{listen}: {e}"));
             }
+            seen.push(line);
         };
         let mut ca_pem = String::new();
         while let Ok(line) = out_rx.recv_timeout(Duration::from_millis(200)) {
