@@ -58,17 +58,25 @@ pub enum Command {
     Agent(crate::cmd::agent::AgentArgs),
 }
 
+/// A server's certificate files (both or neither; without them a self-signed
+/// certificate is made at start).
 #[derive(Debug, Args)]
-pub struct WebhookArgs {
-    /// Address to listen on.
-    #[arg(long, env = "NEMUTATOR_LISTEN", default_value = "0.0.0.0:8443")]
-    pub listen: SocketAddr,
+pub struct TlsArgs {
     /// PEM certificate chain (reloaded when it changes); with --tls-key.
     #[arg(long, env = "NEMUTATOR_TLS_CERT", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
     /// PEM private key; with --tls-cert.
     #[arg(long, env = "NEMUTATOR_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct WebhookArgs {
+    /// Address to listen on.
+    #[arg(long, env = "NEMUTATOR_LISTEN", default_value = "0.0.0.0:8443")]
+    pub listen: SocketAddr,
+    #[command(flatten)]
+    pub tls: TlsArgs,
     /// Extra names for the self-signed certificate (comma-separated).
     #[arg(
         long,

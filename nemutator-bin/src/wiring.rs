@@ -1,6 +1,5 @@
 //! Assembling library pieces from the configuration.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context as _;
@@ -13,7 +12,7 @@ use nemutator_core::season::{DefaultSeasonModel, SeasonStore};
 use nemutator_core::server::tls::{self, CertStore};
 use tracing_subscriber::EnvFilter;
 
-use crate::cli::{Global, LogFormat};
+use crate::cli::{Global, LogFormat, TlsArgs};
 
 /// Logs go to stderr so that stdout stays machine-readable.
 pub fn init_logging(global: &Global, server: bool) {
@@ -111,12 +110,8 @@ pub async fn shutdown_signal() {
 /// The certificate of a server: the PEM pair when given (reloaded when the
 /// files change), else a self-signed one for `sans` whose CA bundle is printed
 /// on stdout (PEM, then `# caBundle: <base64>` for a webhook configuration).
-pub fn server_certs(
-    cert: Option<&PathBuf>,
-    key: Option<&PathBuf>,
-    sans: &[String],
-) -> anyhow::Result<Arc<CertStore>> {
-    if let (Some(cert), Some(key)) = (cert, key) {
+pub fn server_certs(tls: &TlsArgs, sans: &[String]) -> anyhow::Result<Arc<CertStore>> {
+    if let (Some(cert), Some(key)) = (&tls.tls_cert, &tls.tls_key) {
         return Ok(Arc::new(CertStore::from_files(cert, key)?));
     }
     let (ck, pem) = tls::self_signed(sans)?;

@@ -17,7 +17,7 @@ use aya::programs::perf_event::{
 };
 use aya::{Ebpf, EbpfLoader};
 
-use crate::symbolize::{self, MapsCache, RawProfile, RawStack};
+use crate::symbolize::{self, RawProfile, RawStack};
 use crate::target::{self, ResolvedTarget};
 use nemutator_core::profile::{Profile, ProfileError, ProfileRequest, Profiler};
 
@@ -86,18 +86,9 @@ impl Profiler for BpfProfiler {
         if !self.btf_path.exists() {
             return Err(ProfileError::NoBtf(self.btf_path.clone()));
         }
-        let mut maps = MapsCache::new(&self.proc_root);
-        for &tgid in &resolved.tgids {
-            maps.snapshot(tgid);
-        }
-        let raw = self.sample(&resolved, req)?;
-        let mut seen: Vec<u32> = raw.stacks.keys().map(|s| s.tgid).collect();
-        seen.sort_unstable();
-        seen.dedup();
-        for tgid in seen {
-            maps.snapshot(tgid);
-        }
-        Ok(symbolize::symbolize(&raw, &maps, Self::NAME))
+        symbolize::sample_and_symbolize(&self.proc_root, &resolved.tgids, Self::NAME, || {
+            self.sample(&resolved, req)
+        })
     }
 
     fn name(&self) -> &'static str {

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::perf_sys::{SamplingEvent, Scope};
-use crate::symbolize::{self, MapsCache, RawProfile, RawStack};
+use crate::symbolize::{self, RawProfile, RawStack};
 use crate::target::{self, ResolvedTarget};
 use nemutator_core::profile::{Profile, ProfileError, ProfileRequest, Profiler};
 
@@ -61,18 +61,9 @@ impl Profiler for PerfEventProfiler {
     fn profile(&self, req: &ProfileRequest) -> Result<Profile, ProfileError> {
         target::validate(req)?;
         let resolved = target::resolve(&req.target, &self.proc_root)?;
-        let mut maps = MapsCache::new(&self.proc_root);
-        for &tgid in &resolved.tgids {
-            maps.snapshot(tgid);
-        }
-        let raw = self.sample(&resolved, req)?;
-        let mut seen: Vec<u32> = raw.stacks.keys().map(|s| s.tgid).collect();
-        seen.sort_unstable();
-        seen.dedup();
-        for tgid in seen {
-            maps.snapshot(tgid);
-        }
-        Ok(symbolize::symbolize(&raw, &maps, self.backend))
+        symbolize::sample_and_symbolize(&self.proc_root, &resolved.tgids, self.backend, || {
+            self.sample(&resolved, req)
+        })
     }
 
     fn name(&self) -> &'static str {

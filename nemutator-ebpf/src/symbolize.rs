@@ -20,7 +20,7 @@ use blazesym::symbolize::source::{Elf, Kernel, Source};
 use blazesym::symbolize::{Input, Symbolized, Symbolizer};
 use blazesym::MaybeDefault;
 
-use nemutator_core::profile::{Frame, Profile};
+use nemutator_core::profile::{Frame, Profile, ProfileError};
 
 /// How many ELF files the snapshots may keep open at once.
 const MAX_OPEN_MODULES: usize = 512;
@@ -173,6 +173,28 @@ fn module_name(path: &str) -> &str {
 }
 
 /// Resolves the addresses of a raw profile into a [`Profile`].
+/// What every backend does around its sampling: snapshot the targets'
+/// mappings first (a process may exit before symbolisation), run `sample`,
+/// snapshot every sampled process again (new members of a cgroup, libraries
+/// loaded meanwhile), then symbolise.
+pub(crate) fn sample_and_symbolize(
+    proc_root: &Path,
+    tgids: &BTreeSet<u32>,
+    backend: &'static str,
+    sample: impl FnOnce() -> Result<RawProfile, ProfileError>,
+) -> Result<Profile, ProfileError> {
+    let mut maps = MapsCache::new(proc_root);
+    for &tgid in tgids {
+        maps.snapshot(tgid);
+    }
+    let raw = sample()?;
+    let seen: BTreeSet<u32> = raw.stacks.keys().map(|s| s.tgid).collect();
+    for tgid in seen {
+        maps.snapshot(tgid);
+    }
+    Ok(symbolize(&raw, &maps, backend))
+}
+
 pub(crate) fn symbolize(raw: &RawProfile, maps: &MapsCache, backend: &'static str) -> Profile {
     let symbolizer = Symbolizer::builder()
         .enable_code_info(false)

@@ -15,7 +15,7 @@ use nemutator_ebpf::agent::{AgentRouter, AgentState};
 use nemutator_ebpf::profiler_for;
 use tokio::net::TcpListener;
 
-use crate::cli::Global;
+use crate::cli::{Global, TlsArgs};
 use crate::cmd::profile::{discovery, BackendArg, KubeArgs};
 use crate::wiring::{server_certs, shutdown_signal};
 
@@ -31,12 +31,8 @@ pub struct AgentArgs {
     /// NEMUTATOR_AGENT_TOKEN environment variable).
     #[arg(long, env = "NEMUTATOR_AGENT_TOKEN_FILE", value_name = "FILE")]
     pub token_file: Option<PathBuf>,
-    /// PEM certificate chain (reloaded when it changes); with --tls-key.
-    #[arg(long, env = "NEMUTATOR_TLS_CERT", requires = "tls_key")]
-    pub tls_cert: Option<PathBuf>,
-    /// PEM private key; with --tls-cert.
-    #[arg(long, env = "NEMUTATOR_TLS_KEY", requires = "tls_cert")]
-    pub tls_key: Option<PathBuf>,
+    #[command(flatten)]
+    pub tls: TlsArgs,
     /// Names for the self-signed certificate (comma-separated).
     #[arg(
         long,
@@ -87,7 +83,7 @@ pub async fn run(_global: &Global, args: AgentArgs) -> anyhow::Result<ExitCode> 
         Err(e) => return Err(e.into()),
     }
 
-    let certs = server_certs(args.tls_cert.as_ref(), args.tls_key.as_ref(), &args.tls_san)?;
+    let certs = server_certs(&args.tls, &args.tls_san)?;
     let tls_config = Arc::new(tls::server_config(certs.clone())?);
     tokio::spawn(certs.watch(Duration::from_secs(2)));
     let listener = TcpListener::bind(args.listen)

@@ -13,7 +13,7 @@ use crate::wiring::{server_certs, shutdown_signal, App};
 
 pub async fn run(global: &Global, args: WebhookArgs) -> anyhow::Result<ExitCode> {
     let app = App::new(global)?;
-    let certs = server_certs(args.tls_cert.as_ref(), args.tls_key.as_ref(), &args.tls_san)?;
+    let certs = server_certs(&args.tls, &args.tls_san)?;
     let tls_config = Arc::new(tls::server_config(certs.clone())?);
     tokio::spawn(certs.watch(Duration::from_secs(2)));
     let listener = tokio::net::TcpListener::bind(args.listen)
