@@ -145,22 +145,51 @@ impl AdmissionResponse {
     }
 
     /// The whole AdmissionReview document carrying this response.
+    ///
+    /// Written directly rather than through serde: the base64 patch is most
+    /// of the document, and strings are checked for characters to escape
+    /// eight bytes at a time. The result is the same JSON as the derived
+    /// `Serialize` gives (a test compares them).
     pub fn into_review_json(self) -> Vec<u8> {
-        #[derive(Serialize)]
-        struct ReviewOut {
-            #[serde(rename = "apiVersion")]
-            api_version: &'static str,
-            kind: &'static str,
-            response: AdmissionResponse,
+        let patch_len = self.patch.as_ref().map_or(0, String::len);
+        let mut out = Vec::with_capacity(192 + self.uid.len() + patch_len);
+        out.extend_from_slice(br#"{"apiVersion":""#);
+        out.extend_from_slice(API_VERSION.as_bytes());
+        out.extend_from_slice(br#"","kind":"AdmissionReview","response":{"uid":"#);
+        crate::json::write_str(&mut out, &self.uid);
+        out.extend_from_slice(if self.allowed {
+            br#","allowed":true"#.as_slice()
+        } else {
+            br#","allowed":false"#.as_slice()
+        });
+        if let Some(status) = &self.status {
+            out.extend_from_slice(br#","status":"#);
+            write_json(&mut out, status);
         }
-        // Serialising plain strings and maps cannot fail.
-        serde_json::to_vec(&ReviewOut {
-            api_version: API_VERSION,
-            kind: "AdmissionReview",
-            response: self,
-        })
-        .unwrap_or_default()
+        if let Some(t) = &self.patch_type {
+            out.extend_from_slice(br#","patchType":"#);
+            crate::json::write_str(&mut out, t);
+        }
+        if let Some(p) = &self.patch {
+            out.extend_from_slice(br#","patch":"#);
+            crate::json::write_str(&mut out, p);
+        }
+        if !self.audit_annotations.is_empty() {
+            out.extend_from_slice(br#","auditAnnotations":"#);
+            write_json(&mut out, &self.audit_annotations);
+        }
+        if !self.warnings.is_empty() {
+            out.extend_from_slice(br#","warnings":"#);
+            write_json(&mut out, &self.warnings);
+        }
+        out.extend_from_slice(b"}}");
+        out
     }
+}
+
+/// Append `value` as JSON (plain strings, maps and lists: cannot fail).
+fn write_json<T: Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
+    let _ = serde_json::to_writer(&mut *out, value);
 }
 
 /// How a review ended, for metrics and logs.
@@ -359,7 +388,8 @@ impl Admission {
                 patch: None,
             });
         }
-        let bytes = serde_json::to_vec(&patch).unwrap_or_default();
+        let mut bytes = Vec::with_capacity(512);
+        crate::json::write_patch(&mut bytes, &patch);
         response.patch_type = Some("JSONPatch".to_string());
         response.patch = Some(base64::engine::general_purpose::STANDARD.encode(bytes));
         Ok(Reviewed {
@@ -388,4 +418,40 @@ pub fn patched_object(
             .map_err(|e| AdmissionError::Malformed(format!("patch does not apply: {e}")))?;
     }
     Ok(object)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What the derived `Serialize` writes for the same response.
+    fn by_serde(r: &AdmissionResponse) -> Value {
+        serde_json::json!({"apiVersion": API_VERSION, "kind": "AdmissionReview", "response": r})
+    }
+
+    #[test]
+    fn hand_written_review_json_matches_serde() {
+        let mut patched = AdmissionResponse::allow("705a\"b\\c\u{1}");
+        patched.patch_type = Some("JSONPatch".into());
+        patched.patch = Some("W3sib3AiOiJhZGQi+/==".into());
+        patched.warnings = vec!["a \"warning\"\nwith a newline".into()];
+        patched
+            .audit_annotations
+            .insert("resources".into(), "x: no recommendation; é".into());
+        let mut denied = AdmissionResponse::allow("u2");
+        denied.allowed = false;
+        denied.status = Some(ResponseStatus {
+            code: 403,
+            message: "secret path \"x\" not allowed".into(),
+        });
+        // Not base64 (a caller may set anything): escaped, not copied.
+        let mut odd = AdmissionResponse::allow("u3");
+        odd.patch = Some("not \"base64\" \\ \u{1}".into());
+        for r in [AdmissionResponse::allow("u1"), patched, denied, odd] {
+            let expected = by_serde(&r);
+            let bytes = r.into_review_json();
+            let got: Value = serde_json::from_slice(&bytes).expect("valid JSON");
+            assert_eq!(got, expected);
+        }
+    }
 }

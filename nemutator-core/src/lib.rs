@@ -18,6 +18,7 @@ pub mod admission;
 pub mod annotations;
 pub mod config;
 pub mod fuzzing;
+mod json;
 pub mod kube;
 pub mod metrics;
 pub mod mutate;

@@ -7,7 +7,7 @@
 //! which matters on the admission path. Keys are escaped (`~` as `~0`, `/` as
 //! `~1`) by the pointer type.
 
-use json_patch::jsonptr::{PointerBuf, Token};
+use json_patch::jsonptr::PointerBuf;
 use json_patch::{AddOperation, Patch, PatchOperation, RemoveOperation, ReplaceOperation};
 use std::collections::BTreeMap;
 
@@ -54,6 +54,9 @@ pub enum SnapshotError {
     /// Serialising a changed field failed.
     #[error("{0}")]
     Json(#[from] serde_json::Error),
+    /// A path did not make a valid JSON Pointer (a bug in the escaping).
+    #[error("invalid JSON pointer: {0}")]
+    Pointer(String),
 }
 
 impl PodSnapshot {
@@ -76,9 +79,9 @@ impl PodSnapshot {
     /// The operations that turn the snapshotted pod into `pod`.
     pub fn diff(&self, pod: &Pod) -> Result<Patch, SnapshotError> {
         let mut ops = Vec::new();
-        let mut path = PointerBuf::root();
-        path.push_back("metadata");
+        let mut path = Path::default();
         let meta = &pod.metadata;
+        let at = path.push("metadata");
         map_field(
             &mut path,
             "annotations",
@@ -93,7 +96,7 @@ impl PodSnapshot {
             meta.labels.as_ref(),
             &mut ops,
         )?;
-        path.pop_back();
+        path.truncate(at);
         let Some(spec) = pod.spec.as_ref() else {
             return if self.has_spec {
                 Err(SnapshotError::Shape)
@@ -101,7 +104,7 @@ impl PodSnapshot {
                 Ok(Patch(ops))
             };
         };
-        path.push_back("spec");
+        path.push("spec");
         let lists = [
             ("containers", Some(&self.containers), Some(&spec.containers)),
             (
@@ -114,9 +117,12 @@ impl PodSnapshot {
             match (before, after) {
                 (None, None) => {}
                 (Some(b), Some(a)) if b.len() == a.len() => {
-                    path.push_back(key);
+                    let list = path.push(key);
                     for (i, (b, a)) in b.iter().zip(a).enumerate() {
-                        path.push_back(i);
+                        if b.resources == a.resources && b.env == a.env {
+                            continue;
+                        }
+                        let item = path.push_index(i);
                         resources_field(
                             &mut path,
                             b.resources.as_ref(),
@@ -124,14 +130,67 @@ impl PodSnapshot {
                             &mut ops,
                         )?;
                         field(&mut path, "env", b.env.as_ref(), a.env.as_ref(), &mut ops)?;
-                        path.pop_back();
+                        path.truncate(item);
                     }
-                    path.pop_back();
+                    path.truncate(list);
                 }
                 _ => return Err(SnapshotError::Shape),
             }
         }
         Ok(Patch(ops))
+    }
+}
+
+/// A JSON Pointer being built by the snapshot diff: tokens are escaped as
+/// they are pushed (`~` as `~0`, `/` as `~1`) and popping is a truncation,
+/// which is much cheaper than editing a [`PointerBuf`] token by token. Only
+/// the paths of emitted operations become [`PointerBuf`]s.
+#[derive(Default)]
+struct Path {
+    text: String,
+}
+
+impl Path {
+    /// Append `token`; returns the length to [`Path::truncate`] back to.
+    fn push(&mut self, token: &str) -> usize {
+        let len = self.text.len();
+        self.text.push('/');
+        if token.contains(['~', '/']) {
+            for ch in token.chars() {
+                match ch {
+                    '~' => self.text.push_str("~0"),
+                    '/' => self.text.push_str("~1"),
+                    c => self.text.push(c),
+                }
+            }
+        } else {
+            self.text.push_str(token);
+        }
+        len
+    }
+
+    fn push_index(&mut self, i: usize) -> usize {
+        let len = self.text.len();
+        self.text.push('/');
+        self.text.push_str(itoa::Buffer::new().format(i));
+        len
+    }
+
+    fn truncate(&mut self, len: usize) {
+        self.text.truncate(len);
+    }
+
+    /// The pointer, for an operation.
+    fn pointer(&self) -> Result<PointerBuf, SnapshotError> {
+        PointerBuf::parse(self.text.as_str()).map_err(|e| SnapshotError::Pointer(e.to_string()))
+    }
+
+    /// The pointer with `token` appended, for an operation on a map key.
+    fn pointer_to(&mut self, token: &str) -> Result<PointerBuf, SnapshotError> {
+        let at = self.push(token);
+        let p = self.pointer();
+        self.truncate(at);
+        p
     }
 }
 
@@ -147,61 +206,57 @@ pub fn diff_pods(from: &Pod, to: &Pod) -> Result<Patch, serde_json::Error> {
 /// Diff an optional string-keyed map field key by key, serialising only the
 /// values that changed.
 fn map_field<V: Serialize + PartialEq>(
-    path: &mut PointerBuf,
+    path: &mut Path,
     key: &str,
     a: Option<&BTreeMap<String, V>>,
     b: Option<&BTreeMap<String, V>>,
     ops: &mut Vec<PatchOperation>,
-) -> Result<(), serde_json::Error> {
+) -> Result<(), SnapshotError> {
     let (Some(a), Some(b)) = (a, b) else {
         return field(path, key, a, b, ops);
     };
     if a == b {
         return Ok(());
     }
-    path.push_back(key);
+    let at = path.push(key);
     for (k, va) in a {
-        path.push_back(k.as_str());
         match b.get(k) {
             None => ops.push(PatchOperation::Remove(RemoveOperation {
-                path: path.clone(),
+                path: path.pointer_to(k)?,
             })),
             Some(vb) if vb != va => ops.push(PatchOperation::Replace(ReplaceOperation {
-                path: path.clone(),
+                path: path.pointer_to(k)?,
                 value: serde_json::to_value(vb)?,
             })),
             Some(_) => {}
         }
-        path.pop_back();
     }
     for (k, vb) in b {
         if !a.contains_key(k) {
-            path.push_back(k.as_str());
             ops.push(PatchOperation::Add(AddOperation {
-                path: path.clone(),
+                path: path.pointer_to(k)?,
                 value: serde_json::to_value(vb)?,
             }));
-            path.pop_back();
         }
     }
-    path.pop_back();
+    path.truncate(at);
     Ok(())
 }
 
 /// Diff a container's `resources`, its request and limit maps key by key.
 fn resources_field(
-    path: &mut PointerBuf,
+    path: &mut Path,
     a: Option<&ResourceRequirements>,
     b: Option<&ResourceRequirements>,
     ops: &mut Vec<PatchOperation>,
-) -> Result<(), serde_json::Error> {
+) -> Result<(), SnapshotError> {
     let (Some(a), Some(b)) = (a, b) else {
         return field(path, "resources", a, b, ops);
     };
     if a == b {
         return Ok(());
     }
-    path.push_back("resources");
+    let at = path.push("resources");
     field(path, "claims", a.claims.as_ref(), b.claims.as_ref(), ops)?;
     map_field(path, "limits", a.limits.as_ref(), b.limits.as_ref(), ops)?;
     map_field(
@@ -211,39 +266,39 @@ fn resources_field(
         b.requests.as_ref(),
         ops,
     )?;
-    path.pop_back();
+    path.truncate(at);
     Ok(())
 }
 
 /// Diff one optional field of the object at `path`.
-fn field<'t, T: Serialize + PartialEq>(
-    path: &mut PointerBuf,
-    key: impl Into<Token<'t>>,
+fn field<T: Serialize + PartialEq>(
+    path: &mut Path,
+    key: &str,
     a: Option<&T>,
     b: Option<&T>,
     ops: &mut Vec<PatchOperation>,
-) -> Result<(), serde_json::Error> {
+) -> Result<(), SnapshotError> {
     if a == b {
         return Ok(());
     }
-    path.push_back(key);
+    let at = path.push(key);
     match (a, b) {
         (Some(a), Some(b)) => walk(
             &serde_json::to_value(a)?,
             &serde_json::to_value(b)?,
-            path,
+            &mut path.pointer()?,
             ops,
         ),
         (None, Some(b)) => ops.push(PatchOperation::Add(AddOperation {
-            path: path.clone(),
+            path: path.pointer()?,
             value: serde_json::to_value(b)?,
         })),
         (Some(_), None) => ops.push(PatchOperation::Remove(RemoveOperation {
-            path: path.clone(),
+            path: path.pointer()?,
         })),
         (None, None) => {}
     }
-    path.pop_back();
+    path.truncate(at);
     Ok(())
 }
 
@@ -418,7 +473,40 @@ mod tests {
         })
     }
 
+    fn sorted_ops(p: &Patch) -> Vec<String> {
+        let mut v: Vec<String> =
+            p.0.iter()
+                .map(|op| serde_json::to_string(op).unwrap_or_default())
+                .collect();
+        v.sort();
+        v
+    }
+
+    fn arb_map() -> impl Strategy<Value = Option<BTreeMap<String, String>>> {
+        proptest::option::of(proptest::collection::btree_map(
+            "[a-c/~.]{0,4}",
+            "[xy]{0,2}",
+            0..4,
+        ))
+    }
+
     proptest! {
+        #[test]
+        fn snapshot_diff_of_maps_matches_the_full_diff(
+            (labels, annotations, labels2, annotations2) in (arb_map(), arb_map(), arb_map(), arb_map())
+        ) {
+            let mut pod = Pod::default();
+            pod.metadata.labels = labels;
+            pod.metadata.annotations = annotations;
+            let snap = PodSnapshot::of(&pod);
+            let mut after = pod.clone();
+            after.metadata.labels = labels2;
+            after.metadata.annotations = annotations2;
+            let fast = snap.diff(&after).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            let full = diff_pods(&pod, &after).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            prop_assert_eq!(sorted_ops(&fast), sorted_ops(&full));
+        }
+
         #[test]
         fn patch_turns_from_into_to(a in arb_json(), b in arb_json()) {
             let p = diff(&a, &b);

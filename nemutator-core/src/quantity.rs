@@ -108,16 +108,32 @@ impl Quantity {
 
     /// Format as CPU: whole cores when exact (`2`), else millicores (`250m`).
     pub fn to_cpu_string(self) -> String {
+        let mut s = String::with_capacity(8);
+        self.write_cpu(&mut s);
+        s
+    }
+
+    /// Append the CPU form ([`Quantity::to_cpu_string`]) to `out`.
+    pub fn write_cpu(self, out: &mut String) {
+        let mut digits = itoa::Buffer::new();
         if self.millis % 1000 == 0 {
-            format!("{}", self.millis / 1000)
+            out.push_str(digits.format(self.millis / 1000));
         } else {
-            format!("{}m", self.millis)
+            out.push_str(digits.format(self.millis));
+            out.push('m');
         }
     }
 
     /// Format as memory: the largest binary suffix that is exact (`640Mi`,
     /// `1Gi`), else bytes (rounded up to a whole byte).
     pub fn to_memory_string(self) -> String {
+        let mut s = String::with_capacity(8);
+        self.write_memory(&mut s);
+        s
+    }
+
+    /// Append the memory form ([`Quantity::to_memory_string`]) to `out`.
+    pub fn write_memory(self, out: &mut String) {
         let bytes = self.millis / 1000 + i64::from(self.millis % 1000 != 0);
         const UNITS: [(&str, i64); 6] = [
             ("Ei", 1 << 60),
@@ -127,12 +143,15 @@ impl Quantity {
             ("Mi", 1 << 20),
             ("Ki", 1 << 10),
         ];
+        let mut digits = itoa::Buffer::new();
         for (suffix, size) in UNITS {
             if bytes >= size && bytes % size == 0 {
-                return format!("{}{}", bytes / size, suffix);
+                out.push_str(digits.format(bytes / size));
+                out.push_str(suffix);
+                return;
             }
         }
-        bytes.to_string()
+        out.push_str(digits.format(bytes));
     }
 }
 

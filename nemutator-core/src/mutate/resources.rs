@@ -83,26 +83,42 @@ fn parse_q(
     }
 }
 
-fn fmt_q(r: Resource, q: Option<Quantity>) -> String {
+/// Append `q` in the form of resource `r` (`unset` for none).
+fn write_q(out: &mut String, r: Resource, q: Option<Quantity>) {
     match (q, r) {
-        (None, _) => "unset".to_string(),
-        (Some(q), Resource::Cpu) => q.to_cpu_string(),
-        (Some(q), Resource::Memory) => q.to_memory_string(),
+        (None, _) => out.push_str("unset"),
+        (Some(q), Resource::Cpu) => q.write_cpu(out),
+        (Some(q), Resource::Memory) => q.write_memory(out),
     }
 }
 
-fn k8s_q(r: Resource, q: Quantity) -> K8sQuantity {
-    K8sQuantity(match r {
-        Resource::Cpu => q.to_cpu_string(),
-        Resource::Memory => q.to_memory_string(),
-    })
+/// Append a percentile: whole numbers without a fraction (`95`), others as
+/// Rust prints them (`99.9`).
+fn write_percentile(out: &mut String, p: f64) {
+    if p.fract() == 0.0 && (0.0..1e15).contains(&p) {
+        out.push_str(itoa::Buffer::new().format(p as i64));
+    } else {
+        let _ = write!(out, "{p}");
+    }
 }
 
+/// Set (or with `None` remove) the quantity of `r` in a request or limit map,
+/// reusing the existing entry's key and buffer.
 fn set(map: &mut Option<BTreeMap<String, K8sQuantity>>, r: Resource, q: Option<Quantity>) {
     match q {
         Some(q) => {
-            map.get_or_insert_with(BTreeMap::new)
-                .insert(r.as_str().to_string(), k8s_q(r, q));
+            let m = map.get_or_insert_with(BTreeMap::new);
+            match m.get_mut(r.as_str()) {
+                Some(v) => {
+                    v.0.clear();
+                    write_q(&mut v.0, r, Some(q));
+                }
+                None => {
+                    let mut v = String::with_capacity(8);
+                    write_q(&mut v, r, Some(q));
+                    m.insert(r.as_str().to_string(), K8sQuantity(v));
+                }
+            }
         }
         None => {
             if let Some(m) = map.as_mut() {
@@ -128,8 +144,11 @@ fn size_container(
         res.and_then(|r| r.requests.as_ref()),
         res.and_then(|r| r.limits.as_ref()),
     );
-    // The `resources-applied` line, written as the plans are made.
-    let mut line = String::with_capacity(128);
+    // The `resources-applied` line, written as the plans are made:
+    // `NAME: cpu OLD->NEW [limit OLD->NEW] memory ... (PERCENTILES, WINDOW[, SEASON])`.
+    let mut line = String::with_capacity(c.name.len() + 96);
+    line.push_str(&c.name);
+    line.push(':');
     let mut percentiles: [Option<f64>; 2] = [None, None];
     let mut plans: [Option<ResourcePlan>; 2] = [None, None];
     for (i, r) in Resource::ALL.into_iter().enumerate() {
@@ -153,27 +172,22 @@ fn size_container(
         ) else {
             continue;
         };
-        if !line.is_empty() {
-            line.push(' ');
-        }
-        let _ = write!(
-            line,
-            "{r} {}->{}",
-            fmt_q(r, old_req),
-            fmt_q(r, Some(plan.request))
-        );
+        line.push(' ');
+        line.push_str(r.as_str());
+        line.push(' ');
+        write_q(&mut line, r, old_req);
+        line.push_str("->");
+        write_q(&mut line, r, Some(plan.request));
         if plan.limit != old_lim {
-            let _ = write!(
-                line,
-                " limit {}->{}",
-                fmt_q(r, old_lim),
-                fmt_q(r, plan.limit)
-            );
+            line.push_str(" limit ");
+            write_q(&mut line, r, old_lim);
+            line.push_str("->");
+            write_q(&mut line, r, plan.limit);
         }
         percentiles[i] = Some(target.percentile);
         plans[i] = Some(plan);
     }
-    if line.is_empty() {
+    if plans.iter().all(Option::is_none) {
         return None;
     }
     if apply {
@@ -187,19 +201,28 @@ fn size_container(
             }
         }
     }
-    let mut out = String::with_capacity(line.len() + c.name.len() + 40);
-    let _ = write!(out, "{}: {line} (", c.name);
-    let _ = match percentiles {
-        [Some(a), Some(b)] if a != b => write!(out, "cpu p{a}, memory p{b}, "),
-        [Some(a), _] | [None, Some(a)] => write!(out, "p{a} "),
-        [None, None] => Ok(()),
-    };
-    let _ = write!(out, "{}", policy.window);
-    if let Some(s) = policy.season {
-        let _ = write!(out, ", {s}");
+    line.push_str(" (");
+    match percentiles {
+        [Some(a), Some(b)] if a != b => {
+            line.push_str("cpu p");
+            write_percentile(&mut line, a);
+            line.push_str(", memory p");
+            write_percentile(&mut line, b);
+            line.push_str(", ");
+        }
+        [Some(a), _] | [None, Some(a)] => {
+            line.push('p');
+            write_percentile(&mut line, a);
+            line.push(' ');
+        }
+        [None, None] => {}
     }
-    out.push(')');
-    Some(out)
+    let _ = write!(line, "{}", policy.window);
+    if let Some(s) = policy.season {
+        let _ = write!(line, ", {s}");
+    }
+    line.push(')');
+    Some(line)
 }
 
 /// Right-size every container of the pod in `review` (and native sidecars:
@@ -261,18 +284,16 @@ pub fn right_size(
         }
     }
     if !out.lines.is_empty() {
-        let text = out
-            .lines
-            .iter()
-            .map(|l| {
-                if apply {
-                    l.clone()
-                } else {
-                    format!("dry-run: {l}")
-                }
-            })
-            .collect::<Vec<_>>()
-            .join("\n");
+        let prefix = if apply { "" } else { "dry-run: " };
+        let len = out.lines.iter().map(|l| l.len() + prefix.len() + 1).sum();
+        let mut text = String::with_capacity(len);
+        for l in &out.lines {
+            if !text.is_empty() {
+                text.push('\n');
+            }
+            text.push_str(prefix);
+            text.push_str(l);
+        }
         let ann = review
             .pod
             .metadata
