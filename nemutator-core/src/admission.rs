@@ -10,12 +10,11 @@
 use std::collections::BTreeMap;
 
 use base64::Engine as _;
-use k8s_openapi::api::core::v1::Pod;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::Value;
 
-use crate::mutate::{MutationError, Pipeline, PodReview};
+use crate::mutate::{MutationError, Pipeline, PodReview, PodView};
 
 /// The API version of the reviews this module reads and writes.
 pub const API_VERSION: &str = "admission.k8s.io/v1";
@@ -68,8 +67,9 @@ struct RequestIn<'a> {
     object: Option<&'a RawValue>,
 }
 
-/// The same envelope with the object decoded as a Pod in the same pass (the
-/// common case for a pod webhook); other objects fail it and take [`ReviewIn`].
+/// The same envelope with the object decoded as a [`PodView`] in the same
+/// pass (the common case for a pod webhook); other objects fail it and take
+/// [`ReviewIn`].
 #[derive(Deserialize)]
 struct PodReviewIn {
     #[serde(rename = "apiVersion", default)]
@@ -93,7 +93,7 @@ struct PodRequestIn {
     #[serde(default)]
     operation: Option<String>,
     #[serde(default)]
-    object: Option<Pod>,
+    object: Option<PodView>,
 }
 
 /// The `status` of a denied response.
@@ -266,14 +266,34 @@ impl Admission {
 
     /// Review one AdmissionReview body.
     pub async fn review(&self, body: &[u8]) -> Result<Reviewed, AdmissionError> {
+        // Decoding and encoding are plain functions, so the future holds only
+        // what crosses the await (a boxed pod), not a decoded Pod by value.
+        let prepared = match self.prepare(body)? {
+            Prepared::Done(reviewed) => return Ok(reviewed),
+            Prepared::Pod(p) => p,
+        };
+        let result = self.pipeline.run(prepared.review).await;
+        Ok(finish(
+            prepared.response,
+            prepared.snapshot,
+            #[cfg(debug_assertions)]
+            prepared.original,
+            result,
+        ))
+    }
+
+    /// Decode `body`; pod creations come back ready for the pipeline.
+    fn prepare(&self, body: &[u8]) -> Result<Prepared, AdmissionError> {
         // JSON is UTF-8; checking it up front also covers the parts the
         // decoder skips, so nothing downstream meets invalid text.
         let body = std::str::from_utf8(body)
             .map_err(|e| AdmissionError::Malformed(format!("not UTF-8: {e}")))?;
-        let skipped = |uid: String| Reviewed {
-            response: AdmissionResponse::allow(uid),
-            outcome: Outcome::Skipped,
-            patch: None,
+        let skipped = |uid: String| {
+            Prepared::Done(Reviewed {
+                response: AdmissionResponse::allow(uid),
+                outcome: Outcome::Skipped,
+                patch: None,
+            })
         };
         let check_envelope = |api: Option<&str>, kind: Option<&str>| {
             let (api, kind) = (api.unwrap_or_default(), kind.unwrap_or_default());
@@ -318,7 +338,8 @@ impl Admission {
                     req.operation.as_deref(),
                     req.sub_resource.as_ref(),
                 ) {
-                    let detail = match req.object.map(|o| serde_json::from_str::<Pod>(o.get())) {
+                    let detail = match req.object.map(|o| serde_json::from_str::<PodView>(o.get()))
+                    {
                         Some(Err(e)) => e.to_string(),
                         _ => pod_err.to_string(),
                     };
@@ -334,69 +355,102 @@ impl Admission {
         // Debug builds (every test) check that layers only change what the
         // snapshot covers, by comparing with a diff of the whole pod.
         #[cfg(debug_assertions)]
-        let original = pod.clone();
-        let mut response = AdmissionResponse::allow(uid);
+        let original = Box::new(pod.clone());
         let mut review = PodReview::new(&namespace, pod);
         review.now = (self.clock)();
-        let reviewed = match self.pipeline.run(review).await {
-            Ok(r) => r,
-            Err(MutationError::Deny(message)) => {
-                response.allowed = false;
-                response.status = Some(ResponseStatus { code: 403, message });
-                return Ok(Reviewed {
-                    response,
-                    outcome: Outcome::Denied,
-                    patch: None,
-                });
-            }
-        };
-        response.warnings = reviewed.warnings;
-        response.audit_annotations = reviewed.audit;
-        let patch = match snapshot.diff(&reviewed.pod) {
-            Ok(p) => p,
-            Err(e) => {
-                // A layer bug, not bad input: let the pod through unchanged.
-                tracing::error!(error = %e, "patch not computed; pod admitted unchanged");
-                response
-                    .audit_annotations
-                    .insert("patch".into(), e.to_string());
-                return Ok(Reviewed {
-                    response,
-                    outcome: Outcome::Unchanged,
-                    patch: None,
-                });
-            }
-        };
-        #[cfg(debug_assertions)]
-        {
-            let full = crate::patch::diff_pods(&original, &reviewed.pod).ok();
-            let sorted = |p: &json_patch::Patch| {
-                let mut v: Vec<String> = p.0.iter().map(|op| format!("{op:?}")).collect();
-                v.sort();
-                v
+        Ok(Prepared::Pod(PodPrepared {
+            response: AdmissionResponse::allow(uid),
+            snapshot,
+            #[cfg(debug_assertions)]
+            original,
+            review,
+        }))
+    }
+}
+
+/// A decoded pod creation, ready for the mutation pipeline.
+struct PodPrepared {
+    response: AdmissionResponse,
+    snapshot: crate::patch::PodSnapshot,
+    #[cfg(debug_assertions)]
+    original: Box<PodView>,
+    review: PodReview,
+}
+
+// Returned once per review and unpacked at once; the large variant is the
+// common case, so boxing it would only add an allocation.
+#[allow(clippy::large_enum_variant)]
+enum Prepared {
+    /// Answered without the pipeline (not a pod creation).
+    Done(Reviewed),
+    Pod(PodPrepared),
+}
+
+/// The response to a pod creation from what the pipeline returned.
+fn finish(
+    mut response: AdmissionResponse,
+    snapshot: crate::patch::PodSnapshot,
+    #[cfg(debug_assertions)] original: Box<PodView>,
+    result: Result<PodReview, MutationError>,
+) -> Reviewed {
+    let reviewed = match result {
+        Ok(r) => r,
+        Err(MutationError::Deny(message)) => {
+            response.allowed = false;
+            response.status = Some(ResponseStatus { code: 403, message });
+            return Reviewed {
+                response,
+                outcome: Outcome::Denied,
+                patch: None,
             };
-            debug_assert_eq!(
-                full.as_ref().map(sorted),
-                Some(sorted(&patch)),
-                "a mutation layer changed a field outside PodSnapshot"
-            );
         }
-        if patch.0.is_empty() {
-            return Ok(Reviewed {
+    };
+    response.warnings = reviewed.warnings;
+    response.audit_annotations = reviewed.audit;
+    let patch = match snapshot.diff(&reviewed.pod) {
+        Ok(p) => p,
+        Err(e) => {
+            // A layer bug, not bad input: let the pod through unchanged.
+            tracing::error!(error = %e, "patch not computed; pod admitted unchanged");
+            response
+                .audit_annotations
+                .insert("patch".into(), e.to_string());
+            return Reviewed {
                 response,
                 outcome: Outcome::Unchanged,
                 patch: None,
-            });
+            };
         }
-        let mut bytes = Vec::with_capacity(512);
-        crate::json::write_patch(&mut bytes, &patch);
-        response.patch_type = Some("JSONPatch".to_string());
-        response.patch = Some(base64::engine::general_purpose::STANDARD.encode(bytes));
-        Ok(Reviewed {
+    };
+    #[cfg(debug_assertions)]
+    {
+        let full = crate::patch::diff_pods(&original, &reviewed.pod).ok();
+        let sorted = |p: &json_patch::Patch| {
+            let mut v: Vec<String> = p.0.iter().map(|op| format!("{op:?}")).collect();
+            v.sort();
+            v
+        };
+        debug_assert_eq!(
+            full.as_ref().map(sorted),
+            Some(sorted(&patch)),
+            "a mutation layer changed a field outside PodSnapshot"
+        );
+    }
+    if patch.0.is_empty() {
+        return Reviewed {
             response,
-            outcome: Outcome::Patched,
-            patch: Some(patch),
-        })
+            outcome: Outcome::Unchanged,
+            patch: None,
+        };
+    }
+    let mut bytes = Vec::with_capacity(512);
+    crate::json::write_patch(&mut bytes, &patch);
+    response.patch_type = Some("JSONPatch".to_string());
+    response.patch = Some(base64::engine::general_purpose::STANDARD.encode(bytes));
+    Reviewed {
+        response,
+        outcome: Outcome::Patched,
+        patch: Some(patch),
     }
 }
 

@@ -11,9 +11,11 @@ use json_patch::jsonptr::PointerBuf;
 use json_patch::{AddOperation, Patch, PatchOperation, RemoveOperation, ReplaceOperation};
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{Container, EnvVar, Pod, ResourceRequirements};
+use k8s_openapi::api::core::v1::{EnvVar, ResourceRequirements};
 use serde::Serialize;
 use serde_json::Value;
+
+use crate::mutate::{ContainerView, PodView};
 
 /// The fields of a container that mutation layers may change.
 #[derive(Clone, Debug, PartialEq)]
@@ -23,7 +25,7 @@ struct ContainerSnapshot {
 }
 
 impl ContainerSnapshot {
-    fn of(c: &Container) -> Self {
+    fn of(c: &ContainerView) -> Self {
         ContainerSnapshot {
             resources: c.resources.clone(),
             env: c.env.clone(),
@@ -61,7 +63,7 @@ pub enum SnapshotError {
 
 impl PodSnapshot {
     /// Snapshot the mutable parts of `pod`.
-    pub fn of(pod: &Pod) -> Self {
+    pub fn of(pod: &PodView) -> Self {
         let spec = pod.spec.as_ref();
         PodSnapshot {
             labels: pod.metadata.labels.clone(),
@@ -77,7 +79,7 @@ impl PodSnapshot {
     }
 
     /// The operations that turn the snapshotted pod into `pod`.
-    pub fn diff(&self, pod: &Pod) -> Result<Patch, SnapshotError> {
+    pub fn diff(&self, pod: &PodView) -> Result<Patch, SnapshotError> {
         let mut ops = Vec::new();
         let mut path = Path::default();
         let meta = &pod.metadata;
@@ -196,7 +198,7 @@ impl Path {
 
 /// The operations that turn pod `from` into pod `to`: [`diff`] of their JSON
 /// forms. The reference [`PodSnapshot::diff`] is checked against.
-pub fn diff_pods(from: &Pod, to: &Pod) -> Result<Patch, serde_json::Error> {
+pub fn diff_pods(from: &PodView, to: &PodView) -> Result<Patch, serde_json::Error> {
     Ok(diff(
         &serde_json::to_value(from)?,
         &serde_json::to_value(to)?,
@@ -371,7 +373,7 @@ mod tests {
 
     #[test]
     fn snapshot_diff_matches_the_full_diff() {
-        let pod: Pod = serde_json::from_value(serde_json::json!({
+        let pod: PodView = serde_json::from_value(serde_json::json!({
             "metadata": {"name": "p", "annotations": {"a/b": "1"}},
             "spec": {
                 "containers": [{"name": "c", "resources": {"requests": {"cpu": "1"}}}, {"name": "d"}],
@@ -408,7 +410,7 @@ mod tests {
         // Adding a container is outside what a snapshot can express.
         let mut grown = pod.clone();
         if let Some(spec) = grown.spec.as_mut() {
-            spec.containers.push(Container::default());
+            spec.containers.push(ContainerView::default());
         }
         assert!(matches!(snap.diff(&grown), Err(SnapshotError::Shape)));
     }
@@ -495,7 +497,7 @@ mod tests {
         fn snapshot_diff_of_maps_matches_the_full_diff(
             (labels, annotations, labels2, annotations2) in (arb_map(), arb_map(), arb_map(), arb_map())
         ) {
-            let mut pod = Pod::default();
+            let mut pod = PodView::default();
             pod.metadata.labels = labels;
             pod.metadata.annotations = annotations;
             let snap = PodSnapshot::of(&pod);

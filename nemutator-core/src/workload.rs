@@ -14,6 +14,7 @@
 use std::fmt;
 
 use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::{Deserialize, Serialize};
 
 /// Alphabet of the random suffixes and `pod-template-hash` values that
@@ -111,7 +112,11 @@ impl WorkloadKey {
     /// admission request's when the object carries none). Returns `None` for
     /// a pod with neither a name, a `generateName` nor an owner.
     pub fn from_pod(pod: &Pod, namespace: &str) -> Option<Self> {
-        let meta = &pod.metadata;
+        Self::from_meta(&pod.metadata, namespace)
+    }
+
+    /// [`WorkloadKey::from_pod`] from the pod's metadata alone.
+    pub fn from_meta(meta: &ObjectMeta, namespace: &str) -> Option<Self> {
         let owner = meta
             .owner_references
             .iter()

@@ -1,4 +1,4 @@
-//! The mutation chain: tower layers that each change a typed copy of the Pod.
+//! The mutation chain: tower layers that each change a typed view of the Pod.
 //!
 //! A [`PodReview`] travels down a stack of layers ([`ResourcesLayer`] first;
 //! metadata rules, secrets and placement follow in later layers) and comes back
@@ -24,12 +24,12 @@
 //! ```
 
 mod resources;
+mod view;
 
 use std::collections::BTreeMap;
 use std::future::{ready, Ready};
 use std::task::{Context, Poll};
 
-use k8s_openapi::api::core::v1::Pod;
 use tower::util::BoxCloneSyncService;
 use tower::{Layer, Service, ServiceBuilder, ServiceExt};
 
@@ -38,6 +38,7 @@ use crate::workload::WorkloadKey;
 pub use resources::{
     right_size, Mode, NoSeasons, Resources, ResourcesLayer, RightSize, SeasonOracle,
 };
+pub use view::{ContainerView, PodSpecView, PodView};
 
 /// A pod on its way through the mutation chain.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -46,9 +47,9 @@ pub struct PodReview {
     pub namespace: String,
     /// The workload the pod belongs to (`None`: cannot be told).
     pub workload: Option<WorkloadKey>,
-    /// The pod, as changed so far (boxed: a `Pod` is ~2.5 KB and the review
-    /// moves through every layer and future).
-    pub pod: Box<Pod>,
+    /// The pod, as changed so far: the fields layers use ([`PodView`]).
+    /// Boxed, as the review moves through every layer and future.
+    pub pod: Box<PodView>,
     /// Warnings for the client (`kubectl` prints them).
     pub warnings: Vec<String>,
     /// Notes for the audit log: why something was or was not changed.
@@ -59,15 +60,16 @@ pub struct PodReview {
 
 impl PodReview {
     /// A review of `pod` created in `namespace` (used when the pod carries
-    /// no namespace of its own), with `now` at 0.
-    pub fn new(namespace: &str, pod: Pod) -> Self {
+    /// no namespace of its own), with `now` at 0. A typed `Pod` converts
+    /// with `.into()`.
+    pub fn new(namespace: &str, pod: PodView) -> Self {
         let namespace = pod
             .metadata
             .namespace
             .clone()
             .filter(|n| !n.is_empty())
             .unwrap_or_else(|| namespace.to_string());
-        let workload = WorkloadKey::from_pod(&pod, &namespace);
+        let workload = WorkloadKey::from_meta(&pod.metadata, &namespace);
         PodReview {
             namespace,
             workload,

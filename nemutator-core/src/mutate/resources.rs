@@ -10,11 +10,11 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use k8s_openapi::api::core::v1::{Container, ResourceRequirements};
+use k8s_openapi::api::core::v1::ResourceRequirements;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity as K8sQuantity;
 use tower::{Layer, Service};
 
-use super::{MutationError, PodReview};
+use super::{ContainerView, MutationError, PodReview};
 use crate::annotations;
 use crate::metrics::Resource;
 use crate::policy::{plan_resource, Policy, PolicySet, ResourcePlan};
@@ -133,7 +133,7 @@ fn set(map: &mut Option<BTreeMap<String, K8sQuantity>>, r: Resource, q: Option<Q
 
 /// Size one container; returns its `resources-applied` line if anything changes.
 fn size_container(
-    c: &mut Container,
+    c: &mut ContainerView,
     rec: &Recommendation,
     policy: &crate::policy::EffectivePolicy,
     apply: bool,
