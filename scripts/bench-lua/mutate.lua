@@ -2,13 +2,7 @@
 -- over keep-alive connections and print one machine-readable RESULT line.
 --
 -- Environment:
---   BENCH_BODY         file to send (default examples/admission-review.json)
---   BENCH_INTERVAL_MS  when set, pace each connection: wait this many
---                      milliseconds (dithered between the two nearest whole
---                      milliseconds, wrk's timer resolution) after a response
---                      before sending the next request. wrk has no rate
---                      option; this is how the fixed-rate run is made. The
---                      latency wrk records excludes the wait.
+--   BENCH_BODY  file to send (default examples/admission-review.json)
 
 local path = os.getenv("BENCH_BODY") or "examples/admission-review.json"
 local f = assert(io.open(path, "rb"))
@@ -19,19 +13,6 @@ wrk.method = "POST"
 wrk.path = "/mutate"
 wrk.body = body
 wrk.headers["Content-Type"] = "application/json"
-
-local interval = tonumber(os.getenv("BENCH_INTERVAL_MS") or "")
-if interval and interval > 0 then
-  local whole = math.floor(interval)
-  local frac = interval - whole
-  math.randomseed(os.time())
-  function delay()
-    if math.random() < frac then
-      return whole + 1
-    end
-    return whole
-  end
-end
 
 function done(summary, latency, requests)
   local secs = summary.duration / 1e6
