@@ -1,0 +1,66 @@
+//! Review `examples/admission-review.json` N times with the webhook's embedded
+//! defaults (configuration, example metrics file, mimalloc), for instruction
+//! counts that do not depend on machine load (docs/PERFORMANCE.md):
+//!
+//! ```text
+//! cargo build --release -p nemutator-bin --example review_loop
+//! valgrind --tool=callgrind --toggle-collect='review_loop::run_reviews' \
+//!   target/release/examples/review_loop 1000
+//! ```
+//!
+//! Divide the `I refs` valgrind prints by N for instructions per review
+//! (decode, mutation chain, patch, response encoding). Without valgrind it
+//! prints the wall-clock time per review.
+
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use nemutator_core::admission::Admission;
+use nemutator_core::config::Config;
+use nemutator_core::mutate::{Pipeline, ResourcesLayer};
+use nemutator_core::recommend::{RecommendationStore, Refresher};
+
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[inline(never)]
+fn run_reviews(
+    rt: &tokio::runtime::Runtime,
+    admission: &Admission,
+    body: &[u8],
+    n: usize,
+) -> anyhow::Result<usize> {
+    let mut bytes = 0;
+    for _ in 0..n {
+        let reviewed = rt.block_on(admission.review(std::hint::black_box(body)))?;
+        anyhow::ensure!(reviewed.patch.is_some(), "the example got no patch");
+        bytes += reviewed.response.into_review_json().len();
+    }
+    Ok(bytes)
+}
+
+fn main() -> anyhow::Result<()> {
+    let n: usize = match std::env::args().nth(1) {
+        Some(a) => a.parse().context("N must be a number")?,
+        None => 1000,
+    };
+    let config = Config::load(None)?;
+    let policies = Arc::new(config.policies.clone());
+    let store = Arc::new(RecommendationStore::new());
+    let loader = nemutator_metrics::loader_from_config(&config.metrics)?;
+    let rt = tokio::runtime::Builder::new_current_thread().build()?;
+    rt.block_on(Refresher::new(loader, policies.clone(), store.clone()).refresh_once())?;
+    let pipeline = Pipeline::builder()
+        .layer(ResourcesLayer::new(store, policies))
+        .build();
+    let admission = Admission::new(pipeline);
+    let body = std::fs::read("examples/admission-review.json")
+        .context("run from the repository root")?;
+    let start = std::time::Instant::now();
+    let bytes = run_reviews(&rt, &admission, &body, n)?;
+    eprintln!(
+        "{n} reviews, {:.2} us each ({bytes} response bytes in all)",
+        start.elapsed().as_secs_f64() * 1e6 / n.max(1) as f64
+    );
+    Ok(())
+}
