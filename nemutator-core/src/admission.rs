@@ -227,8 +227,8 @@ pub struct Reviewed {
     pub response: AdmissionResponse,
     /// How it ended.
     pub outcome: Outcome,
-    /// The patch, decoded (also base64-encoded in the response).
-    pub patch: Option<json_patch::Patch>,
+    /// The patch's operations (also base64-encoded in the response).
+    pub patch: Option<crate::patch::Ops>,
 }
 
 /// A source of "now", in unix seconds.
@@ -407,7 +407,7 @@ fn finish(
     };
     response.warnings = reviewed.warnings;
     response.audit_annotations = reviewed.audit;
-    let patch = match snapshot.diff(&reviewed.pod) {
+    let patch = match snapshot.diff_ops(&reviewed.pod) {
         Ok(p) => p,
         Err(e) => {
             // A layer bug, not bad input: let the pod through unchanged.
@@ -425,6 +425,7 @@ fn finish(
     #[cfg(debug_assertions)]
     {
         let full = crate::patch::diff_pods(&original, &reviewed.pod).ok();
+        let fast = patch.to_patch().ok();
         let sorted = |p: &json_patch::Patch| {
             let mut v: Vec<String> = p.0.iter().map(|op| format!("{op:?}")).collect();
             v.sort();
@@ -432,11 +433,11 @@ fn finish(
         };
         debug_assert_eq!(
             full.as_ref().map(sorted),
-            Some(sorted(&patch)),
+            fast.as_ref().map(sorted),
             "a mutation layer changed a field outside PodSnapshot"
         );
     }
-    if patch.0.is_empty() {
+    if patch.is_empty() {
         return Reviewed {
             response,
             outcome: Outcome::Unchanged,
@@ -444,7 +445,7 @@ fn finish(
         };
     }
     let mut bytes = Vec::with_capacity(512);
-    crate::json::write_patch(&mut bytes, &patch);
+    patch.write_json(&mut bytes);
     response.patch_type = Some("JSONPatch".to_string());
     response.patch = Some(base64::engine::general_purpose::STANDARD.encode(bytes));
     Reviewed {
@@ -458,7 +459,7 @@ fn finish(
 /// prints). Works on the raw JSON, so fields nemutator does not model are kept.
 pub fn patched_object(
     body: &[u8],
-    patch: Option<&json_patch::Patch>,
+    patch: Option<&crate::patch::Ops>,
 ) -> Result<Value, AdmissionError> {
     let mut doc: Value =
         serde_json::from_slice(body).map_err(|e| AdmissionError::Malformed(e.to_string()))?;
@@ -468,7 +469,10 @@ pub fn patched_object(
         .map(Value::take)
         .ok_or(AdmissionError::NoRequest)?;
     if let Some(p) = patch {
-        json_patch::patch(&mut object, p)
+        let p = p
+            .to_patch()
+            .map_err(|e| AdmissionError::Malformed(format!("patch: {e}")))?;
+        json_patch::patch(&mut object, &p)
             .map_err(|e| AdmissionError::Malformed(format!("patch does not apply: {e}")))?;
     }
     Ok(object)

@@ -1,13 +1,13 @@
 //! Hand-written JSON output for the admission response.
 //!
 //! The response is mostly strings (the patch's paths and the
-//! `resources-applied` text, then the base64 of the whole patch), and
+//! `resources-applied` text, then the base64 of the whole patch, see
+//! [`crate::patch::Ops::write_json`]), and
 //! serde_json checks each string byte by byte for characters to escape.
 //! [`write_str`] checks eight bytes at a time instead and copies the runs in
 //! between; the output is byte for byte what serde_json writes (tests compare
 //! them).
 
-use json_patch::{Patch, PatchOperation};
 use serde_json::Value;
 
 /// Eight copies of the byte `b`.
@@ -92,48 +92,9 @@ pub fn write_value(out: &mut Vec<u8>, v: &Value) {
     }
 }
 
-/// Append `patch` as the JSON array RFC 6902 defines, with the members in
-/// the order json_patch's own serialisation uses.
-pub fn write_patch(out: &mut Vec<u8>, patch: &Patch) {
-    out.push(b'[');
-    for (i, op) in patch.0.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        let (name, from, path, value) = match op {
-            PatchOperation::Add(o) => ("add", None, &o.path, Some(&o.value)),
-            PatchOperation::Remove(o) => ("remove", None, &o.path, None),
-            PatchOperation::Replace(o) => ("replace", None, &o.path, Some(&o.value)),
-            PatchOperation::Move(o) => ("move", Some(&o.from), &o.path, None),
-            PatchOperation::Copy(o) => ("copy", Some(&o.from), &o.path, None),
-            PatchOperation::Test(o) => ("test", None, &o.path, Some(&o.value)),
-        };
-        out.extend_from_slice(br#"{"op":""#);
-        out.extend_from_slice(name.as_bytes());
-        out.push(b'"');
-        if let Some(from) = from {
-            out.extend_from_slice(br#","from":"#);
-            write_str(out, from.as_str());
-        }
-        out.extend_from_slice(br#","path":"#);
-        write_str(out, path.as_str());
-        if let Some(value) = value {
-            out.extend_from_slice(br#","value":"#);
-            write_value(out, value);
-        }
-        out.push(b'}');
-    }
-    out.push(b']');
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use json_patch::jsonptr::PointerBuf;
-    use json_patch::{
-        AddOperation, CopyOperation, MoveOperation, RemoveOperation, ReplaceOperation,
-        TestOperation,
-    };
     use proptest::prelude::*;
 
     fn by_serde(s: &str) -> Vec<u8> {
@@ -157,43 +118,6 @@ mod tests {
                 String::from_utf8_lossy(&by_serde(s))
             );
         }
-    }
-
-    #[test]
-    fn patches_serialise_like_json_patch() {
-        let p = |s: &str| PointerBuf::parse(s).unwrap_or_default();
-        let patch = Patch(vec![
-            PatchOperation::Add(AddOperation {
-                path: p("/metadata/annotations/nemutator.io~1resources-applied"),
-                value: Value::from("app: cpu 500m->260m\n\"x\""),
-            }),
-            PatchOperation::Remove(RemoveOperation { path: p("/a~0b") }),
-            PatchOperation::Replace(ReplaceOperation {
-                path: p("/spec/containers/0/resources"),
-                value: serde_json::json!({"requests": {"cpu": "1"}, "n": [1, null, true]}),
-            }),
-            PatchOperation::Move(MoveOperation {
-                from: p("/a"),
-                path: p("/b"),
-            }),
-            PatchOperation::Copy(CopyOperation {
-                from: p("/b"),
-                path: p("/c"),
-            }),
-            PatchOperation::Test(TestOperation {
-                path: p("/c"),
-                value: Value::from(1.5),
-            }),
-        ]);
-        let mut out = Vec::new();
-        write_patch(&mut out, &patch);
-        assert_eq!(
-            String::from_utf8_lossy(&out),
-            String::from_utf8_lossy(&serde_json::to_vec(&patch).unwrap_or_default())
-        );
-        let mut empty = Vec::new();
-        write_patch(&mut empty, &Patch(vec![]));
-        assert_eq!(empty, b"[]");
     }
 
     proptest! {

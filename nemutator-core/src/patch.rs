@@ -5,7 +5,12 @@
 //! from the back). That is exactly what a mutation that edits fields in place
 //! needs, and it is an order of magnitude cheaper than general diff algorithms,
 //! which matters on the admission path. Keys are escaped (`~` as `~0`, `/` as
-//! `~1`) by the pointer type.
+//! `~1`) as paths are built.
+//!
+//! The diff emits [`Ops`], whose paths are already-escaped text and which
+//! write themselves as JSON directly; [`Ops::to_patch`] gives json-patch's
+//! typed [`Patch`] where one is wanted (the CLI, tests), at the cost of
+//! validating every path again.
 
 use json_patch::jsonptr::PointerBuf;
 use json_patch::{AddOperation, Patch, PatchOperation, RemoveOperation, ReplaceOperation};
@@ -78,8 +83,14 @@ impl PodSnapshot {
         }
     }
 
-    /// The operations that turn the snapshotted pod into `pod`.
+    /// The operations that turn the snapshotted pod into `pod`, as a typed
+    /// json-patch [`Patch`].
     pub fn diff(&self, pod: &PodView) -> Result<Patch, SnapshotError> {
+        self.diff_ops(pod)?.to_patch()
+    }
+
+    /// The operations that turn the snapshotted pod into `pod`.
+    pub fn diff_ops(&self, pod: &PodView) -> Result<Ops, SnapshotError> {
         let mut ops = Vec::new();
         let mut path = Path::default();
         let meta = &pod.metadata;
@@ -103,7 +114,7 @@ impl PodSnapshot {
             return if self.has_spec {
                 Err(SnapshotError::Shape)
             } else {
-                Ok(Patch(ops))
+                Ok(Ops(ops))
             };
         };
         path.push("spec");
@@ -139,14 +150,87 @@ impl PodSnapshot {
                 _ => return Err(SnapshotError::Shape),
             }
         }
-        Ok(Patch(ops))
+        Ok(Ops(ops))
     }
 }
 
-/// A JSON Pointer being built by the snapshot diff: tokens are escaped as
-/// they are pushed (`~` as `~0`, `/` as `~1`) and popping is a truncation,
-/// which is much cheaper than editing a [`PointerBuf`] token by token. Only
-/// the paths of emitted operations become [`PointerBuf`]s.
+/// What an [`Op`] does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OpKind {
+    /// `add`
+    Add,
+    /// `remove`
+    Remove,
+    /// `replace`
+    Replace,
+}
+
+/// One RFC 6902 operation with its path as escaped JSON Pointer text.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Op {
+    /// The operation.
+    pub kind: OpKind,
+    /// The JSON Pointer (`/metadata/annotations/nemutator.io~1season`).
+    pub path: String,
+    /// The value (`add` and `replace`).
+    pub value: Option<Value>,
+}
+
+/// A list of operations: a JSON Patch.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Ops(pub Vec<Op>);
+
+impl Ops {
+    /// No operations.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Append the RFC 6902 JSON array (members in the order json-patch
+    /// writes them: `op`, `path`, `value`).
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        out.push(b'[');
+        for (i, op) in self.0.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(match op.kind {
+                OpKind::Add => br#"{"op":"add","path":"#.as_slice(),
+                OpKind::Remove => br#"{"op":"remove","path":"#.as_slice(),
+                OpKind::Replace => br#"{"op":"replace","path":"#.as_slice(),
+            });
+            crate::json::write_str(out, &op.path);
+            if let Some(v) = &op.value {
+                out.extend_from_slice(br#","value":"#);
+                crate::json::write_value(out, v);
+            }
+            out.push(b'}');
+        }
+        out.push(b']');
+    }
+
+    /// The same operations as json-patch's typed [`Patch`].
+    pub fn to_patch(&self) -> Result<Patch, SnapshotError> {
+        self.0
+            .iter()
+            .map(|op| {
+                let path = PointerBuf::parse(op.path.as_str())
+                    .map_err(|e| SnapshotError::Pointer(e.to_string()))?;
+                let value = op.value.clone().unwrap_or_default();
+                Ok(match op.kind {
+                    OpKind::Add => PatchOperation::Add(AddOperation { path, value }),
+                    OpKind::Remove => PatchOperation::Remove(RemoveOperation { path }),
+                    OpKind::Replace => PatchOperation::Replace(ReplaceOperation { path, value }),
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(Patch)
+    }
+}
+
+/// A JSON Pointer being built by the diff: tokens are escaped as they are
+/// pushed (`~` as `~0`, `/` as `~1`) and popping is a truncation, which is
+/// much cheaper than editing a [`PointerBuf`] token by token.
 #[derive(Default)]
 struct Path {
     text: String,
@@ -182,27 +266,28 @@ impl Path {
         self.text.truncate(len);
     }
 
-    /// The pointer, for an operation.
-    fn pointer(&self) -> Result<PointerBuf, SnapshotError> {
-        PointerBuf::parse(self.text.as_str()).map_err(|e| SnapshotError::Pointer(e.to_string()))
+    /// An operation at this path.
+    fn op(&self, kind: OpKind, value: Option<Value>) -> Op {
+        Op {
+            kind,
+            path: self.text.clone(),
+            value,
+        }
     }
 
-    /// The pointer with `token` appended, for an operation on a map key.
-    fn pointer_to(&mut self, token: &str) -> Result<PointerBuf, SnapshotError> {
+    /// An operation at this path with `token` appended (a map key).
+    fn op_at(&mut self, token: &str, kind: OpKind, value: Option<Value>) -> Op {
         let at = self.push(token);
-        let p = self.pointer();
+        let op = self.op(kind, value);
         self.truncate(at);
-        p
+        op
     }
 }
 
 /// The operations that turn pod `from` into pod `to`: [`diff`] of their JSON
 /// forms. The reference [`PodSnapshot::diff`] is checked against.
-pub fn diff_pods(from: &PodView, to: &PodView) -> Result<Patch, serde_json::Error> {
-    Ok(diff(
-        &serde_json::to_value(from)?,
-        &serde_json::to_value(to)?,
-    ))
+pub fn diff_pods(from: &PodView, to: &PodView) -> Result<Patch, SnapshotError> {
+    diff(&serde_json::to_value(from)?, &serde_json::to_value(to)?)
 }
 
 /// Diff an optional string-keyed map field key by key, serialising only the
@@ -212,7 +297,7 @@ fn map_field<V: Serialize + PartialEq>(
     key: &str,
     a: Option<&BTreeMap<String, V>>,
     b: Option<&BTreeMap<String, V>>,
-    ops: &mut Vec<PatchOperation>,
+    ops: &mut Vec<Op>,
 ) -> Result<(), SnapshotError> {
     let (Some(a), Some(b)) = (a, b) else {
         return field(path, key, a, b, ops);
@@ -223,22 +308,18 @@ fn map_field<V: Serialize + PartialEq>(
     let at = path.push(key);
     for (k, va) in a {
         match b.get(k) {
-            None => ops.push(PatchOperation::Remove(RemoveOperation {
-                path: path.pointer_to(k)?,
-            })),
-            Some(vb) if vb != va => ops.push(PatchOperation::Replace(ReplaceOperation {
-                path: path.pointer_to(k)?,
-                value: serde_json::to_value(vb)?,
-            })),
+            None => ops.push(path.op_at(k, OpKind::Remove, None)),
+            Some(vb) if vb != va => {
+                let value = serde_json::to_value(vb)?;
+                ops.push(path.op_at(k, OpKind::Replace, Some(value)));
+            }
             Some(_) => {}
         }
     }
     for (k, vb) in b {
         if !a.contains_key(k) {
-            ops.push(PatchOperation::Add(AddOperation {
-                path: path.pointer_to(k)?,
-                value: serde_json::to_value(vb)?,
-            }));
+            let value = serde_json::to_value(vb)?;
+            ops.push(path.op_at(k, OpKind::Add, Some(value)));
         }
     }
     path.truncate(at);
@@ -250,7 +331,7 @@ fn resources_field(
     path: &mut Path,
     a: Option<&ResourceRequirements>,
     b: Option<&ResourceRequirements>,
-    ops: &mut Vec<PatchOperation>,
+    ops: &mut Vec<Op>,
 ) -> Result<(), SnapshotError> {
     let (Some(a), Some(b)) = (a, b) else {
         return field(path, "resources", a, b, ops);
@@ -278,7 +359,7 @@ fn field<T: Serialize + PartialEq>(
     key: &str,
     a: Option<&T>,
     b: Option<&T>,
-    ops: &mut Vec<PatchOperation>,
+    ops: &mut Vec<Op>,
 ) -> Result<(), SnapshotError> {
     if a == b {
         return Ok(());
@@ -288,16 +369,11 @@ fn field<T: Serialize + PartialEq>(
         (Some(a), Some(b)) => walk(
             &serde_json::to_value(a)?,
             &serde_json::to_value(b)?,
-            &mut path.pointer()?,
+            path,
             ops,
         ),
-        (None, Some(b)) => ops.push(PatchOperation::Add(AddOperation {
-            path: path.pointer()?,
-            value: serde_json::to_value(b)?,
-        })),
-        (Some(_), None) => ops.push(PatchOperation::Remove(RemoveOperation {
-            path: path.pointer()?,
-        })),
+        (None, Some(b)) => ops.push(path.op(OpKind::Add, Some(serde_json::to_value(b)?))),
+        (Some(_), None) => ops.push(path.op(OpKind::Remove, None)),
         (None, None) => {}
     }
     path.truncate(at);
@@ -305,71 +381,62 @@ fn field<T: Serialize + PartialEq>(
 }
 
 /// The operations that turn `from` into `to`.
-pub fn diff(from: &Value, to: &Value) -> Patch {
+pub fn diff(from: &Value, to: &Value) -> Result<Patch, SnapshotError> {
     let mut ops = Vec::new();
-    let mut path = PointerBuf::root();
-    walk(from, to, &mut path, &mut ops);
-    Patch(ops)
+    walk(from, to, &mut Path::default(), &mut ops);
+    Ops(ops).to_patch()
 }
 
-fn walk(from: &Value, to: &Value, path: &mut PointerBuf, ops: &mut Vec<PatchOperation>) {
+fn walk(from: &Value, to: &Value, path: &mut Path, ops: &mut Vec<Op>) {
     match (from, to) {
         (Value::Object(a), Value::Object(b)) => {
             for (k, va) in a {
-                path.push_back(k.as_str());
                 match b.get(k) {
-                    Some(vb) => walk(va, vb, path, ops),
-                    None => ops.push(PatchOperation::Remove(RemoveOperation {
-                        path: path.clone(),
-                    })),
+                    Some(vb) => {
+                        let at = path.push(k);
+                        walk(va, vb, path, ops);
+                        path.truncate(at);
+                    }
+                    None => ops.push(path.op_at(k, OpKind::Remove, None)),
                 }
-                path.pop_back();
             }
             for (k, vb) in b {
                 if !a.contains_key(k) {
-                    path.push_back(k.as_str());
-                    ops.push(PatchOperation::Add(AddOperation {
-                        path: path.clone(),
-                        value: vb.clone(),
-                    }));
-                    path.pop_back();
+                    ops.push(path.op_at(k, OpKind::Add, Some(vb.clone())));
                 }
             }
         }
         (Value::Array(a), Value::Array(b)) => {
             let common = a.len().min(b.len());
             for i in 0..common {
-                path.push_back(i);
+                let at = path.push_index(i);
                 walk(&a[i], &b[i], path, ops);
-                path.pop_back();
+                path.truncate(at);
             }
             for (i, vb) in b.iter().enumerate().skip(common) {
-                path.push_back(i);
-                ops.push(PatchOperation::Add(AddOperation {
-                    path: path.clone(),
-                    value: vb.clone(),
-                }));
-                path.pop_back();
+                let at = path.push_index(i);
+                ops.push(path.op(OpKind::Add, Some(vb.clone())));
+                path.truncate(at);
             }
             for i in (common..a.len()).rev() {
-                path.push_back(i);
-                ops.push(PatchOperation::Remove(RemoveOperation {
-                    path: path.clone(),
-                }));
-                path.pop_back();
+                let at = path.push_index(i);
+                ops.push(path.op(OpKind::Remove, None));
+                path.truncate(at);
             }
         }
         (a, b) if a == b => {}
-        (_, b) => ops.push(PatchOperation::Replace(ReplaceOperation {
-            path: path.clone(),
-            value: b.clone(),
-        })),
+        (_, b) => ops.push(path.op(OpKind::Replace, Some(b.clone()))),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// [`diff`], which cannot fail on paths it built itself.
+    fn diff(a: &Value, b: &Value) -> Patch {
+        super::diff(a, b).unwrap_or_else(|e| panic!("{e}"))
+    }
 
     #[test]
     fn snapshot_diff_matches_the_full_diff() {
@@ -441,6 +508,38 @@ mod tests {
             ])
         );
         roundtrip(a, b);
+    }
+
+    #[test]
+    fn ops_write_the_json_json_patch_writes() {
+        let op = |kind, path: &str, value: Option<Value>| Op {
+            kind,
+            path: path.to_string(),
+            value,
+        };
+        let ops = Ops(vec![
+            op(
+                OpKind::Add,
+                "/metadata/annotations/nemutator.io~1resources-applied",
+                Some(Value::from("app: cpu 500m->260m\n\"x\"")),
+            ),
+            op(OpKind::Remove, "/a~0b", None),
+            op(
+                OpKind::Replace,
+                "/spec/containers/0/resources",
+                Some(json!({"requests": {"cpu": "1"}, "n": [1, null, true, 1.5]})),
+            ),
+        ]);
+        let mut out = Vec::new();
+        ops.write_json(&mut out);
+        let typed = ops.to_patch().unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            String::from_utf8_lossy(&out),
+            String::from_utf8_lossy(&serde_json::to_vec(&typed).unwrap_or_default())
+        );
+        let mut empty = Vec::new();
+        Ops::default().write_json(&mut empty);
+        assert_eq!(empty, b"[]");
     }
 
     #[test]

@@ -159,89 +159,125 @@ impl FromStr for Quantity {
     type Err = QuantityError;
 
     fn from_str(input: &str) -> Result<Self, Self::Err> {
-        let s = input.trim();
-        if s.is_empty() {
-            return Err(QuantityError::Empty);
+        match parse_plain(input.trim()) {
+            Some(q) => Ok(q),
+            None => parse_any(input),
         }
-        let (negative, body) = match s.as_bytes()[0] {
-            b'-' => (true, &s[1..]),
-            b'+' => (false, &s[1..]),
-            _ => (false, s),
-        };
-        // Split the number (digits and one dot) from the suffix.
-        let num_end = body
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(body.len());
-        let (number, suffix) = body.split_at(num_end);
-        if number.is_empty() || number == "." || number.matches('.').count() > 1 {
-            return Err(QuantityError::Syntax(input.to_string()));
-        }
-        let (int_part, frac_part) = number.split_once('.').unwrap_or((number, ""));
-        // Mantissa as integer digits with a base-10 exponent (no allocation).
-        let mut mantissa: i128 = 0;
-        let mut significant = 0usize;
-        for b in int_part.bytes().chain(frac_part.bytes()) {
-            if significant > 0 || b != b'0' {
-                significant += 1;
-                if significant > 30 {
-                    return Err(QuantityError::TooLarge(input.to_string()));
-                }
-            }
-            mantissa = mantissa * 10 + i128::from(b - b'0');
-        }
-        let mut exp10: i32 = -(frac_part.len() as i32);
-        let mut binary: i128 = 1;
-        match suffix {
-            "" => {}
-            "n" => exp10 -= 9,
-            "u" => exp10 -= 6,
-            "m" => exp10 -= 3,
-            "k" => exp10 += 3,
-            "M" => exp10 += 6,
-            "G" => exp10 += 9,
-            "T" => exp10 += 12,
-            "P" => exp10 += 15,
-            "E" => exp10 += 18,
-            "Ki" => binary = 1 << 10,
-            "Mi" => binary = 1 << 20,
-            "Gi" => binary = 1 << 30,
-            "Ti" => binary = 1 << 40,
-            "Pi" => binary = 1 << 50,
-            "Ei" => binary = 1 << 60,
-            other if other.starts_with(['e', 'E']) => {
-                let e: i32 = other[1..]
-                    .parse()
-                    .map_err(|_| QuantityError::Suffix(input.to_string()))?;
-                if !(-40..=40).contains(&e) {
-                    return Err(QuantityError::TooLarge(input.to_string()));
-                }
-                exp10 += e;
-            }
-            _ => return Err(QuantityError::Suffix(input.to_string())),
-        }
-        if negative && mantissa != 0 {
-            return Err(QuantityError::Negative(input.to_string()));
-        }
-        // millis = mantissa * binary * 10^(exp10 + 3), rounded up.
-        let too_large = || QuantityError::TooLarge(input.to_string());
-        let scaled = mantissa.checked_mul(binary).ok_or_else(too_large)?;
-        let e = exp10 + 3;
-        let millis = if e >= 0 {
-            let p = 10i128.checked_pow(e as u32).ok_or_else(too_large)?;
-            scaled.checked_mul(p).ok_or_else(too_large)?
-        } else if -e > 38 {
-            i128::from(scaled > 0)
-        } else {
-            let p = 10i128.pow((-e) as u32);
-            scaled / p + i128::from(scaled % p != 0)
-        };
-        if millis > MAX_MILLIS {
-            return Err(too_large());
-        }
-        Ok(Quantity {
-            millis: millis as i64,
-        })
     }
+}
+
+/// The forms requests and limits almost always take (`500m`, `2`, `512Mi`):
+/// up to 15 digits and a common suffix, in 64-bit arithmetic. `None` for
+/// anything else, which [`parse_any`] then reads (or rejects).
+fn parse_plain(s: &str) -> Option<Quantity> {
+    let bytes = s.as_bytes();
+    let digits = bytes.iter().take_while(|b| b.is_ascii_digit()).count();
+    if digits == 0 || digits > 15 {
+        return None;
+    }
+    let n = bytes[..digits]
+        .iter()
+        .fold(0i64, |n, b| n * 10 + i64::from(b - b'0'));
+    let scale: i64 = match &s[digits..] {
+        "" => 1000,
+        "m" => 1,
+        "k" => 1_000_000,
+        "M" => 1_000_000_000,
+        "G" => 1_000_000_000_000,
+        "Ki" => 1000 << 10,
+        "Mi" => 1000 << 20,
+        "Gi" => 1000 << 30,
+        "Ti" => 1000 << 40,
+        _ => return None,
+    };
+    n.checked_mul(scale).map(|millis| Quantity { millis })
+}
+
+/// Every quantity form Kubernetes accepts: decimal fractions, exponents, all
+/// suffixes; exact, with values below a milli-unit rounded up.
+fn parse_any(input: &str) -> Result<Quantity, QuantityError> {
+    let s = input.trim();
+    if s.is_empty() {
+        return Err(QuantityError::Empty);
+    }
+    let (negative, body) = match s.as_bytes()[0] {
+        b'-' => (true, &s[1..]),
+        b'+' => (false, &s[1..]),
+        _ => (false, s),
+    };
+    // Split the number (digits and one dot) from the suffix.
+    let num_end = body
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(body.len());
+    let (number, suffix) = body.split_at(num_end);
+    if number.is_empty() || number == "." || number.matches('.').count() > 1 {
+        return Err(QuantityError::Syntax(input.to_string()));
+    }
+    let (int_part, frac_part) = number.split_once('.').unwrap_or((number, ""));
+    // Mantissa as integer digits with a base-10 exponent (no allocation).
+    let mut mantissa: i128 = 0;
+    let mut significant = 0usize;
+    for b in int_part.bytes().chain(frac_part.bytes()) {
+        if significant > 0 || b != b'0' {
+            significant += 1;
+            if significant > 30 {
+                return Err(QuantityError::TooLarge(input.to_string()));
+            }
+        }
+        mantissa = mantissa * 10 + i128::from(b - b'0');
+    }
+    let mut exp10: i32 = -(frac_part.len() as i32);
+    let mut binary: i128 = 1;
+    match suffix {
+        "" => {}
+        "n" => exp10 -= 9,
+        "u" => exp10 -= 6,
+        "m" => exp10 -= 3,
+        "k" => exp10 += 3,
+        "M" => exp10 += 6,
+        "G" => exp10 += 9,
+        "T" => exp10 += 12,
+        "P" => exp10 += 15,
+        "E" => exp10 += 18,
+        "Ki" => binary = 1 << 10,
+        "Mi" => binary = 1 << 20,
+        "Gi" => binary = 1 << 30,
+        "Ti" => binary = 1 << 40,
+        "Pi" => binary = 1 << 50,
+        "Ei" => binary = 1 << 60,
+        other if other.starts_with(['e', 'E']) => {
+            let e: i32 = other[1..]
+                .parse()
+                .map_err(|_| QuantityError::Suffix(input.to_string()))?;
+            if !(-40..=40).contains(&e) {
+                return Err(QuantityError::TooLarge(input.to_string()));
+            }
+            exp10 += e;
+        }
+        _ => return Err(QuantityError::Suffix(input.to_string())),
+    }
+    if negative && mantissa != 0 {
+        return Err(QuantityError::Negative(input.to_string()));
+    }
+    // millis = mantissa * binary * 10^(exp10 + 3), rounded up.
+    let too_large = || QuantityError::TooLarge(input.to_string());
+    let scaled = mantissa.checked_mul(binary).ok_or_else(too_large)?;
+    let e = exp10 + 3;
+    let millis = if e >= 0 {
+        let p = 10i128.checked_pow(e as u32).ok_or_else(too_large)?;
+        scaled.checked_mul(p).ok_or_else(too_large)?
+    } else if -e > 38 {
+        i128::from(scaled > 0)
+    } else {
+        let p = 10i128.pow((-e) as u32);
+        scaled / p + i128::from(scaled % p != 0)
+    };
+    if millis > MAX_MILLIS {
+        return Err(too_large());
+    }
+    Ok(Quantity {
+        millis: millis as i64,
+    })
 }
 
 impl fmt::Display for Quantity {
@@ -346,6 +382,35 @@ mod tests {
     }
 
     #[test]
+    fn common_forms_take_the_fast_path() {
+        for s in [
+            "500m",
+            "2",
+            "0",
+            "128Mi",
+            "1Gi",
+            "64Ki",
+            "1k",
+            "3G",
+            "999999999999999",
+        ] {
+            assert!(parse_plain(s).is_some(), "{s}");
+        }
+        for s in [
+            "1.5",
+            "1e3",
+            "100n",
+            "1Pi",
+            "-1",
+            "+1",
+            "1000000000000000",
+            "9999999999999Ti",
+        ] {
+            assert!(parse_plain(s).is_none(), "{s}");
+        }
+    }
+
+    #[test]
     fn yaml_numbers_are_units() {
         let v: Quantity = serde_yaml::from_str("8").unwrap_or_default();
         assert_eq!(v.millis(), 8000);
@@ -356,6 +421,15 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn plain_forms_read_as_the_general_parser_reads_them(
+            s in "[0-9]{1,17}(|m|k|M|G|Ki|Mi|Gi|Ti|Pi|E|n|x)"
+        ) {
+            if let Some(q) = parse_plain(&s) {
+                prop_assert_eq!(Ok(q), parse_any(&s));
+            }
+        }
+
         #[test]
         fn never_panics(s in "\\PC{0,24}") {
             let _ = Quantity::parse(&s);
