@@ -4,32 +4,21 @@
 //! `resources-applied` text, then the base64 of the whole patch, see
 //! [`crate::patch::Ops::write_json`]), and
 //! serde_json checks each string byte by byte for characters to escape.
-//! [`write_str`] checks eight bytes at a time instead and copies the runs in
-//! between; the output is byte for byte what serde_json writes (tests compare
-//! them).
+//! [`write_str`] checks blocks of 32 bytes at once instead and copies the
+//! runs in between; the output is byte for byte what serde_json writes (tests
+//! compare them).
 
 use serde_json::Value;
 
-/// Eight copies of the byte `b`.
-const fn splat(b: u8) -> u64 {
-    u64::from_ne_bytes([b; 8])
-}
-
-/// Whether any of the eight bytes of `x` must be escaped in a JSON string: a
-/// control character (below 0x20), `"` or `\`.
-fn chunk_needs_escape(x: u64) -> bool {
-    const HIGH: u64 = splat(0x80);
-    // A byte is zero (`has_zero`) when the subtraction borrows into its high
-    // bit and the byte had that bit clear; exact for the lowest such byte and
-    // never a false "none", which is all a yes/no answer needs.
-    let has_zero = |v: u64| v.wrapping_sub(splat(0x01)) & !v & HIGH != 0;
-    let below_space = x.wrapping_sub(splat(0x20)) & !x & HIGH != 0;
-    below_space || has_zero(x ^ splat(b'"')) || has_zero(x ^ splat(b'\\'))
-}
-
+/// Whether `b` must be escaped in a JSON string: a control character (below
+/// 0x20), `"` or `\`. Written without short-circuits so that checking a
+/// block of bytes compiles to vector instructions.
 fn byte_needs_escape(b: u8) -> bool {
-    b < 0x20 || b == b'"' || b == b'\\'
+    (b < 0x20) | (b == b'"') | (b == b'\\')
 }
+
+/// Bytes checked at once.
+const BLOCK: usize = 32;
 
 /// Append `s` as a JSON string (with its quotes), escaped as serde_json does.
 pub fn write_str(out: &mut Vec<u8>, s: &str) {
@@ -37,25 +26,26 @@ pub fn write_str(out: &mut Vec<u8>, s: &str) {
     out.reserve(bytes.len() + 2);
     out.push(b'"');
     let mut start = 0; // first byte not yet copied
-    let mut i = 0;
-    while i < bytes.len() {
-        // Skip whole chunks that need nothing.
-        if let Some(chunk) = bytes.get(i..i + 8) {
-            let mut word = [0u8; 8];
-            word.copy_from_slice(chunk);
-            if !chunk_needs_escape(u64::from_ne_bytes(word)) {
-                i += 8;
-                continue;
+    let mut escape_from = |out: &mut Vec<u8>, base: usize, block: &[u8]| {
+        for (j, &b) in block.iter().enumerate() {
+            if byte_needs_escape(b) {
+                let i = base + j;
+                out.extend_from_slice(&bytes[start..i]);
+                escape(out, b);
+                start = i + 1;
             }
         }
-        let b = bytes[i];
-        if byte_needs_escape(b) {
-            out.extend_from_slice(&bytes[start..i]);
-            escape(out, b);
-            start = i + 1;
+    };
+    let mut blocks = bytes.chunks_exact(BLOCK);
+    let mut base = 0;
+    for block in &mut blocks {
+        // Most blocks need nothing: one vectorised check, no per-byte work.
+        if block.iter().fold(false, |acc, &b| acc | byte_needs_escape(b)) {
+            escape_from(out, base, block);
         }
-        i += 1;
+        base += BLOCK;
     }
+    escape_from(out, base, blocks.remainder());
     out.extend_from_slice(&bytes[start..]);
     out.push(b'"');
 }
