@@ -40,7 +40,10 @@ pub fn write_str(out: &mut Vec<u8>, s: &str) {
     let mut base = 0;
     for block in &mut blocks {
         // Most blocks need nothing: one vectorised check, no per-byte work.
-        if block.iter().fold(false, |acc, &b| acc | byte_needs_escape(b)) {
+        if block
+            .iter()
+            .fold(false, |acc, &b| acc | byte_needs_escape(b))
+        {
             escape_from(out, base, block);
         }
         base += BLOCK;

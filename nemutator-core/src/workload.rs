@@ -14,8 +14,9 @@
 use std::fmt;
 
 use k8s_openapi::api::core::v1::Pod;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::{Deserialize, Serialize};
+
+use crate::mutate::MetaView;
 
 /// Alphabet of the random suffixes and `pod-template-hash` values that
 /// Kubernetes generates (no vowels, no `0`, `1`, `3`).
@@ -112,11 +113,11 @@ impl WorkloadKey {
     /// admission request's when the object carries none). Returns `None` for
     /// a pod with neither a name, a `generateName` nor an owner.
     pub fn from_pod(pod: &Pod, namespace: &str) -> Option<Self> {
-        Self::from_meta(&pod.metadata, namespace)
+        Self::from_meta(&MetaView::from(&pod.metadata), namespace)
     }
 
-    /// [`WorkloadKey::from_pod`] from the pod's metadata alone.
-    pub fn from_meta(meta: &ObjectMeta, namespace: &str) -> Option<Self> {
+    /// [`WorkloadKey::from_pod`] from the metadata the mutation chain sees.
+    pub fn from_meta(meta: &MetaView, namespace: &str) -> Option<Self> {
         let owner = meta
             .owner_references
             .iter()

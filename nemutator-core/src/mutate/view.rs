@@ -1,8 +1,7 @@
 //! The part of a Pod the mutation chain works on.
 //!
 //! Admission decodes a [`PodView`] instead of a whole `k8s_openapi` `Pod`:
-//! the object's metadata in full, and of each container only what layers
-//! read or change. Every other field of the object is skipped by the decoder
+//! of the metadata and of each container only what layers read or change. Every other field of the object is skipped by the decoder
 //! and can never appear in the patch, because the patch is the difference
 //! between two views. Decoding a full Pod (every probe, volume, security
 //! context...) was the largest cost of a review; see docs/PERFORMANCE.md.
@@ -13,18 +12,58 @@
 //! familiar ones.
 
 use k8s_openapi::api::core::v1::{Container, EnvVar, Pod, PodSpec, ResourceRequirements};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use serde::{Deserialize, Serialize};
 
 /// A pod as the mutation chain sees it.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct PodView {
-    /// The object's metadata, complete.
+    /// The metadata layers use.
     #[serde(default)]
-    pub metadata: ObjectMeta,
+    pub metadata: MetaView,
     /// The parts of the spec layers use (`None`: the object has no spec).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub spec: Option<PodSpecView>,
+}
+
+/// The fields of a pod's metadata layers read or change (named and typed as
+/// in k8s-openapi's `ObjectMeta`; `managedFields` and the rest are skipped).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MetaView {
+    /// `name` (usually unset at admission: `generateName` is the norm).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// `generateName`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generate_name: Option<String>,
+    /// `namespace` (the request's namespace applies when unset).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// `labels`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub labels: Option<BTreeMap<String, String>>,
+    /// `annotations`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub annotations: Option<BTreeMap<String, String>>,
+    /// `ownerReferences`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner_references: Option<Vec<OwnerReference>>,
+}
+
+impl From<&ObjectMeta> for MetaView {
+    fn from(m: &ObjectMeta) -> Self {
+        MetaView {
+            name: m.name.clone(),
+            generate_name: m.generate_name.clone(),
+            namespace: m.namespace.clone(),
+            labels: m.labels.clone(),
+            annotations: m.annotations.clone(),
+            owner_references: m.owner_references.clone(),
+        }
+    }
 }
 
 /// The containers of a pod spec.
@@ -91,7 +130,7 @@ impl From<Pod> for PodView {
 impl From<&Pod> for PodView {
     fn from(p: &Pod) -> Self {
         PodView {
-            metadata: p.metadata.clone(),
+            metadata: MetaView::from(&p.metadata),
             spec: p.spec.as_ref().map(PodSpecView::from),
         }
     }
@@ -106,7 +145,12 @@ mod tests {
     fn decodes_the_fields_layers_use_and_skips_the_rest() {
         let object = json!({
             "apiVersion": "v1", "kind": "Pod",
-            "metadata": {"generateName": "web-", "labels": {"a": "b"}},
+            "metadata": {
+                "generateName": "web-", "labels": {"a": "b"},
+                "managedFields": [{"manager": "kube-controller-manager", "operation": "Update",
+                                   "fieldsType": "FieldsV1", "fieldsV1": {"f:metadata": {}}}],
+                "creationTimestamp": null
+            },
             "spec": {
                 "containers": [{
                     "name": "app", "image": "x", "ports": [{"containerPort": 80}],
