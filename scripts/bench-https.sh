@@ -207,6 +207,15 @@ if awk -v a="$achieved" -v t="$half_base" 'BEGIN { exit !(a >= 0.95 * t) }'; the
 else
   echo "nemutator answered $achieved of $half_base req/s: it cannot carry half the baseline's load (p99 $p99 us; goal MISSED)"
 fi
+
+# Extra information, not the goal: the same at 0.3 and 0.4 of the baseline's
+# throughput, to show where nemutator's tail stays under 2 ms.
+echo
+echo "== extra: open loop at lower rates"
+for f in 0.3 0.4; do
+  rate=$(awk -v b="$base_rps" -v f="$f" 'BEGIN { printf "%.0f", b * f }')
+  open_loop nemutator "$nemu_addr" "$nemu_pid" "open-nemutator-x$f" "$rate"
+done
 echo
 echo "== load after: $(uptime)"
 if [ -n "${BENCH_KEEP:-}" ]; then
