@@ -33,14 +33,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context as _};
-use bytes::Bytes;
 use clap::Parser;
-use http_body_util::{BodyExt, Full};
-use hyper_util::rt::TokioIo;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
@@ -163,72 +161,89 @@ fn parse_url(url: &str) -> anyhow::Result<(SocketAddr, String)> {
     Ok((addr, path))
 }
 
-async fn connect(
-    addr: SocketAddr,
-    tls: &tokio_rustls::TlsConnector,
-) -> anyhow::Result<hyper::client::conn::http1::SendRequest<Full<Bytes>>> {
+type Stream = tokio_rustls::client::TlsStream<tokio::net::TcpStream>;
+
+async fn connect(addr: SocketAddr, tls: &tokio_rustls::TlsConnector) -> anyhow::Result<Stream> {
     let tcp = tokio::net::TcpStream::connect(addr).await?;
     tcp.set_nodelay(true)?;
     let name = ServerName::try_from("localhost")?;
-    let stream = tls.connect(name, tcp).await?;
-    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-    tokio::task::spawn_local(conn);
-    Ok(sender)
+    Ok(tls.connect(name, tcp).await?)
 }
 
-#[allow(clippy::too_many_arguments)]
+/// Send the prepared `request` and read one response (HTTP/1.1 with
+/// `Content-Length`, as wrk does; no chunked bodies). Returns the status.
+async fn exchange(stream: &mut Stream, request: &[u8], buf: &mut Vec<u8>) -> anyhow::Result<u16> {
+    stream.write_all(request).await?;
+    stream.flush().await?;
+    buf.clear();
+    let (head_len, body_len, status) = loop {
+        let mut chunk = [0u8; 4096];
+        let n = stream.read(&mut chunk).await?;
+        anyhow::ensure!(n > 0, "connection closed");
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = std::str::from_utf8(&buf[..end])?;
+            let status = head
+                .split(' ')
+                .nth(1)
+                .and_then(|c| c.parse::<u16>().ok())
+                .context("no status code")?;
+            let length = head
+                .lines()
+                .filter_map(|l| l.split_once(':'))
+                .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+                .and_then(|(_, v)| v.trim().parse::<usize>().ok())
+                .context("no Content-Length")?;
+            break (end + 4, length, status);
+        }
+    };
+    while buf.len() < head_len + body_len {
+        let mut chunk = [0u8; 4096];
+        let n = stream.read(&mut chunk).await?;
+        anyhow::ensure!(n > 0, "connection closed");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    Ok(status)
+}
+
+/// One keep-alive connection: takes released requests until the queue
+/// closes; reconnects after an error.
 async fn connection(
+    first: Stream,
     addr: SocketAddr,
-    path: Rc<str>,
-    body: Bytes,
+    request: Rc<[u8]>,
     tls: tokio_rustls::TlsConnector,
     queue: Rc<Queue>,
     measure_from: Instant,
 ) -> Tally {
     let mut tally = Tally::default();
-    let mut sender = None;
+    let mut stream = Some(first);
+    let mut buf = Vec::with_capacity(8192);
     while let Some(released) = queue.next().await {
-        let s = match sender.as_mut() {
+        let s = match stream.as_mut() {
             Some(s) => s,
             None => match connect(addr, &tls).await {
-                Ok(s) => sender.insert(s),
+                Ok(s) => stream.insert(s),
                 Err(_) => {
                     tally.errors += 1;
                     continue;
                 }
             },
         };
-        let req = hyper::Request::post(&*path)
-            .header("host", "localhost")
-            .header("content-type", "application/json")
-            .body(Full::new(body.clone()));
-        let Ok(req) = req else {
-            tally.errors += 1;
-            continue;
-        };
-        let ok = match s.send_request(req).await {
-            Ok(resp) => {
-                let status = resp.status();
-                match resp.into_body().collect().await {
-                    Ok(_) => Some(status.is_success()),
-                    Err(_) => None,
-                }
-            }
-            Err(_) => None,
-        };
+        let result = exchange(s, &request, &mut buf).await;
         let done = Instant::now();
-        match ok {
-            None => {
+        match result {
+            Err(_) => {
                 tally.errors += 1;
-                sender = None;
+                stream = None;
             }
-            Some(success) => {
+            Ok(status) => {
                 if released >= measure_from {
                     let us = done.duration_since(released).as_micros();
                     tally
                         .latencies_us
                         .push(u32::try_from(us).unwrap_or(u32::MAX));
-                    if !success {
+                    if !(200..300).contains(&status) {
                         tally.non2xx += 1;
                     }
                 }
@@ -269,9 +284,15 @@ async fn run(args: Args) -> anyhow::Result<()> {
         bail!("--rate, --duration and --connections must be positive");
     }
     let (addr, path) = parse_url(&args.url)?;
-    let body = Bytes::from(
-        std::fs::read(&args.body).with_context(|| format!("reading {}", args.body.display()))?,
-    );
+    let body =
+        std::fs::read(&args.body).with_context(|| format!("reading {}", args.body.display()))?;
+    let mut request = format!(
+        "POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    request.extend_from_slice(&body);
+    let request: Rc<[u8]> = Rc::from(request);
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()?
@@ -279,30 +300,36 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
         .with_no_client_auth();
     let tls = tokio_rustls::TlsConnector::from(Arc::new(config));
-    // Connect everything first so handshakes are not part of the measurement.
-    let mut senders = Vec::new();
+    // Check the target answers before starting the clock.
+    let mut probe = connect(addr, &tls).await?;
+    let status = exchange(&mut probe, &request, &mut Vec::new()).await?;
+    anyhow::ensure!(
+        (200..300).contains(&status),
+        "{} answered {status}",
+        args.url
+    );
+    drop(probe);
+    // Connect everything before the clock starts: handshakes are not measured.
+    let mut streams = Vec::new();
     for _ in 0..args.connections {
-        senders.push(connect(addr, &tls).await?);
+        streams.push(connect(addr, &tls).await?);
     }
-    drop(senders);
 
     let queue = Rc::new(Queue::default());
     let start = Instant::now();
     let measure_from = start + Duration::from_secs_f64(args.warmup);
     let end = measure_from + Duration::from_secs_f64(args.duration);
-    let path: Rc<str> = Rc::from(path);
-    let workers: Vec<_> = (0..args.connections)
-        .map(|_| {
-            tokio::task::spawn_local(connection(
-                addr,
-                path.clone(),
-                body.clone(),
-                tls.clone(),
-                queue.clone(),
-                measure_from,
-            ))
-        })
-        .collect();
+    let mut workers = Vec::new();
+    for stream in streams {
+        workers.push(tokio::task::spawn_local(connection(
+            stream,
+            addr,
+            request.clone(),
+            tls.clone(),
+            queue.clone(),
+            measure_from,
+        )));
+    }
 
     // Release `rate` requests per second until `end`, in small batches. A
     // thread paces them, as tokio's timers tick in whole milliseconds; the

@@ -54,8 +54,8 @@ fn main() -> anyhow::Result<()> {
         .layer(ResourcesLayer::new(store, policies))
         .build();
     let admission = Admission::new(pipeline);
-    let body = std::fs::read("examples/admission-review.json")
-        .context("run from the repository root")?;
+    let body =
+        std::fs::read("examples/admission-review.json").context("run from the repository root")?;
     let start = std::time::Instant::now();
     let bytes = run_reviews(&rt, &admission, &body, n)?;
     eprintln!(
