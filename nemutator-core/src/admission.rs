@@ -148,7 +148,7 @@ impl AdmissionResponse {
     ///
     /// Written directly rather than through serde: the base64 patch is most
     /// of the document, and strings are checked for characters to escape
-    /// eight bytes at a time. The result is the same JSON as the derived
+    /// 32 bytes at a time. The result is the same JSON as the derived
     /// `Serialize` gives (a test compares them).
     pub fn into_review_json(self) -> Vec<u8> {
         let patch_len = self.patch.as_ref().map_or(0, String::len);
@@ -353,7 +353,7 @@ impl Admission {
         let namespace = namespace.unwrap_or_default();
         let snapshot = crate::patch::PodSnapshot::of(&pod);
         // Debug builds (every test) check that layers only change what the
-        // snapshot covers, by comparing with a diff of the whole pod.
+        // snapshot covers, by comparing with a diff of the whole view.
         #[cfg(debug_assertions)]
         let original = Box::new(pod.clone());
         let mut review = PodReview::new(&namespace, pod);
