@@ -20,8 +20,8 @@ pub struct Global {
     /// Configuration file (YAML); without it the embedded defaults apply.
     #[arg(long, global = true, env = "NEMUTATOR_CONFIG")]
     pub config: Option<PathBuf>,
-    /// Log filter, e.g. `info` or `nemutator_core=debug` (default: `info` for
-    /// servers, `warn` for one-shot commands).
+    /// Log filter, e.g. `info` or `nemutator_core=debug` (default:
+    /// `info,rustls=error` for servers, `warn` for one-shot commands).
     #[arg(long, global = true, env = "NEMUTATOR_LOG")]
     pub log: Option<String>,
     /// Log format.
