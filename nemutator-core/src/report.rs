@@ -141,11 +141,26 @@ pub fn csv(recs: &[Recommendation]) -> String {
     out
 }
 
-fn html_escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
+/// Escape text for HTML, XML and SVG, in element content and in quoted
+/// attributes alike: `&`, `<`, `>`, `"` and `'` become references, and
+/// control characters XML does not allow (all below U+0020 except tab, line
+/// feed and carriage return) become spaces. Used by every page and picture
+/// nemutator draws (this table, the season heatmap, flamegraphs).
+pub fn escape_markup(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            '\t' | '\n' | '\r' => out.push(c),
+            c if c < ' ' => out.push(' '),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// A self-contained HTML page with the table.
@@ -160,7 +175,7 @@ pub fn html(recs: &[Recommendation]) -> String {
     for r in recs.iter().map(row) {
         out.push_str("<tr>");
         for cell in r {
-            let _ = write!(out, "<td>{}</td>", html_escape(&cell));
+            let _ = write!(out, "<td>{}</td>", escape_markup(&cell));
         }
         out.push_str("</tr>\n");
     }
@@ -214,6 +229,14 @@ mod tests {
             .unwrap_or_default()
             .starts_with("ns,Deployment,web,app,250m,95,0.200000,,,,86400,default,,"));
         assert!(c.contains("\"memory: no samples, \"\"x\"\"\""));
+    }
+
+    #[test]
+    fn markup_is_escaped() {
+        assert_eq!(
+            escape_markup("a<b>&\"c\" 'd'\t\n\u{1}é"),
+            "a&lt;b&gt;&amp;&quot;c&quot; &#39;d&#39;\t\n é"
+        );
     }
 
     #[test]

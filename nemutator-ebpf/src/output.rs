@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use nemutator_core::profile::{Frame, Profile};
+use nemutator_core::report::escape_markup;
 
 /// Image width in pixels.
 const WIDTH: f64 = 1200.0;
@@ -79,22 +80,6 @@ fn build_tree(profile: &Profile) -> Node {
     root
 }
 
-fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&apos;"),
-            c if (c as u32) < 0x20 && c != '\t' => out.push(' '),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
 /// A stable colour per name: warm for user code, blue-green for the kernel.
 fn colour(name: &str, kernel: bool) -> String {
     // FNV-1a, so colours do not change between runs.
@@ -157,7 +142,7 @@ impl Layout<'_> {
         let x = PAD + start as f64 * self.scale;
         let y = self.height - BOTTOM - (depth as f64 + 1.0) * ROW;
         let pct = 100.0 * node.value as f64 / self.total as f64;
-        let esc = escape(name);
+        let esc = escape_markup(name);
         let _ = writeln!(
             self.out,
             "<g class=\"f\" data-s=\"{start}\" data-v=\"{v}\" data-d=\"{depth}\" data-n=\"{esc}\">\
@@ -170,7 +155,7 @@ impl Layout<'_> {
             fill = colour(name, node.kernel),
             tx = x + 3.0,
             ty = y + ROW - 4.5,
-            text = escape(&fit_text(name, width - 6.0)),
+            text = escape_markup(&fit_text(name, width - 6.0)),
         );
         self.children(node, start, depth + 1);
     }
@@ -217,8 +202,8 @@ pub fn flamegraph_svg(profile: &Profile, title: &str) -> String {
         cx = WIDTH / 2.0,
         sx = WIDTH - PAD,
         dy = height - 10.0,
-        t = escape(title),
-        sub = escape(&format!(
+        t = escape_markup(title),
+        sub = escape_markup(&format!(
             "{} samples, {} lost, backend {}",
             profile.samples, profile.lost, profile.backend
         )),

@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 use super::prep::EPOCH_MONDAY;
 use super::profile::SeasonProfile;
 use super::Sample;
+use crate::report::escape_markup;
 
 const DAY: i64 = 86_400;
 const WEEK: i64 = 7 * DAY;
@@ -127,7 +128,7 @@ pub fn heatmap_svg(profile: &SeasonProfile, series: &[Sample]) -> String {
     let _ = write!(
         s,
         r#"<rect width="100%" height="100%" fill="white"/><text x="{LEFT}" y="18" font-size="13" font-weight="bold">{}</text>"#,
-        escape(&title)
+        escape_markup(&title)
     );
     for h in (0..24).step_by(3) {
         let _ = write!(
@@ -161,7 +162,7 @@ pub fn heatmap_svg(profile: &SeasonProfile, series: &[Sample]) -> String {
             let _ = write!(
                 s,
                 r#"<rect x="{x}" y="{y}" width="{CELL_W}" height="{CELL_H}" fill="{fill}" stroke="white" stroke-width="0.5"><title>{}</title></rect>"#,
-                escape(&tip)
+                escape_markup(&tip)
             );
         }
     }
@@ -185,10 +186,10 @@ pub fn heatmap_svg(profile: &SeasonProfile, series: &[Sample]) -> String {
         s,
         r#"<text x="{LEFT}" y="{}">{}</text><text x="{}" y="{}" text-anchor="end">{}</text>"#,
         ly + 24.0,
-        escape(&lo_l),
+        escape_markup(&lo_l),
         LEFT + 200.0,
         ly + 24.0,
-        escape(&hi_l)
+        escape_markup(&hi_l)
     );
     let _ = write!(
         s,
@@ -242,22 +243,6 @@ fn outline_peaks(s: &mut String, profile: &SeasonProfile) {
     }
 }
 
-/// Escapes text for XML/HTML.
-fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
 /// A self-contained HTML page: the heat map SVG inline, the periods and the
 /// peak windows as text. No scripts, stylesheets or fonts are fetched.
 pub fn heatmap_html(profile: &SeasonProfile, series: &[Sample]) -> String {
@@ -289,7 +274,7 @@ pub fn heatmap_html(profile: &SeasonProfile, series: &[Sample]) -> String {
             human_period(profile.cycle())
         );
         for w in windows {
-            let _ = writeln!(s, "<li>{}</li>", escape(&w.label()));
+            let _ = writeln!(s, "<li>{}</li>", escape_markup(&w.label()));
         }
         s.push_str("</ul>\n");
     }
