@@ -12,16 +12,10 @@ use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper_util::rt::TokioIo;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName};
-
-use crate::support::{root, Webhook};
+use crate::support::{root, Client, Webhook};
 
 /// The hot function of the test program.
 pub const C_HOT: &str = "nemutator_hot_spin_c";
@@ -218,12 +212,10 @@ impl Agent {
     }
 }
 
-/// An HTTPS client trusting one CA, sending an optional bearer token.
+/// An HTTPS client trusting one CA, sending an optional bearer token (the
+/// webhook's test [`Client`] with an `Authorization` header).
 #[derive(Clone)]
-pub struct AgentClient {
-    addr: SocketAddr,
-    config: Arc<rustls::ClientConfig>,
-}
+pub struct AgentClient(Client);
 
 pub struct AgentReply {
     pub status: u16,
@@ -233,22 +225,7 @@ pub struct AgentReply {
 
 impl AgentClient {
     pub fn new(addr: SocketAddr, ca_pem: &str) -> AgentClient {
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
-            roots
-                .add(cert.unwrap_or_else(|e| panic!("CA bundle: {e}")))
-                .unwrap_or_else(|e| panic!("CA bundle: {e}"));
-        }
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap_or_else(|e| panic!("{e}"))
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        AgentClient {
-            addr,
-            config: Arc::new(config),
-        }
+        AgentClient(Client::new(addr, ca_pem))
     }
 
     pub async fn request(
@@ -258,50 +235,19 @@ impl AgentClient {
         token: Option<&str>,
         body: &str,
     ) -> AgentReply {
-        let tcp = tokio::net::TcpStream::connect(self.addr)
+        let auth: Vec<(&str, String)> = token
+            .map(|t| ("authorization", format!("Bearer {t}")))
+            .into_iter()
+            .collect();
+        let reply = self
+            .0
+            .request_with(method, path, &auth, body.as_bytes().to_vec())
             .await
-            .unwrap_or_else(|e| panic!("connect: {e}"));
-        let name = ServerName::try_from("localhost").unwrap_or_else(|e| panic!("{e}"));
-        let tls = tokio_rustls::TlsConnector::from(self.config.clone())
-            .connect(name, tcp)
-            .await
-            .unwrap_or_else(|e| panic!("TLS: {e}"));
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-        tokio::spawn(conn);
-        let mut req = hyper::Request::builder()
-            .method(method)
-            .uri(path)
-            .header("host", "localhost")
-            .header("content-type", "application/json");
-        if let Some(t) = token {
-            req = req.header("authorization", format!("Bearer {t}"));
-        }
-        let req = req
-            .body(Full::new(Bytes::from(body.to_owned())))
-            .unwrap_or_else(|e| panic!("{e}"));
-        let resp = sender
-            .send_request(req)
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-        let status = resp.status().as_u16();
-        let content_type = resp
-            .headers()
-            .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_owned();
-        let body = resp
-            .into_body()
-            .collect()
-            .await
-            .unwrap_or_else(|e| panic!("{e}"))
-            .to_bytes();
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
         AgentReply {
-            status,
-            content_type,
-            body: String::from_utf8_lossy(&body).into_owned(),
+            status: reply.status,
+            content_type: reply.content_type,
+            body: String::from_utf8_lossy(&reply.body).into_owned(),
         }
     }
 }

@@ -145,6 +145,7 @@ pub struct Client {
 
 pub struct Reply {
     pub status: u16,
+    pub content_type: String,
     pub body: Bytes,
     /// The server's leaf certificate.
     pub peer_cert: Vec<u8>,
@@ -184,6 +185,17 @@ impl Client {
     }
 
     pub async fn request(&self, method: &str, path: &str, body: Vec<u8>) -> Result<Reply, String> {
+        self.request_with(method, path, &[], body).await
+    }
+
+    /// [`Client::request`] with extra request headers.
+    pub async fn request_with(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, String)],
+        body: Vec<u8>,
+    ) -> Result<Reply, String> {
         let tcp = tokio::net::TcpStream::connect(self.addr)
             .await
             .map_err(|e| e.to_string())?;
@@ -203,15 +215,25 @@ impl Client {
             .await
             .map_err(|e| e.to_string())?;
         tokio::spawn(conn);
-        let req = hyper::Request::builder()
+        let mut req = hyper::Request::builder()
             .method(method)
             .uri(path)
             .header("host", "localhost")
-            .header("content-type", "application/json")
+            .header("content-type", "application/json");
+        for (name, value) in headers {
+            req = req.header(*name, value.as_str());
+        }
+        let req = req
             .body(Full::new(Bytes::from(body)))
             .map_err(|e| e.to_string())?;
         let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
         let status = resp.status().as_u16();
+        let content_type = resp
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
         let body = resp
             .into_body()
             .collect()
@@ -220,6 +242,7 @@ impl Client {
             .to_bytes();
         Ok(Reply {
             status,
+            content_type,
             body,
             peer_cert,
             version,
