@@ -24,7 +24,7 @@
 //! Prints one line: `RESULT target_rps=… rps=… requests=… p50_us=… p90_us=…
 //! p99_us=… max_us=… errors=… non2xx=… unsent=… loadgen_cpu_us_per_req=…`.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -34,6 +34,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 use clap::Parser;
+use nemutator_core::metrics::quantile;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
@@ -122,7 +123,7 @@ impl ServerCertVerifier for AnyCertificate {
 #[derive(Default)]
 struct Queue {
     due: RefCell<VecDeque<Instant>>,
-    closed: RefCell<bool>,
+    closed: Cell<bool>,
     ready: Notify,
 }
 
@@ -132,7 +133,7 @@ impl Queue {
             if let Some(t) = self.due.borrow_mut().pop_front() {
                 return Some(t);
             }
-            if *self.closed.borrow() {
+            if self.closed.get() {
                 return None;
             }
             self.ready.notified().await;
@@ -271,14 +272,6 @@ fn own_cpu_us() -> u64 {
     (ticks(11) + ticks(12)) * 10_000
 }
 
-fn percentile(sorted: &[u32], p: f64) -> u32 {
-    if sorted.is_empty() {
-        return 0;
-    }
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
-}
-
 async fn run(args: Args) -> anyhow::Result<()> {
     if !(args.rate > 0.0 && args.duration > 0.0 && args.warmup >= 0.0 && args.connections > 0) {
         bail!("--rate, --duration and --connections must be positive");
@@ -366,7 +359,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     // Whatever was released but not sent by now is reported, not waited for.
     let unsent = queue.due.borrow().len();
     queue.due.borrow_mut().clear();
-    *queue.closed.borrow_mut() = true;
+    queue.closed.set(true);
     queue.ready.notify_waiters();
     let mut all = Tally::default();
     for w in workers {
@@ -375,17 +368,21 @@ async fn run(args: Args) -> anyhow::Result<()> {
         all.errors += t.errors;
         all.non2xx += t.non2xx;
     }
-    all.latencies_us.sort_unstable();
     let n = all.latencies_us.len();
+    let max = all.latencies_us.iter().copied().max().unwrap_or(0);
+    // Percentiles as the recommender computes them (interpolated, PromQL-style).
+    let mut us: Vec<f64> = all.latencies_us.iter().map(|&v| f64::from(v)).collect();
+    let mut pct = |q: f64| quantile(&mut us, q).unwrap_or(0.0).round() as u64;
+    let (p50, p90, p99) = (pct(0.5), pct(0.9), pct(0.99));
     let cpu_us = own_cpu_us();
     println!(
         "RESULT target_rps={:.0} rps={:.1} requests={n} p50_us={} p90_us={} p99_us={} max_us={} errors={} non2xx={} unsent={unsent} loadgen_cpu_us_per_req={:.1}",
         args.rate,
         n as f64 / args.duration,
-        percentile(&all.latencies_us, 50.0),
-        percentile(&all.latencies_us, 90.0),
-        percentile(&all.latencies_us, 99.0),
-        all.latencies_us.last().copied().unwrap_or(0),
+        p50,
+        p90,
+        p99,
+        max,
         all.errors,
         all.non2xx,
         cpu_us as f64 / (released.max(1) as f64),
