@@ -488,6 +488,17 @@ mod tests {
     }
 
     #[test]
+    fn the_review_future_stays_small() {
+        // Decoding and encoding run outside the future; only the boxed pod
+        // crosses the await. A value held across it (a decoded object, a
+        // buffer) would grow every in-flight review.
+        let admission = Admission::new(Pipeline::builder().build());
+        let size = std::mem::size_of_val(&admission.review(b"{}"));
+        println!("review future: {size} bytes");
+        assert!(size < 1536, "the review future is {size} bytes");
+    }
+
+    #[test]
     fn hand_written_review_json_matches_serde() {
         let mut patched = AdmissionResponse::allow("705a\"b\\c\u{1}");
         patched.patch_type = Some("JSONPatch".into());
