@@ -54,6 +54,40 @@ async fn serves_a_real_patch_on_the_embedded_defaults() {
     assert!(text.contains("nemutator_recommendations 5"), "{text}");
 }
 
+/// The API server talks HTTP/2 to webhooks and multiplexes reviews on few
+/// connections: every stream of one connection gets its own answer.
+#[tokio::test]
+async fn concurrent_http2_streams_on_one_connection_are_each_answered() {
+    let hook = Webhook::start(&[]);
+    let client = hook.client();
+    client.wait_ready().await;
+    let template = String::from_utf8(example_review()).unwrap_or_else(|e| panic!("{e}"));
+    let uids: Vec<String> = (0..64).map(|i| format!("h2-stream-{i:02}")).collect();
+    let bodies = uids
+        .iter()
+        .map(|uid| {
+            template
+                .replace("705ab4f5-6393-11e8-b7cc-42010a800002", uid)
+                .into_bytes()
+        })
+        .collect();
+    let replies = client
+        .h2_posts("/mutate", bodies)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(replies.len(), uids.len());
+    for (uid, reply) in uids.iter().zip(&replies) {
+        assert_eq!(reply.status, 200, "{uid}");
+        assert_eq!(reply.content_type, "application/json");
+        let v: serde_json::Value =
+            serde_json::from_slice(&reply.body).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(v["response"]["uid"], uid.as_str());
+        assert!(v["response"]["patch"]
+            .as_str()
+            .is_some_and(|p| !p.is_empty()));
+    }
+}
+
 #[tokio::test]
 async fn bad_requests_get_4xx_and_the_server_survives() {
     let hook = Webhook::start(&[]);

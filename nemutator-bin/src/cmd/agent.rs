@@ -97,6 +97,7 @@ pub async fn run(_global: &Global, args: AgentArgs) -> anyhow::Result<ExitCode> 
         AgentRouter::new(Arc::new(state)),
         shutdown_signal(),
         args.drain.0,
+        nemutator_core::server::ConnectionThreads::per_core("conn")?,
     )
     .await;
     Ok(ExitCode::SUCCESS)

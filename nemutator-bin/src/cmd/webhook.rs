@@ -34,6 +34,7 @@ pub async fn run(global: &Global, args: WebhookArgs) -> anyhow::Result<ExitCode>
         Router::new(state),
         shutdown_signal(),
         args.drain.0,
+        server::ConnectionThreads::per_core("conn")?,
     )
     .await;
     Ok(ExitCode::SUCCESS)

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 
@@ -247,6 +247,65 @@ impl Client {
             peer_cert,
             version,
         })
+    }
+
+    /// POST each of `bodies` to `path` as concurrent streams of one HTTP/2
+    /// connection (ALPN `h2`); replies in the order of `bodies`.
+    pub async fn h2_posts(&self, path: &str, bodies: Vec<Vec<u8>>) -> Result<Vec<Reply>, String> {
+        let mut config = (*self.config).clone();
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        let tcp = tokio::net::TcpStream::connect(self.addr)
+            .await
+            .map_err(|e| e.to_string())?;
+        let name = ServerName::try_from("localhost").map_err(|e| e.to_string())?;
+        let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+            .connect(name, tcp)
+            .await
+            .map_err(|e| e.to_string())?;
+        if tls.get_ref().1.alpn_protocol() != Some(b"h2") {
+            return Err("the server did not negotiate h2".into());
+        }
+        let (sender, conn) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+                .await
+                .map_err(|e| e.to_string())?;
+        tokio::spawn(conn);
+        let streams = bodies.into_iter().map(|body| {
+            let mut sender = sender.clone();
+            async move {
+                let req = hyper::Request::builder()
+                    .method("POST")
+                    .uri(format!("https://localhost{path}"))
+                    .header("content-type", "application/json")
+                    .body(Full::new(Bytes::from(body)))
+                    .map_err(|e| e.to_string())?;
+                let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
+                let status = resp.status().as_u16();
+                let content_type = resp
+                    .headers()
+                    .get("content-type")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_owned();
+                let body = resp
+                    .into_body()
+                    .collect()
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .to_bytes();
+                Ok::<_, String>(Reply {
+                    status,
+                    content_type,
+                    body,
+                    peer_cert: Vec::new(),
+                    version: None,
+                })
+            }
+        });
+        futures_util::future::join_all(streams)
+            .await
+            .into_iter()
+            .collect()
     }
 
     /// Poll `/readyz` until 200.

@@ -6,6 +6,7 @@
 //! hyper (HTTP/1.1 and HTTP/2) and drains connections on shutdown.
 
 pub mod telemetry;
+pub mod threads;
 pub mod tls;
 
 use std::convert::Infallible;
@@ -18,7 +19,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::{header, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
@@ -28,6 +29,7 @@ use tower::Service;
 use crate::admission::{Admission, Outcome};
 use crate::recommend::RecommendationStore;
 pub use telemetry::Telemetry;
+pub use threads::ConnectionThreads;
 
 /// Largest accepted AdmissionReview body (the API server's own limit is 3 MiB
 /// per object).
@@ -220,12 +222,17 @@ where
 /// same shape, such as the profiling agent's) over TLS on `listener` until
 /// `shutdown` resolves, then stop accepting and let open connections finish
 /// (at most `drain`). HTTP/1.1 and HTTP/2 (ALPN).
+///
+/// Accepted connections are dealt to `threads` in turn and live there (see
+/// [`threads`] for why); the accept loop itself runs on the caller's
+/// runtime. `threads` are stopped when this returns.
 pub async fn serve<S, B>(
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
     service: S,
     shutdown: impl Future<Output = ()>,
     drain: Duration,
+    threads: ConnectionThreads,
 ) where
     S: Service<Request<hyper::body::Incoming>, Response = Response<B>, Error = Infallible>
         + Clone
@@ -238,7 +245,7 @@ pub async fn serve<S, B>(
 {
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     let graceful = GracefulShutdown::new();
-    let builder = auto::Builder::new(TokioExecutor::new());
+    let builder = auto::Builder::new(threads.executor());
     tokio::pin!(shutdown);
     loop {
         let (tcp, peer) = tokio::select! {
@@ -253,11 +260,26 @@ pub async fn serve<S, B>(
             () = &mut shutdown => break,
         };
         let _ = tcp.set_nodelay(true);
+        // The socket moves to the reactor of the thread that will serve it.
+        let tcp = match tcp.into_std() {
+            Ok(tcp) => tcp,
+            Err(e) => {
+                tracing::debug!(%peer, error = %e, "could not hand over a connection");
+                continue;
+            }
+        };
         let acceptor = acceptor.clone();
         let service = TowerToHyperService::new(service.clone());
         let builder = builder.clone();
         let watcher = graceful.watcher();
-        tokio::spawn(async move {
+        threads.spawn(async move {
+            let tcp = match tokio::net::TcpStream::from_std(tcp) {
+                Ok(tcp) => tcp,
+                Err(e) => {
+                    tracing::debug!(%peer, error = %e, "could not register a connection");
+                    return;
+                }
+            };
             let tls =
                 match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
                     Ok(Ok(s)) => s,
@@ -279,4 +301,5 @@ pub async fn serve<S, B>(
         () = graceful.shutdown() => tracing::info!("all connections closed"),
         () = tokio::time::sleep(drain) => tracing::warn!("drain timed out"),
     }
+    drop(threads);
 }
