@@ -8,6 +8,9 @@
 //!   target/release/examples/review_loop 1000
 //! ```
 //!
+//! A second argument names another review file to loop over instead (say,
+//! the example written compactly, as the API server sends it).
+//!
 //! Divide the `I refs` valgrind prints by N for instructions per review
 //! (decode, mutation chain, patch, response encoding). Without valgrind it
 //! prints the wall-clock time per review.
@@ -54,8 +57,12 @@ fn main() -> anyhow::Result<()> {
         .layer(ResourcesLayer::new(store, policies))
         .build();
     let admission = Admission::new(pipeline);
+    // An optional second argument names another review to loop over.
+    let path = std::env::args()
+        .nth(2)
+        .unwrap_or_else(|| "examples/admission-review.json".into());
     let body =
-        std::fs::read("examples/admission-review.json").context("run from the repository root")?;
+        std::fs::read(&path).with_context(|| format!("{path} (run from the repository root)"))?;
     let start = std::time::Instant::now();
     let bytes = run_reviews(&rt, &admission, &body, n)?;
     eprintln!(

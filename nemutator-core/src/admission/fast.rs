@@ -1,0 +1,977 @@
+//! A decoder for the common shape of a pod AdmissionReview, written for the
+//! admission path: one pass over the text, field names compared as they
+//! are read, unused values skipped by a scanner that only checks them, and
+//! strings without escapes copied straight from the input.
+//!
+//! It gives up ([`None`]) on anything it is not sure of (an escape in a field
+//! name, a repeated field, a `null` where a value is required, a number for a
+//! quantity, nesting deeper than [`MAX_DEPTH`], any syntax error), and the
+//! caller then decodes with serde, which gives the answer or the error
+//! message. So it only has to be right when it succeeds: then its result is
+//! what serde gives for the same text (tests and the admission fuzz target
+//! check this on arbitrary input). It is at least as strict as serde_json
+//! about what it skips (strings, escapes, numbers and literals are checked,
+//! not just stepped over), so it never accepts text serde rejects.
+//!
+//! Values it does not model field by field (`env`, resource `claims`) are
+//! checked by the scanner and then handed to serde.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{EnvVar, ResourceClaim, ResourceRequirements};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use serde::de::DeserializeOwned;
+
+use super::{Gvk, PodRequestIn, PodReviewIn};
+use crate::mutate::{ContainerView, MetaView, PodSpecView, PodView};
+
+/// Deepest nesting of arrays and objects decoded here; serde_json's own
+/// limit is 128, so what is accepted here never reaches it.
+pub(super) const MAX_DEPTH: u32 = 100;
+
+/// Gave up: decode with serde instead.
+struct Bail;
+
+type R<T> = Result<T, Bail>;
+
+/// Decode `text` as an AdmissionReview whose object is a pod view, or give up.
+pub(super) fn pod_review(text: &str) -> Option<PodReviewIn> {
+    let mut p = Parser {
+        text,
+        b: text.as_bytes(),
+        i: 0,
+        depth: 0,
+    };
+    let review = p.review().ok()?;
+    p.ws();
+    (p.i == p.b.len()).then_some(review)
+}
+
+struct Parser<'a> {
+    text: &'a str,
+    b: &'a [u8],
+    i: usize,
+    depth: u32,
+}
+
+/// Mark field `bit` of `seen` as read; a second time gives up (serde rejects
+/// a repeated field).
+fn once(seen: &mut u32, bit: u32) -> R<()> {
+    if *seen & bit != 0 {
+        return Err(Bail);
+    }
+    *seen |= bit;
+    Ok(())
+}
+
+impl<'a> Parser<'a> {
+    fn ws(&mut self) {
+        while let Some(b' ' | b'\n' | b'\r' | b'\t') = self.b.get(self.i) {
+            self.i += 1;
+        }
+    }
+
+    /// The next byte after whitespace (not consumed).
+    fn peek(&mut self) -> Option<u8> {
+        self.ws();
+        self.b.get(self.i).copied()
+    }
+
+    fn eat(&mut self, c: u8) -> R<()> {
+        if self.peek() == Some(c) {
+            self.i += 1;
+            Ok(())
+        } else {
+            Err(Bail)
+        }
+    }
+
+    /// `null` (consumed) or not (nothing consumed).
+    fn null(&mut self) -> R<bool> {
+        if self.peek() != Some(b'n') {
+            return Ok(false);
+        }
+        self.literal(b"null")?;
+        Ok(true)
+    }
+
+    fn literal(&mut self, word: &[u8]) -> R<()> {
+        if self.b.get(self.i..self.i + word.len()) == Some(word) {
+            self.i += word.len();
+            Ok(())
+        } else {
+            Err(Bail)
+        }
+    }
+
+    fn enter(&mut self) -> R<()> {
+        self.depth += 1;
+        if self.depth >= MAX_DEPTH {
+            return Err(Bail);
+        }
+        Ok(())
+    }
+
+    /// Walk an object, calling `field` with each key (escape-free keys only)
+    /// positioned at its value; `field` must consume the value.
+    fn object(&mut self, mut field: impl FnMut(&mut Self, &'a str) -> R<()>) -> R<()> {
+        self.eat(b'{')?;
+        self.enter()?;
+        if self.peek() == Some(b'}') {
+            self.i += 1;
+            self.depth -= 1;
+            return Ok(());
+        }
+        loop {
+            self.eat(b'"')?;
+            let key = self.plain_key()?;
+            self.eat(b':')?;
+            field(self, key)?;
+            match self.peek() {
+                Some(b',') => self.i += 1,
+                Some(b'}') => {
+                    self.i += 1;
+                    self.depth -= 1;
+                    return Ok(());
+                }
+                _ => return Err(Bail),
+            }
+        }
+    }
+
+    /// Walk an array, calling `item` positioned at each element.
+    fn array(&mut self, mut item: impl FnMut(&mut Self) -> R<()>) -> R<()> {
+        self.eat(b'[')?;
+        self.enter()?;
+        if self.peek() == Some(b']') {
+            self.i += 1;
+            self.depth -= 1;
+            return Ok(());
+        }
+        loop {
+            item(self)?;
+            match self.peek() {
+                Some(b',') => self.i += 1,
+                Some(b']') => {
+                    self.i += 1;
+                    self.depth -= 1;
+                    return Ok(());
+                }
+                _ => return Err(Bail),
+            }
+        }
+    }
+
+    /// After the opening quote: a key without escapes or control characters.
+    fn plain_key(&mut self) -> R<&'a str> {
+        let start = self.i;
+        self.i = plain_run(self.b, self.i);
+        if self.b.get(self.i) != Some(&b'"') {
+            return Err(Bail);
+        }
+        let key = self.text.get(start..self.i).ok_or(Bail)?;
+        self.i += 1;
+        Ok(key)
+    }
+
+    /// A JSON string (escapes decoded).
+    fn string(&mut self) -> R<Cow<'a, str>> {
+        self.eat(b'"')?;
+        let start = self.i;
+        self.i = plain_run(self.b, self.i);
+        match self.b.get(self.i) {
+            Some(b'"') => {
+                let s = self.text.get(start..self.i).ok_or(Bail)?;
+                self.i += 1;
+                return Ok(Cow::Borrowed(s));
+            }
+            Some(b'\\') => {}
+            _ => return Err(Bail),
+        }
+        let mut out = String::with_capacity(self.i - start + 16);
+        out.push_str(self.text.get(start..self.i).ok_or(Bail)?);
+        loop {
+            let run = self.i;
+            self.i = plain_run(self.b, self.i);
+            out.push_str(self.text.get(run..self.i).ok_or(Bail)?);
+            match self.b.get(self.i) {
+                Some(b'"') => {
+                    self.i += 1;
+                    return Ok(Cow::Owned(out));
+                }
+                Some(b'\\') => {
+                    self.i += 1;
+                    let c = match self.b.get(self.i) {
+                        Some(b'"') => '"',
+                        Some(b'\\') => '\\',
+                        Some(b'/') => '/',
+                        Some(b'b') => '\u{8}',
+                        Some(b'f') => '\u{c}',
+                        Some(b'n') => '\n',
+                        Some(b'r') => '\r',
+                        Some(b't') => '\t',
+                        Some(b'u') => {
+                            self.i += 1;
+                            let c = self.unicode_escape()?;
+                            out.push(c);
+                            continue;
+                        }
+                        _ => return Err(Bail),
+                    };
+                    self.i += 1;
+                    out.push(c);
+                }
+                _ => return Err(Bail),
+            }
+        }
+    }
+
+    fn hex4(&mut self) -> R<u32> {
+        let digits = self.b.get(self.i..self.i + 4).ok_or(Bail)?;
+        let mut v = 0;
+        for &d in digits {
+            v = v * 16 + char::from(d).to_digit(16).ok_or(Bail)?;
+        }
+        self.i += 4;
+        Ok(v)
+    }
+
+    /// After `\u`: the character, a surrogate pair joined; a lone surrogate
+    /// gives up (serde rejects it in a decoded string).
+    fn unicode_escape(&mut self) -> R<char> {
+        let first = self.hex4()?;
+        let code = match first {
+            0xD800..=0xDBFF => {
+                self.literal(b"\\u")?;
+                let second = self.hex4()?;
+                if !(0xDC00..=0xDFFF).contains(&second) {
+                    return Err(Bail);
+                }
+                0x10000 + ((first - 0xD800) << 10) + (second - 0xDC00)
+            }
+            0xDC00..=0xDFFF => return Err(Bail),
+            c => c,
+        };
+        char::from_u32(code).ok_or(Bail)
+    }
+
+    fn owned_string(&mut self) -> R<String> {
+        Ok(self.string()?.into_owned())
+    }
+
+    fn opt_string(&mut self) -> R<Option<String>> {
+        if self.null()? {
+            return Ok(None);
+        }
+        self.owned_string().map(Some)
+    }
+
+    /// A map of strings; a repeated key keeps the last value, as serde does.
+    fn opt_string_map<V>(&mut self, wrap: impl Fn(String) -> V) -> R<Option<BTreeMap<String, V>>> {
+        if self.null()? {
+            return Ok(None);
+        }
+        let mut map = BTreeMap::new();
+        self.eat(b'{')?;
+        self.enter()?;
+        if self.peek() == Some(b'}') {
+            self.i += 1;
+        } else {
+            loop {
+                let key = self.owned_string()?;
+                self.eat(b':')?;
+                let value = self.owned_string()?;
+                map.insert(key, wrap(value));
+                match self.peek() {
+                    Some(b',') => self.i += 1,
+                    Some(b'}') => {
+                        self.i += 1;
+                        break;
+                    }
+                    _ => return Err(Bail),
+                }
+            }
+        }
+        self.depth -= 1;
+        Ok(Some(map))
+    }
+
+    /// A value checked by the scanner, then decoded by serde.
+    fn with_serde<T: DeserializeOwned>(&mut self) -> R<T> {
+        self.ws();
+        let start = self.i;
+        self.skip()?;
+        let raw = self.text.get(start..self.i).ok_or(Bail)?;
+        serde_json::from_str(raw).map_err(|_| Bail)
+    }
+
+    /// Step over one value, checking it as serde_json would.
+    fn skip(&mut self) -> R<()> {
+        match self.peek().ok_or(Bail)? {
+            b'"' => {
+                self.i += 1;
+                self.skip_string_body()
+            }
+            b'{' => {
+                self.i += 1;
+                self.enter()?;
+                if self.peek() == Some(b'}') {
+                    self.i += 1;
+                } else {
+                    loop {
+                        self.eat(b'"')?;
+                        self.skip_string_body()?;
+                        self.eat(b':')?;
+                        self.skip()?;
+                        match self.peek() {
+                            Some(b',') => self.i += 1,
+                            Some(b'}') => {
+                                self.i += 1;
+                                break;
+                            }
+                            _ => return Err(Bail),
+                        }
+                    }
+                }
+                self.depth -= 1;
+                Ok(())
+            }
+            b'[' => {
+                self.i += 1;
+                self.enter()?;
+                if self.peek() == Some(b']') {
+                    self.i += 1;
+                } else {
+                    loop {
+                        self.skip()?;
+                        match self.peek() {
+                            Some(b',') => self.i += 1,
+                            Some(b']') => {
+                                self.i += 1;
+                                break;
+                            }
+                            _ => return Err(Bail),
+                        }
+                    }
+                }
+                self.depth -= 1;
+                Ok(())
+            }
+            b't' => self.literal(b"true"),
+            b'f' => self.literal(b"false"),
+            b'n' => self.literal(b"null"),
+            b'-' | b'0'..=b'9' => self.skip_number(),
+            _ => Err(Bail),
+        }
+    }
+
+    /// After the opening quote: to just past the closing one.
+    fn skip_string_body(&mut self) -> R<()> {
+        loop {
+            self.i = plain_run(self.b, self.i);
+            match self.b.get(self.i) {
+                Some(b'"') => {
+                    self.i += 1;
+                    return Ok(());
+                }
+                Some(b'\\') => {
+                    self.i += 1;
+                    match self.b.get(self.i) {
+                        Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => self.i += 1,
+                        Some(b'u') => {
+                            self.i += 1;
+                            self.hex4()?;
+                        }
+                        _ => return Err(Bail),
+                    }
+                }
+                _ => return Err(Bail),
+            }
+        }
+    }
+
+    /// `-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?`
+    fn skip_number(&mut self) -> R<()> {
+        if self.b.get(self.i) == Some(&b'-') {
+            self.i += 1;
+        }
+        match self.b.get(self.i) {
+            Some(b'0') => self.i += 1,
+            Some(b'1'..=b'9') => self.digits(),
+            _ => return Err(Bail),
+        }
+        if self.b.get(self.i) == Some(&b'.') {
+            self.i += 1;
+            if !matches!(self.b.get(self.i), Some(b'0'..=b'9')) {
+                return Err(Bail);
+            }
+            self.digits();
+        }
+        if let Some(b'e' | b'E') = self.b.get(self.i) {
+            self.i += 1;
+            if let Some(b'+' | b'-') = self.b.get(self.i) {
+                self.i += 1;
+            }
+            if !matches!(self.b.get(self.i), Some(b'0'..=b'9')) {
+                return Err(Bail);
+            }
+            self.digits();
+        }
+        Ok(())
+    }
+
+    fn digits(&mut self) {
+        while let Some(b'0'..=b'9') = self.b.get(self.i) {
+            self.i += 1;
+        }
+    }
+
+    // The shapes of `super::PodReviewIn` and `crate::mutate::PodView`, field
+    // for field (serde's derive is the reference).
+
+    fn review(&mut self) -> R<PodReviewIn> {
+        let mut out = PodReviewIn {
+            api_version: None,
+            kind: None,
+            request: None,
+        };
+        let mut seen = 0;
+        self.object(|p, key| match key {
+            "apiVersion" => {
+                once(&mut seen, 1)?;
+                out.api_version = p.opt_string()?;
+                Ok(())
+            }
+            "kind" => {
+                once(&mut seen, 2)?;
+                out.kind = p.opt_string()?;
+                Ok(())
+            }
+            "request" => {
+                once(&mut seen, 4)?;
+                out.request = if p.null()? { None } else { Some(p.request()?) };
+                Ok(())
+            }
+            _ => p.skip(),
+        })?;
+        Ok(out)
+    }
+
+    fn request(&mut self) -> R<PodRequestIn> {
+        let mut uid = None;
+        let mut out = PodRequestIn {
+            uid: String::new(),
+            kind: Gvk::default(),
+            sub_resource: None,
+            namespace: None,
+            operation: None,
+            object: None,
+        };
+        let mut seen = 0;
+        self.object(|p, key| match key {
+            "uid" => {
+                once(&mut seen, 1)?;
+                uid = Some(p.owned_string()?);
+                Ok(())
+            }
+            "kind" => {
+                once(&mut seen, 2)?;
+                out.kind = p.gvk()?;
+                Ok(())
+            }
+            "subResource" => {
+                once(&mut seen, 4)?;
+                out.sub_resource = p.opt_string()?;
+                Ok(())
+            }
+            "namespace" => {
+                once(&mut seen, 8)?;
+                out.namespace = p.opt_string()?;
+                Ok(())
+            }
+            "operation" => {
+                once(&mut seen, 16)?;
+                out.operation = p.opt_string()?;
+                Ok(())
+            }
+            "object" => {
+                once(&mut seen, 32)?;
+                out.object = if p.null()? { None } else { Some(p.pod()?) };
+                Ok(())
+            }
+            _ => p.skip(),
+        })?;
+        // `uid` is required.
+        out.uid = uid.ok_or(Bail)?;
+        Ok(out)
+    }
+
+    fn gvk(&mut self) -> R<Gvk> {
+        let mut out = Gvk::default();
+        let mut seen = 0;
+        self.object(|p, key| match key {
+            "group" => {
+                once(&mut seen, 1)?;
+                out.group = p.owned_string()?;
+                Ok(())
+            }
+            "version" => {
+                once(&mut seen, 2)?;
+                out.version = p.owned_string()?;
+                Ok(())
+            }
+            "kind" => {
+                once(&mut seen, 4)?;
+                out.kind = p.owned_string()?;
+                Ok(())
+            }
+            _ => p.skip(),
+        })?;
+        Ok(out)
+    }
+
+    fn pod(&mut self) -> R<PodView> {
+        let mut out = PodView::default();
+        let mut seen = 0;
+        self.object(|p, key| match key {
+            "metadata" => {
+                once(&mut seen, 1)?;
+                out.metadata = p.meta()?;
+                Ok(())
+            }
+            "spec" => {
+                once(&mut seen, 2)?;
+                out.spec = if p.null()? { None } else { Some(p.spec()?) };
+                Ok(())
+            }
+            _ => p.skip(),
+        })?;
+        Ok(out)
+    }
+
+    fn meta(&mut self) -> R<MetaView> {
+        let mut out = MetaView::default();
+        let mut seen = 0;
+        self.object(|p, key| match key {
+            "name" => {
+                once(&mut seen, 1)?;
+                out.name = p.opt_string()?;
+                Ok(())
+            }
+            "generateName" => {
+                once(&mut seen, 2)?;
+                out.generate_name = p.opt_string()?;
+                Ok(())
+            }
+            "namespace" => {
+                once(&mut seen, 4)?;
+                out.namespace = p.opt_string()?;
+                Ok(())
+            }
+            "labels" => {
+                once(&mut seen, 8)?;
+                out.labels = p.opt_string_map(|v| v)?;
+                Ok(())
+            }
+            "annotations" => {
+                once(&mut seen, 16)?;
+                out.annotations = p.opt_string_map(|v| v)?;
+                Ok(())
+            }
+            "ownerReferences" => {
+                once(&mut seen, 32)?;
+                out.owner_references = if p.null()? {
+                    None
+                } else {
+                    let mut refs = Vec::new();
+                    p.array(|p| {
+                        refs.push(p.owner_reference()?);
+                        Ok(())
+                    })?;
+                    Some(refs)
+                };
+                Ok(())
+            }
+            _ => p.skip(),
+        })?;
+        Ok(out)
+    }
+
+    fn owner_reference(&mut self) -> R<OwnerReference> {
+        let (mut api_version, mut kind, mut name, mut uid) = (None, None, None, None);
+        let (mut controller, mut block_owner_deletion) = (None, None);
+        let mut seen = 0;
+        self.object(|p, key| match key {
+            "apiVersion" => {
+                once(&mut seen, 1)?;
+                api_version = Some(p.owned_string()?);
+                Ok(())
+            }
+            "kind" => {
+                once(&mut seen, 2)?;
+                kind = Some(p.owned_string()?);
+                Ok(())
+            }
+            "name" => {
+                once(&mut seen, 4)?;
+                name = Some(p.owned_string()?);
+                Ok(())
+            }
+            "uid" => {
+                once(&mut seen, 8)?;
+                uid = Some(p.owned_string()?);
+                Ok(())
+            }
+            "controller" => {
+                once(&mut seen, 16)?;
+                controller = p.opt_bool()?;
+                Ok(())
+            }
+            "blockOwnerDeletion" => {
+                once(&mut seen, 32)?;
+                block_owner_deletion = p.opt_bool()?;
+                Ok(())
+            }
+            _ => p.skip(),
+        })?;
+        // The four names are required (k8s-openapi rejects a reference without one).
+        Ok(OwnerReference {
+            api_version: api_version.ok_or(Bail)?,
+            kind: kind.ok_or(Bail)?,
+            name: name.ok_or(Bail)?,
+            uid: uid.ok_or(Bail)?,
+            controller,
+            block_owner_deletion,
+        })
+    }
+
+    fn opt_bool(&mut self) -> R<Option<bool>> {
+        match self.peek() {
+            Some(b'n') => self.literal(b"null").map(|()| None),
+            Some(b't') => self.literal(b"true").map(|()| Some(true)),
+            Some(b'f') => self.literal(b"false").map(|()| Some(false)),
+            _ => Err(Bail),
+        }
+    }
+
+    fn spec(&mut self) -> R<PodSpecView> {
+        let mut out = PodSpecView::default();
+        let mut seen = 0;
+        self.object(|p, key| match key {
+            "containers" => {
+                once(&mut seen, 1)?;
+                out.containers = p.containers()?;
+                Ok(())
+            }
+            "initContainers" => {
+                once(&mut seen, 2)?;
+                out.init_containers = if p.null()? {
+                    None
+                } else {
+                    Some(p.containers()?)
+                };
+                Ok(())
+            }
+            _ => p.skip(),
+        })?;
+        Ok(out)
+    }
+
+    fn containers(&mut self) -> R<Vec<ContainerView>> {
+        let mut out = Vec::new();
+        self.array(|p| {
+            out.push(p.container()?);
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    fn container(&mut self) -> R<ContainerView> {
+        let mut out = ContainerView::default();
+        let mut seen = 0;
+        self.object(|p, key| match key {
+            "name" => {
+                once(&mut seen, 1)?;
+                out.name = p.owned_string()?;
+                Ok(())
+            }
+            "restartPolicy" => {
+                once(&mut seen, 2)?;
+                out.restart_policy = p.opt_string()?;
+                Ok(())
+            }
+            "resources" => {
+                once(&mut seen, 4)?;
+                out.resources = if p.null()? {
+                    None
+                } else {
+                    Some(p.resources()?)
+                };
+                Ok(())
+            }
+            "env" => {
+                once(&mut seen, 8)?;
+                out.env = p.with_serde::<Option<Vec<EnvVar>>>()?;
+                Ok(())
+            }
+            _ => p.skip(),
+        })?;
+        Ok(out)
+    }
+
+    fn resources(&mut self) -> R<ResourceRequirements> {
+        let mut out = ResourceRequirements::default();
+        let mut seen = 0;
+        self.object(|p, key| match key {
+            "claims" => {
+                once(&mut seen, 1)?;
+                out.claims = p.with_serde::<Option<Vec<ResourceClaim>>>()?;
+                Ok(())
+            }
+            "limits" => {
+                once(&mut seen, 2)?;
+                out.limits = p.opt_string_map(Quantity)?;
+                Ok(())
+            }
+            "requests" => {
+                once(&mut seen, 4)?;
+                out.requests = p.opt_string_map(Quantity)?;
+                Ok(())
+            }
+            _ => p.skip(),
+        })?;
+        Ok(out)
+    }
+}
+
+/// Where the run of plain string bytes starting at `i` ends: the index of
+/// the first `"`, `\` or control character, or the end of `b`. Eight bytes at
+/// a time.
+fn plain_run(b: &[u8], mut i: usize) -> usize {
+    while let Some(chunk) = b.get(i..i + 8) {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let m = special(u64::from_le_bytes(word));
+        if m != 0 {
+            return i + (m.trailing_zeros() / 8) as usize;
+        }
+        i += 8;
+    }
+    while let Some(&c) = b.get(i) {
+        if c == b'"' || c == b'\\' || c < 0x20 {
+            break;
+        }
+        i += 1;
+    }
+    i
+}
+
+/// The high bit of each byte of `w` (little-endian) that is `"`, `\` or
+/// below 0x20. Bytes above the first such byte may be marked wrongly (a
+/// borrow runs on), so only the lowest mark is exact: that is the one used.
+fn special(w: u64) -> u64 {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let zero_in = |v: u64| v.wrapping_sub(ONES) & !v & HIGH;
+    let quote = zero_in(w ^ (ONES * u64::from(b'"')));
+    let backslash = zero_in(w ^ (ONES * u64::from(b'\\')));
+    // Bytes below 0x20 (bytes of 0x80 and up are not: their high bit is set).
+    let control = w.wrapping_sub(ONES * 0x20) & !w & HIGH;
+    quote | backslash | control
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn serde_decode(text: &str) -> Option<PodReviewIn> {
+        serde_json::from_str(text).ok()
+    }
+
+    /// What the fast decoder gives must be what serde gives.
+    fn check(text: &str) -> Option<PodReviewIn> {
+        let fast = pod_review(text);
+        if let Some(fast) = &fast {
+            assert_eq!(Some(fast), serde_decode(text).as_ref(), "{text}");
+        }
+        fast
+    }
+
+    const EXAMPLE: &str = include_str!("../../../examples/admission-review.json");
+
+    #[test]
+    fn decodes_the_example_as_serde_does() {
+        let review = check(EXAMPLE).expect("the example takes the fast path");
+        let pod = review.request.and_then(|r| r.object).expect("a pod");
+        assert_eq!(pod.spec.map(|s| s.containers.len()), Some(1));
+    }
+
+    #[test]
+    fn decodes_compact_text_and_escapes() {
+        let compact = serde_json::to_string(
+            &serde_json::from_str::<serde_json::Value>(EXAMPLE).expect("JSON"),
+        )
+        .expect("JSON");
+        assert!(check(&compact).is_some());
+        let escaped = EXAMPLE.replace(
+            r#""example.com/owner": "team-a""#,
+            r#""example.com/owner": "t\"e\\a\/m\n\u00e9\ud83d\ude00\u003c""#,
+        );
+        let review = check(&escaped).expect("escapes in values take the fast path");
+        let ann = review
+            .request
+            .and_then(|r| r.object)
+            .and_then(|p| p.metadata.annotations)
+            .expect("annotations");
+        assert_eq!(ann["example.com/owner"], "t\"e\\a/m\né😀<");
+    }
+
+    #[test]
+    fn gives_up_where_serde_must_decide() {
+        for (what, text) in [
+            (
+                "repeated field",
+                EXAMPLE.replace(
+                    r#""operation": "CREATE","#,
+                    r#""operation": "CREATE", "operation": "CREATE","#,
+                ),
+            ),
+            (
+                "escaped field name",
+                EXAMPLE.replace(r#""operation""#, r#""op\u0065ration""#),
+            ),
+            ("lone surrogate", EXAMPLE.replace("team-a", r"\ud800")),
+            (
+                "numeric quantity",
+                EXAMPLE.replace(r#""cpu": "500m""#, r#""cpu": 2"#),
+            ),
+            ("control character", EXAMPLE.replace("team-a", "team\u{1}a")),
+            (
+                "bad number",
+                EXAMPLE.replace(r#""containerPort": 8080"#, r#""containerPort": 08080"#),
+            ),
+            ("trailing text", format!("{EXAMPLE} x")),
+            (
+                "null uid",
+                EXAMPLE.replace(r#""705ab4f5-6393-11e8-b7cc-42010a800002""#, "null"),
+            ),
+            (
+                "deep nesting",
+                EXAMPLE.replace(
+                    r#""dryRun": false"#,
+                    &format!(r#""dryRun": {}{}"#, "[".repeat(120), "]".repeat(120)),
+                ),
+            ),
+        ] {
+            assert!(check(&text).is_none(), "{what}");
+        }
+    }
+
+    #[test]
+    fn owner_references_and_env_as_serde_reads_them() {
+        for (from, to) in [
+            (
+                r#""controller": true"#,
+                r#""controller": null, "extra": [1, {"a": "b"}]"#,
+            ),
+            (
+                r#""controller": true, "blockOwnerDeletion": true"#,
+                r#""controller": false"#,
+            ),
+            (
+                r#""ownerReferences": ["#,
+                r#""ownerReferences": [{"apiVersion": "v1", "kind": "Node", "name": "n", "uid": "u"}, "#,
+            ),
+            (
+                r#""restartPolicy": "Always","#,
+                r#""restartPolicy": "Always", "env": [{"name": "A", "value": "1"}, {"name": "B", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}],"#,
+            ),
+            (
+                r#""ownerReferences": ["#,
+                r#""ownerReferences": null, "x": ["#,
+            ),
+        ] {
+            let text = EXAMPLE.replace(from, to);
+            assert_ne!(text, EXAMPLE, "{from}");
+            assert!(check(&text).is_some(), "{to}");
+        }
+    }
+
+    proptest::proptest! {
+        /// Any strings serde writes (escapes, control characters, any
+        /// Unicode) in labels, annotations and skipped fields, pretty or
+        /// compact: the fast path takes them and reads what serde reads.
+        #[test]
+        fn strings_of_any_text_read_as_serde_reads_them(
+            labels in proptest::collection::btree_map(".{0,12}", ".{0,24}", 0..6),
+            skipped in ".{0,40}",
+            pretty in proptest::bool::ANY,
+        ) {
+            let mut v: serde_json::Value = serde_json::from_str(EXAMPLE).expect("JSON");
+            v["request"]["object"]["metadata"]["labels"] = serde_json::json!(labels);
+            v["request"]["userInfo"]["username"] = serde_json::json!(skipped);
+            let text = if pretty {
+                serde_json::to_string_pretty(&v)
+            } else {
+                serde_json::to_string(&v)
+            }
+            .expect("JSON");
+            let fast = check(&text);
+            proptest::prop_assert!(fast.is_some());
+            let read = fast
+                .and_then(|r| r.request)
+                .and_then(|r| r.object)
+                .and_then(|p| p.metadata.labels);
+            proptest::prop_assert_eq!(read, Some(labels));
+        }
+    }
+
+    #[test]
+    fn skipping_is_as_strict_as_serde() {
+        for value in [
+            "1",
+            "-0.5e+3",
+            "1E9",
+            "true",
+            "null",
+            r#""a\u00ZZ""#,
+            "01",
+            "1.",
+            "-",
+            ".5",
+            "1e",
+            "tru",
+            "[1,]",
+            "{\"a\":1,}",
+            "[1 2]",
+            r#"{"a" 1}"#,
+            "\"\t\"",
+            r#""\x""#,
+            "[]",
+            "{}",
+            r#"[{"a":[{"b":null}]}]"#,
+        ] {
+            let text = EXAMPLE.replace(r#""dryRun": false"#, &format!(r#""dryRun": {value}"#));
+            let fast = check(&text);
+            assert_eq!(fast.is_some(), serde_decode(&text).is_some(), "{value}");
+        }
+    }
+
+    #[test]
+    fn plain_run_stops_at_the_first_special_byte() {
+        let plain = "abcdéfgh ijklmnopqrstu~\u{7f}";
+        for len in 0..plain.len() {
+            let Some(prefix) = plain.get(..len) else {
+                continue;
+            };
+            assert_eq!(plain_run(prefix.as_bytes(), 0), len);
+            for stop in ["\"", "\\", "\u{0}", "\u{1f}", "\n"] {
+                let text = format!("{prefix}{stop}\"\\x\u{1}");
+                assert_eq!(plain_run(text.as_bytes(), 0), len, "{text:?}");
+            }
+        }
+        assert_eq!(plain_run(b"ab\"", 1), 2);
+    }
+}
