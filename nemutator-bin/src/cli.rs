@@ -88,6 +88,9 @@ pub struct WebhookArgs {
     /// How long to let open connections finish after SIGTERM.
     #[arg(long, env = "NEMUTATOR_DRAIN", default_value = "20s")]
     pub drain: nemutator_core::units::HumanDuration,
+    /// Threads serving connections (0: one per core).
+    #[arg(long, env = "NEMUTATOR_THREADS", default_value_t = 0)]
+    pub threads: usize,
 }
 
 #[derive(Debug, Args)]

@@ -34,7 +34,10 @@ pub async fn run(global: &Global, args: WebhookArgs) -> anyhow::Result<ExitCode>
         Router::new(state),
         shutdown_signal(),
         args.drain.0,
-        server::ConnectionThreads::per_core("conn")?,
+        match args.threads {
+            0 => server::ConnectionThreads::per_core("conn")?,
+            n => server::ConnectionThreads::start(n, "conn")?,
+        },
     )
     .await;
     Ok(ExitCode::SUCCESS)
