@@ -12,7 +12,11 @@
 #
 #   git worktree add /tmp/old REV && (cd /tmp/old && cargo build --release -p nemutator-bin --bin nemutator)
 #
-# Environment: BENCH_SECONDS (8).
+# With BENCH_RATE=N the servers are driven open loop instead, at N requests
+# per second by nemutator-bin/examples/loadgen.rs (16 connections), and each
+# line adds the p50 and p99 latency at that rate.
+#
+# Environment: BENCH_SECONDS (8), BENCH_RATE (unset: closed loop with wrk).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,7 +27,7 @@ LUA=scripts/bench-lua/mutate.lua
 BODY=examples/admission-review.json
 
 command -v wrk >/dev/null || { echo "bench-ab.sh: wrk is missing (apt-get install wrk)" >&2; exit 1; }
-cargo build --release --locked -p nemutator-bin --bin nemutator --example baseline_server
+cargo build --release --locked -p nemutator-bin --bin nemutator --example baseline_server --example loadgen
 target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
 NEW=${2:-$target_dir/release/nemutator}
 
@@ -64,7 +68,12 @@ ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 drive() {
   local addr_var="ADDR_$1" pid_var="PID_$1"
   local addr=${!addr_var} pid=${!pid_var}
-  BENCH_BODY=$BODY wrk -t1 -c16 -d"${SECS}s" -s "$LUA" "https://$addr/mutate" >"$tmp/wrk" &
+  if [ -n "${BENCH_RATE:-}" ]; then
+    "$target_dir/release/examples/loadgen" --url "https://$addr/mutate" --body "$BODY" \
+      --rate "$BENCH_RATE" --connections 16 --duration "$SECS" --warmup 0 >"$tmp/wrk" &
+  else
+    BENCH_BODY=$BODY wrk -t1 -c16 -d"${SECS}s" -s "$LUA" "https://$addr/mutate" >"$tmp/wrk" &
+  fi
   local wrk_pid=$!
   sleep 1
   local c0 t0 c1 t1
@@ -74,10 +83,13 @@ drive() {
   c1=$(ticks "$pid")
   t1=$(date +%s.%N)
   wait "$wrk_pid"
-  local rps
-  rps=$(grep -o 'rps=[0-9.]*' "$tmp/wrk" | cut -d= -f2)
-  awk -v n="$1" -v c=$((c1 - c0)) -v t0="$t0" -v t1="$t1" -v r="$rps" -v hz="$(getconf CLK_TCK)" \
-    'BEGIN { cpu = c / hz / (t1 - t0); printf "%-9s %8.0f req/s  server CPU %.2f cores  %.1f us/req\n", n, r, cpu, cpu * 1e6 / r }'
+  local rps latency=""
+  rps=$(grep -o ' rps=[0-9.]*' "$tmp/wrk" | cut -d= -f2)
+  if [ -n "${BENCH_RATE:-}" ]; then
+    latency=$(grep -o 'p50_us=[0-9]* \|p99_us=[0-9]*' "$tmp/wrk" | tr '\n' ' ')
+  fi
+  awk -v n="$1" -v c=$((c1 - c0)) -v t0="$t0" -v t1="$t1" -v r="$rps" -v l="$latency" -v hz="$(getconf CLK_TCK)" \
+    'BEGIN { cpu = c / hz / (t1 - t0); printf "%-9s %8.0f req/s  server CPU %.2f cores  %.1f us/req  %s\n", n, r, cpu, cpu * 1e6 / r, l }'
 }
 
 echo "== $(nproc) cores; load before: $(uptime)"
