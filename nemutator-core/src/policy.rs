@@ -334,16 +334,16 @@ impl Policy {
 
 /// `*` matches any run of characters; everything else matches itself.
 pub fn glob_match(pattern: &str, text: &str) -> bool {
-    let parts: Vec<&str> = pattern.split('*').collect();
-    if parts.len() == 1 {
+    // Runs on every review (policy selection): no allocation.
+    let Some((first, after)) = pattern.split_once('*') else {
         return pattern == text;
-    }
-    let (first, last) = (parts[0], parts[parts.len() - 1]);
-    if !text.starts_with(first) || text.len() < first.len() + last.len() || !text.ends_with(last) {
+    };
+    let (middle, last) = after.rsplit_once('*').unwrap_or(("", after));
+    if text.len() < first.len() + last.len() || !text.starts_with(first) || !text.ends_with(last) {
         return false;
     }
     let mut rest = &text[first.len()..text.len() - last.len()];
-    for mid in &parts[1..parts.len() - 1] {
+    for mid in middle.split('*') {
         match rest.find(mid) {
             Some(i) => rest = &rest[i + mid.len()..],
             None => return false,
@@ -503,6 +503,11 @@ brainsets:
         assert!(glob_match("a*b*c", "axxbyyc"));
         assert!(!glob_match("a*b*c", "ac"));
         assert!(glob_match("exact", "exact"));
+        assert!(glob_match("a**b", "ab"));
+        assert!(glob_match("*a*", "xay"));
+        assert!(!glob_match("ab*ba", "aba"));
+        assert!(glob_match("a*b*b*c", "abbc"));
+        assert!(!glob_match("a*b*b*c", "abc"));
     }
 
     #[test]

@@ -74,20 +74,31 @@ impl FromStr for HumanDuration {
     }
 }
 
-impl fmt::Display for HumanDuration {
-    /// Compound form with the largest units first: `7d`, `1h30m`, `6d23h45m`, `45s`.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+impl HumanDuration {
+    /// Append the [`Display`](fmt::Display) form to `out` (on the admission
+    /// path, without the formatting machinery).
+    pub fn push_to(&self, out: &mut String) {
         let mut s = self.0.as_secs();
         if s == 0 {
-            return f.write_str("0s");
+            out.push_str("0s");
+            return;
         }
-        for (unit, size) in [("d", 86_400), ("h", 3600), ("m", 60), ("s", 1)] {
+        for (unit, size) in [('d', 86_400), ('h', 3600), ('m', 60), ('s', 1)] {
             if s >= size {
-                write!(f, "{}{}", s / size, unit)?;
+                out.push_str(itoa::Buffer::new().format(s / size));
+                out.push(unit);
                 s %= size;
             }
         }
-        Ok(())
+    }
+}
+
+impl fmt::Display for HumanDuration {
+    /// Compound form with the largest units first: `7d`, `1h30m`, `6d23h45m`, `45s`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut s = String::with_capacity(16);
+        self.push_to(&mut s);
+        f.write_str(&s)
     }
 }
 

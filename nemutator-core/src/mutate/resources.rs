@@ -217,7 +217,7 @@ fn size_container(
         }
         [None, None] => {}
     }
-    let _ = write!(line, "{}", policy.window);
+    policy.window.push_to(&mut line);
     if let Some(s) = policy.season {
         let _ = write!(line, ", {s}");
     }
