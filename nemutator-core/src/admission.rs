@@ -464,10 +464,8 @@ fn finish(
             patch: None,
         };
     }
-    let mut bytes = Vec::with_capacity(512);
-    patch.write_json(&mut bytes);
     response.patch_type = Some("JSONPatch".to_string());
-    response.patch = Some(base64::engine::general_purpose::STANDARD.encode(bytes));
+    response.patch = Some(base64::engine::general_purpose::STANDARD.encode(patch.as_json()));
     Reviewed {
         response,
         outcome: Outcome::Patched,

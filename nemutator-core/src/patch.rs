@@ -7,13 +7,12 @@
 //! which matters on the admission path. Keys are escaped (`~` as `~0`, `/` as
 //! `~1`) as paths are built.
 //!
-//! The diff emits [`Ops`], whose paths are already-escaped text and which
-//! write themselves as JSON directly; [`Ops::to_patch`] gives json-patch's
-//! typed [`Patch`] where one is wanted (the CLI, tests), at the cost of
-//! validating every path again.
+//! The diff writes [`Ops`], the patch's JSON text, as it finds each
+//! operation; [`Ops::to_patch`] gives json-patch's typed [`Patch`] where one
+//! is wanted (the CLI, tests), at the cost of parsing that text (which checks
+//! every path again).
 
-use json_patch::jsonptr::PointerBuf;
-use json_patch::{AddOperation, Patch, PatchOperation, RemoveOperation, ReplaceOperation};
+use json_patch::Patch;
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{EnvVar, ResourceRequirements};
@@ -58,12 +57,10 @@ pub enum SnapshotError {
     /// Containers were added or removed.
     #[error("a mutation added or removed containers, which the patch cannot express")]
     Shape,
-    /// Serialising a changed field failed.
+    /// Serialising a changed field failed, or the patch text did not read
+    /// back as a JSON Patch (a bug in the escaping).
     #[error("{0}")]
     Json(#[from] serde_json::Error),
-    /// A path did not make a valid JSON Pointer (a bug in the escaping).
-    #[error("invalid JSON pointer: {0}")]
-    Pointer(String),
 }
 
 impl PodSnapshot {
@@ -91,8 +88,10 @@ impl PodSnapshot {
 
     /// The operations that turn the snapshotted pod into `pod`.
     pub fn diff_ops(&self, pod: &PodView) -> Result<Ops, SnapshotError> {
-        let mut ops = Vec::new();
-        let mut path = Path::default();
+        let mut ops = Ops::with_capacity(1024);
+        let mut path = Path {
+            text: String::with_capacity(128),
+        };
         let meta = &pod.metadata;
         let at = path.push("metadata");
         map_field(
@@ -114,7 +113,7 @@ impl PodSnapshot {
             return if self.has_spec {
                 Err(SnapshotError::Shape)
             } else {
-                Ok(Ops(ops))
+                Ok(ops)
             };
         };
         path.push("spec");
@@ -150,11 +149,11 @@ impl PodSnapshot {
                 _ => return Err(SnapshotError::Shape),
             }
         }
-        Ok(Ops(ops))
+        Ok(ops)
     }
 }
 
-/// What an [`Op`] does.
+/// What an operation does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum OpKind {
     /// `add`
@@ -165,72 +164,113 @@ pub enum OpKind {
     Replace,
 }
 
-/// One RFC 6902 operation with its path as escaped JSON Pointer text.
+/// A JSON Patch held as its RFC 6902 JSON text (members in the order
+/// json-patch writes them: `op`, `path`, `value`), written as the diff finds
+/// each operation, so an operation costs no allocation of its own.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Op {
-    /// The operation.
-    pub kind: OpKind,
-    /// The JSON Pointer (`/metadata/annotations/nemutator.io~1season`).
-    pub path: String,
-    /// The value (`add` and `replace`).
-    pub value: Option<Value>,
+pub struct Ops {
+    /// Always a complete JSON array.
+    json: Vec<u8>,
+    len: usize,
 }
 
-/// A list of operations: a JSON Patch.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct Ops(pub Vec<Op>);
+impl Default for Ops {
+    fn default() -> Self {
+        Ops {
+            json: b"[]".to_vec(),
+            len: 0,
+        }
+    }
+}
 
 impl Ops {
+    /// No operations yet, room for `bytes` of JSON.
+    fn with_capacity(bytes: usize) -> Self {
+        let mut json = Vec::with_capacity(bytes.max(2));
+        json.extend_from_slice(b"[]");
+        Ops { json, len: 0 }
+    }
+
     /// No operations.
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.len == 0
     }
 
-    /// Append the RFC 6902 JSON array (members in the order json-patch
-    /// writes them: `op`, `path`, `value`).
+    /// How many operations.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// The JSON array.
+    pub fn as_json(&self) -> &[u8] {
+        &self.json
+    }
+
+    /// Append the JSON array to `out`.
     pub fn write_json(&self, out: &mut Vec<u8>) {
-        out.push(b'[');
-        for (i, op) in self.0.iter().enumerate() {
-            if i > 0 {
-                out.push(b',');
-            }
-            out.extend_from_slice(match op.kind {
-                OpKind::Add => br#"{"op":"add","path":"#.as_slice(),
-                OpKind::Remove => br#"{"op":"remove","path":"#.as_slice(),
-                OpKind::Replace => br#"{"op":"replace","path":"#.as_slice(),
-            });
-            crate::json::write_str(out, &op.path);
-            if let Some(v) = &op.value {
-                out.extend_from_slice(br#","value":"#);
-                crate::json::write_value(out, v);
-            }
-            out.push(b'}');
-        }
-        out.push(b']');
+        out.extend_from_slice(&self.json);
     }
 
-    /// The same operations as json-patch's typed [`Patch`].
+    /// The same operations as json-patch's typed [`Patch`] (parsed from the
+    /// text, which also checks every path).
     pub fn to_patch(&self) -> Result<Patch, SnapshotError> {
-        self.0
-            .iter()
-            .map(|op| {
-                let path = PointerBuf::parse(op.path.as_str())
-                    .map_err(|e| SnapshotError::Pointer(e.to_string()))?;
-                let value = op.value.clone().unwrap_or_default();
-                Ok(match op.kind {
-                    OpKind::Add => PatchOperation::Add(AddOperation { path, value }),
-                    OpKind::Remove => PatchOperation::Remove(RemoveOperation { path }),
-                    OpKind::Replace => PatchOperation::Replace(ReplaceOperation { path, value }),
-                })
-            })
-            .collect::<Result<Vec<_>, _>>()
-            .map(Patch)
+        Ok(serde_json::from_slice(&self.json)?)
+    }
+
+    /// Open an operation at `path` (escaped JSON Pointer text); the caller
+    /// writes its value, if any, then calls [`Ops::close`].
+    fn open(&mut self, kind: OpKind, path: &str) -> &mut Vec<u8> {
+        self.json.pop(); // the closing `]`
+        if self.len > 0 {
+            self.json.push(b',');
+        }
+        self.len += 1;
+        self.json.extend_from_slice(match kind {
+            OpKind::Add => br#"{"op":"add","path":"#.as_slice(),
+            OpKind::Remove => br#"{"op":"remove","path":"#.as_slice(),
+            OpKind::Replace => br#"{"op":"replace","path":"#.as_slice(),
+        });
+        crate::json::write_str(&mut self.json, path);
+        if kind != OpKind::Remove {
+            self.json.extend_from_slice(br#","value":"#);
+        }
+        &mut self.json
+    }
+
+    fn close(&mut self) {
+        self.json.extend_from_slice(b"}]");
+    }
+
+    fn remove(&mut self, path: &str) {
+        self.open(OpKind::Remove, path);
+        self.close();
+    }
+
+    fn with_str(&mut self, kind: OpKind, path: &str, value: &str) {
+        crate::json::write_str(self.open(kind, path), value);
+        self.close();
+    }
+
+    fn with_value(&mut self, kind: OpKind, path: &str, value: &Value) {
+        crate::json::write_value(self.open(kind, path), value);
+        self.close();
+    }
+
+    fn with_serde<T: Serialize + ?Sized>(
+        &mut self,
+        kind: OpKind,
+        path: &str,
+        value: &T,
+    ) -> Result<(), SnapshotError> {
+        serde_json::to_writer(self.open(kind, path), value)?;
+        self.close();
+        Ok(())
     }
 }
 
 /// A JSON Pointer being built by the diff: tokens are escaped as they are
 /// pushed (`~` as `~0`, `/` as `~1`) and popping is a truncation, which is
-/// much cheaper than editing a [`PointerBuf`] token by token.
+/// much cheaper than editing a [`json_patch::jsonptr::PointerBuf`] token by token.
 #[derive(Default)]
 struct Path {
     text: String,
@@ -241,17 +281,19 @@ impl Path {
     fn push(&mut self, token: &str) -> usize {
         let len = self.text.len();
         self.text.push('/');
-        if token.contains(['~', '/']) {
-            for ch in token.chars() {
-                match ch {
-                    '~' => self.text.push_str("~0"),
-                    '/' => self.text.push_str("~1"),
-                    c => self.text.push(c),
-                }
-            }
-        } else {
-            self.text.push_str(token);
+        let mut rest = token;
+        // Copy runs between the bytes to escape (both ASCII, so every split
+        // is at a character boundary).
+        while let Some(i) = rest.bytes().position(|b| b == b'~' || b == b'/') {
+            self.text.push_str(&rest[..i]);
+            self.text.push_str(if rest.as_bytes()[i] == b'~' {
+                "~0"
+            } else {
+                "~1"
+            });
+            rest = &rest[i + 1..];
         }
+        self.text.push_str(rest);
         len
     }
 
@@ -266,21 +308,12 @@ impl Path {
         self.text.truncate(len);
     }
 
-    /// An operation at this path.
-    fn op(&self, kind: OpKind, value: Option<Value>) -> Op {
-        Op {
-            kind,
-            path: self.text.clone(),
-            value,
-        }
-    }
-
-    /// An operation at this path with `token` appended (a map key).
-    fn op_at(&mut self, token: &str, kind: OpKind, value: Option<Value>) -> Op {
+    /// `token` appended for the duration of `f` (a map key).
+    fn at<R>(&mut self, token: &str, f: impl FnOnce(&str) -> R) -> R {
         let at = self.push(token);
-        let op = self.op(kind, value);
+        let r = f(&self.text);
         self.truncate(at);
-        op
+        r
     }
 }
 
@@ -290,14 +323,32 @@ pub fn diff_pods(from: &PodView, to: &PodView) -> Result<Patch, SnapshotError> {
     diff(&serde_json::to_value(from)?, &serde_json::to_value(to)?)
 }
 
-/// Diff an optional string-keyed map field key by key, serialising only the
+/// A value of a string-keyed map the snapshot covers (labels, annotations,
+/// resource quantities): a JSON string.
+trait MapValue: Serialize + PartialEq {
+    fn text(&self) -> &str;
+}
+
+impl MapValue for String {
+    fn text(&self) -> &str {
+        self
+    }
+}
+
+impl MapValue for k8s_openapi::apimachinery::pkg::api::resource::Quantity {
+    fn text(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Diff an optional string-keyed map field key by key, writing only the
 /// values that changed.
-fn map_field<V: Serialize + PartialEq>(
+fn map_field<V: MapValue>(
     path: &mut Path,
     key: &str,
     a: Option<&BTreeMap<String, V>>,
     b: Option<&BTreeMap<String, V>>,
-    ops: &mut Vec<Op>,
+    ops: &mut Ops,
 ) -> Result<(), SnapshotError> {
     let (Some(a), Some(b)) = (a, b) else {
         return field(path, key, a, b, ops);
@@ -308,18 +359,14 @@ fn map_field<V: Serialize + PartialEq>(
     let at = path.push(key);
     for (k, va) in a {
         match b.get(k) {
-            None => ops.push(path.op_at(k, OpKind::Remove, None)),
-            Some(vb) if vb != va => {
-                let value = serde_json::to_value(vb)?;
-                ops.push(path.op_at(k, OpKind::Replace, Some(value)));
-            }
+            None => path.at(k, |p| ops.remove(p)),
+            Some(vb) if vb != va => path.at(k, |p| ops.with_str(OpKind::Replace, p, vb.text())),
             Some(_) => {}
         }
     }
     for (k, vb) in b {
         if !a.contains_key(k) {
-            let value = serde_json::to_value(vb)?;
-            ops.push(path.op_at(k, OpKind::Add, Some(value)));
+            path.at(k, |p| ops.with_str(OpKind::Add, p, vb.text()));
         }
     }
     path.truncate(at);
@@ -331,7 +378,7 @@ fn resources_field(
     path: &mut Path,
     a: Option<&ResourceRequirements>,
     b: Option<&ResourceRequirements>,
-    ops: &mut Vec<Op>,
+    ops: &mut Ops,
 ) -> Result<(), SnapshotError> {
     let (Some(a), Some(b)) = (a, b) else {
         return field(path, "resources", a, b, ops);
@@ -353,41 +400,48 @@ fn resources_field(
     Ok(())
 }
 
-/// Diff one optional field of the object at `path`.
+/// Diff a field as a whole: added, removed, or (both present) walked as
+/// JSON values.
 fn field<T: Serialize + PartialEq>(
     path: &mut Path,
     key: &str,
     a: Option<&T>,
     b: Option<&T>,
-    ops: &mut Vec<Op>,
+    ops: &mut Ops,
 ) -> Result<(), SnapshotError> {
     if a == b {
         return Ok(());
     }
     let at = path.push(key);
-    match (a, b) {
-        (Some(a), Some(b)) => walk(
-            &serde_json::to_value(a)?,
-            &serde_json::to_value(b)?,
-            path,
-            ops,
-        ),
-        (None, Some(b)) => ops.push(path.op(OpKind::Add, Some(serde_json::to_value(b)?))),
-        (Some(_), None) => ops.push(path.op(OpKind::Remove, None)),
-        (None, None) => {}
-    }
+    let result = match (a, b) {
+        (Some(a), Some(b)) => {
+            walk(
+                &serde_json::to_value(a)?,
+                &serde_json::to_value(b)?,
+                path,
+                ops,
+            );
+            Ok(())
+        }
+        (None, Some(b)) => ops.with_serde(OpKind::Add, &path.text, b),
+        (Some(_), None) => {
+            ops.remove(&path.text);
+            Ok(())
+        }
+        (None, None) => Ok(()),
+    };
     path.truncate(at);
-    Ok(())
+    result
 }
 
 /// The operations that turn `from` into `to`.
 pub fn diff(from: &Value, to: &Value) -> Result<Patch, SnapshotError> {
-    let mut ops = Vec::new();
+    let mut ops = Ops::default();
     walk(from, to, &mut Path::default(), &mut ops);
-    Ops(ops).to_patch()
+    ops.to_patch()
 }
 
-fn walk(from: &Value, to: &Value, path: &mut Path, ops: &mut Vec<Op>) {
+fn walk(from: &Value, to: &Value, path: &mut Path, ops: &mut Ops) {
     match (from, to) {
         (Value::Object(a), Value::Object(b)) => {
             for (k, va) in a {
@@ -397,12 +451,12 @@ fn walk(from: &Value, to: &Value, path: &mut Path, ops: &mut Vec<Op>) {
                         walk(va, vb, path, ops);
                         path.truncate(at);
                     }
-                    None => ops.push(path.op_at(k, OpKind::Remove, None)),
+                    None => path.at(k, |p| ops.remove(p)),
                 }
             }
             for (k, vb) in b {
                 if !a.contains_key(k) {
-                    ops.push(path.op_at(k, OpKind::Add, Some(vb.clone())));
+                    path.at(k, |p| ops.with_value(OpKind::Add, p, vb));
                 }
             }
         }
@@ -415,17 +469,17 @@ fn walk(from: &Value, to: &Value, path: &mut Path, ops: &mut Vec<Op>) {
             }
             for (i, vb) in b.iter().enumerate().skip(common) {
                 let at = path.push_index(i);
-                ops.push(path.op(OpKind::Add, Some(vb.clone())));
+                ops.with_value(OpKind::Add, &path.text, vb);
                 path.truncate(at);
             }
             for i in (common..a.len()).rev() {
                 let at = path.push_index(i);
-                ops.push(path.op(OpKind::Remove, None));
+                ops.remove(&path.text);
                 path.truncate(at);
             }
         }
         (a, b) if a == b => {}
-        (_, b) => ops.push(path.op(OpKind::Replace, Some(b.clone()))),
+        (_, b) => ops.with_value(OpKind::Replace, &path.text, b),
     }
 }
 
@@ -512,27 +566,25 @@ mod tests {
 
     #[test]
     fn ops_write_the_json_json_patch_writes() {
-        let op = |kind, path: &str, value: Option<Value>| Op {
-            kind,
-            path: path.to_string(),
-            value,
-        };
-        let ops = Ops(vec![
-            op(
-                OpKind::Add,
-                "/metadata/annotations/nemutator.io~1resources-applied",
-                Some(Value::from("app: cpu 500m->260m\n\"x\"")),
-            ),
-            op(OpKind::Remove, "/a~0b", None),
-            op(
-                OpKind::Replace,
-                "/spec/containers/0/resources",
-                Some(json!({"requests": {"cpu": "1"}, "n": [1, null, true, 1.5]})),
-            ),
-        ]);
+        let mut ops = Ops::default();
+        ops.with_str(
+            OpKind::Add,
+            "/metadata/annotations/nemutator.io~1resources-applied",
+            "app: cpu 500m->260m\n\"x\"",
+        );
+        ops.remove("/a~0b");
+        ops.with_value(
+            OpKind::Replace,
+            "/spec/containers/0/resources",
+            &json!({"requests": {"cpu": "1"}, "n": [1, null, true, 1.5]}),
+        );
+        ops.with_serde(OpKind::Add, "/spec/x", &BTreeMap::from([("k", "v")]))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(ops.len(), 4);
         let mut out = Vec::new();
         ops.write_json(&mut out);
         let typed = ops.to_patch().unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(typed.0.len(), 4);
         assert_eq!(
             String::from_utf8_lossy(&out),
             String::from_utf8_lossy(&serde_json::to_vec(&typed).unwrap_or_default())
@@ -540,6 +592,8 @@ mod tests {
         let mut empty = Vec::new();
         Ops::default().write_json(&mut empty);
         assert_eq!(empty, b"[]");
+        assert!(Ops::default().is_empty());
+        assert_eq!(Ops::default().to_patch().map(|p| p.0.len()).ok(), Some(0));
     }
 
     #[test]
