@@ -227,26 +227,7 @@ impl Client {
             .body(Full::new(Bytes::from(body)))
             .map_err(|e| e.to_string())?;
         let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
-        let status = resp.status().as_u16();
-        let content_type = resp
-            .headers()
-            .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_owned();
-        let body = resp
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| e.to_string())?
-            .to_bytes();
-        Ok(Reply {
-            status,
-            content_type,
-            body,
-            peer_cert,
-            version,
-        })
+        read_reply(resp, peer_cert, version).await
     }
 
     /// POST each of `bodies` to `path` as concurrent streams of one HTTP/2
@@ -280,26 +261,7 @@ impl Client {
                     .body(Full::new(Bytes::from(body)))
                     .map_err(|e| e.to_string())?;
                 let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
-                let status = resp.status().as_u16();
-                let content_type = resp
-                    .headers()
-                    .get("content-type")
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or_default()
-                    .to_owned();
-                let body = resp
-                    .into_body()
-                    .collect()
-                    .await
-                    .map_err(|e| e.to_string())?
-                    .to_bytes();
-                Ok::<_, String>(Reply {
-                    status,
-                    content_type,
-                    body,
-                    peer_cert: Vec::new(),
-                    version: None,
-                })
+                read_reply(resp, Vec::new(), None).await
             }
         });
         futures_util::future::join_all(streams)
@@ -321,6 +283,34 @@ impl Client {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
+}
+
+/// Status, content type and whole body of a response.
+async fn read_reply(
+    resp: hyper::Response<hyper::body::Incoming>,
+    peer_cert: Vec<u8>,
+    version: Option<rustls::ProtocolVersion>,
+) -> Result<Reply, String> {
+    let status = resp.status().as_u16();
+    let content_type = resp
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
+    Ok(Reply {
+        status,
+        content_type,
+        body,
+        peer_cert,
+        version,
+    })
 }
 
 /// Write a fresh self-signed pair for `localhost` to `dir`; returns the cert PEM.

@@ -56,16 +56,6 @@ struct Parser<'a> {
     depth: u32,
 }
 
-/// Mark field `bit` of `seen` as read; a second time gives up (serde rejects
-/// a repeated field).
-fn once(seen: &mut u32, bit: u32) -> R<()> {
-    if *seen & bit != 0 {
-        return Err(Bail);
-    }
-    *seen |= bit;
-    Ok(())
-}
-
 impl<'a> Parser<'a> {
     fn ws(&mut self) {
         while let Some(b' ' | b'\n' | b'\r' | b'\t') = self.b.get(self.i) {
@@ -106,6 +96,34 @@ impl<'a> Parser<'a> {
         }
     }
 
+    /// Read field `bit` of `seen` with `read`, once (serde rejects a
+    /// repeated field).
+    fn once<T>(&mut self, seen: &mut u32, bit: u32, read: impl FnOnce(&mut Self) -> R<T>) -> R<T> {
+        if *seen & bit != 0 {
+            return Err(Bail);
+        }
+        *seen |= bit;
+        read(self)
+    }
+
+    /// `null` as `None`, anything else read by `read`.
+    fn nullable<T>(&mut self, read: impl FnOnce(&mut Self) -> R<T>) -> R<Option<T>> {
+        if self.null()? {
+            return Ok(None);
+        }
+        read(self).map(Some)
+    }
+
+    /// An array, each element read by `read`.
+    fn list<T>(&mut self, mut read: impl FnMut(&mut Self) -> R<T>) -> R<Vec<T>> {
+        let mut out = Vec::new();
+        self.array(|p| {
+            out.push(read(p)?);
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
     fn enter(&mut self) -> R<()> {
         self.depth += 1;
         if self.depth >= MAX_DEPTH {
@@ -114,54 +132,44 @@ impl<'a> Parser<'a> {
         Ok(())
     }
 
+    /// Walk `open` item (`,` item)* `close`, calling `item` positioned at
+    /// each item; `item` must consume it.
+    fn seq(&mut self, open: u8, close: u8, mut item: impl FnMut(&mut Self) -> R<()>) -> R<()> {
+        self.eat(open)?;
+        self.enter()?;
+        if self.peek() == Some(close) {
+            self.i += 1;
+        } else {
+            loop {
+                item(self)?;
+                match self.peek() {
+                    Some(b',') => self.i += 1,
+                    Some(c) if c == close => {
+                        self.i += 1;
+                        break;
+                    }
+                    _ => return Err(Bail),
+                }
+            }
+        }
+        self.depth -= 1;
+        Ok(())
+    }
+
     /// Walk an object, calling `field` with each key (escape-free keys only)
     /// positioned at its value; `field` must consume the value.
     fn object(&mut self, mut field: impl FnMut(&mut Self, &'a str) -> R<()>) -> R<()> {
-        self.eat(b'{')?;
-        self.enter()?;
-        if self.peek() == Some(b'}') {
-            self.i += 1;
-            self.depth -= 1;
-            return Ok(());
-        }
-        loop {
-            self.eat(b'"')?;
-            let key = self.plain_key()?;
-            self.eat(b':')?;
-            field(self, key)?;
-            match self.peek() {
-                Some(b',') => self.i += 1,
-                Some(b'}') => {
-                    self.i += 1;
-                    self.depth -= 1;
-                    return Ok(());
-                }
-                _ => return Err(Bail),
-            }
-        }
+        self.seq(b'{', b'}', |p| {
+            p.eat(b'"')?;
+            let key = p.plain_key()?;
+            p.eat(b':')?;
+            field(p, key)
+        })
     }
 
     /// Walk an array, calling `item` positioned at each element.
-    fn array(&mut self, mut item: impl FnMut(&mut Self) -> R<()>) -> R<()> {
-        self.eat(b'[')?;
-        self.enter()?;
-        if self.peek() == Some(b']') {
-            self.i += 1;
-            self.depth -= 1;
-            return Ok(());
-        }
-        loop {
-            item(self)?;
-            match self.peek() {
-                Some(b',') => self.i += 1,
-                Some(b']') => {
-                    self.i += 1;
-                    self.depth -= 1;
-                    return Ok(());
-                }
-                _ => return Err(Bail),
-            }
-        }
+    fn array(&mut self, item: impl FnMut(&mut Self) -> R<()>) -> R<()> {
+        self.seq(b'[', b']', item)
     }
 
     /// After the opening quote: a key without escapes or control characters.
@@ -274,27 +282,13 @@ impl<'a> Parser<'a> {
             return Ok(None);
         }
         let mut map = BTreeMap::new();
-        self.eat(b'{')?;
-        self.enter()?;
-        if self.peek() == Some(b'}') {
-            self.i += 1;
-        } else {
-            loop {
-                let key = self.owned_string()?;
-                self.eat(b':')?;
-                let value = self.owned_string()?;
-                map.insert(key, wrap(value));
-                match self.peek() {
-                    Some(b',') => self.i += 1,
-                    Some(b'}') => {
-                        self.i += 1;
-                        break;
-                    }
-                    _ => return Err(Bail),
-                }
-            }
-        }
-        self.depth -= 1;
+        self.seq(b'{', b'}', |p| {
+            let key = p.owned_string()?;
+            p.eat(b':')?;
+            let value = p.owned_string()?;
+            map.insert(key, wrap(value));
+            Ok(())
+        })?;
         Ok(Some(map))
     }
 
@@ -314,51 +308,13 @@ impl<'a> Parser<'a> {
                 self.i += 1;
                 self.skip_string_body()
             }
-            b'{' => {
-                self.i += 1;
-                self.enter()?;
-                if self.peek() == Some(b'}') {
-                    self.i += 1;
-                } else {
-                    loop {
-                        self.eat(b'"')?;
-                        self.skip_string_body()?;
-                        self.eat(b':')?;
-                        self.skip()?;
-                        match self.peek() {
-                            Some(b',') => self.i += 1,
-                            Some(b'}') => {
-                                self.i += 1;
-                                break;
-                            }
-                            _ => return Err(Bail),
-                        }
-                    }
-                }
-                self.depth -= 1;
-                Ok(())
-            }
-            b'[' => {
-                self.i += 1;
-                self.enter()?;
-                if self.peek() == Some(b']') {
-                    self.i += 1;
-                } else {
-                    loop {
-                        self.skip()?;
-                        match self.peek() {
-                            Some(b',') => self.i += 1,
-                            Some(b']') => {
-                                self.i += 1;
-                                break;
-                            }
-                            _ => return Err(Bail),
-                        }
-                    }
-                }
-                self.depth -= 1;
-                Ok(())
-            }
+            b'{' => self.seq(b'{', b'}', |p| {
+                p.eat(b'"')?;
+                p.skip_string_body()?;
+                p.eat(b':')?;
+                p.skip()
+            }),
+            b'[' => self.seq(b'[', b']', Self::skip),
             b't' => self.literal(b"true"),
             b'f' => self.literal(b"false"),
             b'n' => self.literal(b"null"),
@@ -439,21 +395,13 @@ impl<'a> Parser<'a> {
         };
         let mut seen = 0;
         self.object(|p, key| match key {
-            "apiVersion" => {
-                once(&mut seen, 1)?;
-                out.api_version = p.opt_string()?;
-                Ok(())
-            }
-            "kind" => {
-                once(&mut seen, 2)?;
-                out.kind = p.opt_string()?;
-                Ok(())
-            }
-            "request" => {
-                once(&mut seen, 4)?;
-                out.request = if p.null()? { None } else { Some(p.request()?) };
-                Ok(())
-            }
+            "apiVersion" => p
+                .once(&mut seen, 1, Self::opt_string)
+                .map(|v| out.api_version = v),
+            "kind" => p.once(&mut seen, 2, Self::opt_string).map(|v| out.kind = v),
+            "request" => p
+                .once(&mut seen, 4, |p| p.nullable(Self::request))
+                .map(|v| out.request = v),
             _ => p.skip(),
         })?;
         Ok(out)
@@ -471,36 +419,22 @@ impl<'a> Parser<'a> {
         };
         let mut seen = 0;
         self.object(|p, key| match key {
-            "uid" => {
-                once(&mut seen, 1)?;
-                uid = Some(p.owned_string()?);
-                Ok(())
-            }
-            "kind" => {
-                once(&mut seen, 2)?;
-                out.kind = p.gvk()?;
-                Ok(())
-            }
-            "subResource" => {
-                once(&mut seen, 4)?;
-                out.sub_resource = p.opt_string()?;
-                Ok(())
-            }
-            "namespace" => {
-                once(&mut seen, 8)?;
-                out.namespace = p.opt_string()?;
-                Ok(())
-            }
-            "operation" => {
-                once(&mut seen, 16)?;
-                out.operation = p.opt_string()?;
-                Ok(())
-            }
-            "object" => {
-                once(&mut seen, 32)?;
-                out.object = if p.null()? { None } else { Some(p.pod()?) };
-                Ok(())
-            }
+            "uid" => p
+                .once(&mut seen, 1, Self::owned_string)
+                .map(|v| uid = Some(v)),
+            "kind" => p.once(&mut seen, 2, Self::gvk).map(|v| out.kind = v),
+            "subResource" => p
+                .once(&mut seen, 4, Self::opt_string)
+                .map(|v| out.sub_resource = v),
+            "namespace" => p
+                .once(&mut seen, 8, Self::opt_string)
+                .map(|v| out.namespace = v),
+            "operation" => p
+                .once(&mut seen, 16, Self::opt_string)
+                .map(|v| out.operation = v),
+            "object" => p
+                .once(&mut seen, 32, |p| p.nullable(Self::pod))
+                .map(|v| out.object = v),
             _ => p.skip(),
         })?;
         // `uid` is required.
@@ -512,21 +446,15 @@ impl<'a> Parser<'a> {
         let mut out = Gvk::default();
         let mut seen = 0;
         self.object(|p, key| match key {
-            "group" => {
-                once(&mut seen, 1)?;
-                out.group = p.owned_string()?;
-                Ok(())
-            }
-            "version" => {
-                once(&mut seen, 2)?;
-                out.version = p.owned_string()?;
-                Ok(())
-            }
-            "kind" => {
-                once(&mut seen, 4)?;
-                out.kind = p.owned_string()?;
-                Ok(())
-            }
+            "group" => p
+                .once(&mut seen, 1, Self::owned_string)
+                .map(|v| out.group = v),
+            "version" => p
+                .once(&mut seen, 2, Self::owned_string)
+                .map(|v| out.version = v),
+            "kind" => p
+                .once(&mut seen, 4, Self::owned_string)
+                .map(|v| out.kind = v),
             _ => p.skip(),
         })?;
         Ok(out)
@@ -536,16 +464,10 @@ impl<'a> Parser<'a> {
         let mut out = PodView::default();
         let mut seen = 0;
         self.object(|p, key| match key {
-            "metadata" => {
-                once(&mut seen, 1)?;
-                out.metadata = p.meta()?;
-                Ok(())
-            }
-            "spec" => {
-                once(&mut seen, 2)?;
-                out.spec = if p.null()? { None } else { Some(p.spec()?) };
-                Ok(())
-            }
+            "metadata" => p.once(&mut seen, 1, Self::meta).map(|v| out.metadata = v),
+            "spec" => p
+                .once(&mut seen, 2, |p| p.nullable(Self::spec))
+                .map(|v| out.spec = v),
             _ => p.skip(),
         })?;
         Ok(out)
@@ -555,45 +477,24 @@ impl<'a> Parser<'a> {
         let mut out = MetaView::default();
         let mut seen = 0;
         self.object(|p, key| match key {
-            "name" => {
-                once(&mut seen, 1)?;
-                out.name = p.opt_string()?;
-                Ok(())
-            }
-            "generateName" => {
-                once(&mut seen, 2)?;
-                out.generate_name = p.opt_string()?;
-                Ok(())
-            }
-            "namespace" => {
-                once(&mut seen, 4)?;
-                out.namespace = p.opt_string()?;
-                Ok(())
-            }
-            "labels" => {
-                once(&mut seen, 8)?;
-                out.labels = p.opt_string_map(|v| v)?;
-                Ok(())
-            }
-            "annotations" => {
-                once(&mut seen, 16)?;
-                out.annotations = p.opt_string_map(|v| v)?;
-                Ok(())
-            }
-            "ownerReferences" => {
-                once(&mut seen, 32)?;
-                out.owner_references = if p.null()? {
-                    None
-                } else {
-                    let mut refs = Vec::new();
-                    p.array(|p| {
-                        refs.push(p.owner_reference()?);
-                        Ok(())
-                    })?;
-                    Some(refs)
-                };
-                Ok(())
-            }
+            "name" => p.once(&mut seen, 1, Self::opt_string).map(|v| out.name = v),
+            "generateName" => p
+                .once(&mut seen, 2, Self::opt_string)
+                .map(|v| out.generate_name = v),
+            "namespace" => p
+                .once(&mut seen, 4, Self::opt_string)
+                .map(|v| out.namespace = v),
+            "labels" => p
+                .once(&mut seen, 8, |p| p.opt_string_map(|v| v))
+                .map(|v| out.labels = v),
+            "annotations" => p
+                .once(&mut seen, 16, |p| p.opt_string_map(|v| v))
+                .map(|v| out.annotations = v),
+            "ownerReferences" => p
+                .once(&mut seen, 32, |p| {
+                    p.nullable(|p| p.list(Self::owner_reference))
+                })
+                .map(|v| out.owner_references = v),
             _ => p.skip(),
         })?;
         Ok(out)
@@ -604,36 +505,24 @@ impl<'a> Parser<'a> {
         let (mut controller, mut block_owner_deletion) = (None, None);
         let mut seen = 0;
         self.object(|p, key| match key {
-            "apiVersion" => {
-                once(&mut seen, 1)?;
-                api_version = Some(p.owned_string()?);
-                Ok(())
-            }
-            "kind" => {
-                once(&mut seen, 2)?;
-                kind = Some(p.owned_string()?);
-                Ok(())
-            }
-            "name" => {
-                once(&mut seen, 4)?;
-                name = Some(p.owned_string()?);
-                Ok(())
-            }
-            "uid" => {
-                once(&mut seen, 8)?;
-                uid = Some(p.owned_string()?);
-                Ok(())
-            }
-            "controller" => {
-                once(&mut seen, 16)?;
-                controller = p.opt_bool()?;
-                Ok(())
-            }
-            "blockOwnerDeletion" => {
-                once(&mut seen, 32)?;
-                block_owner_deletion = p.opt_bool()?;
-                Ok(())
-            }
+            "apiVersion" => p
+                .once(&mut seen, 1, Self::owned_string)
+                .map(|v| api_version = Some(v)),
+            "kind" => p
+                .once(&mut seen, 2, Self::owned_string)
+                .map(|v| kind = Some(v)),
+            "name" => p
+                .once(&mut seen, 4, Self::owned_string)
+                .map(|v| name = Some(v)),
+            "uid" => p
+                .once(&mut seen, 8, Self::owned_string)
+                .map(|v| uid = Some(v)),
+            "controller" => p
+                .once(&mut seen, 16, Self::opt_bool)
+                .map(|v| controller = v),
+            "blockOwnerDeletion" => p
+                .once(&mut seen, 32, Self::opt_bool)
+                .map(|v| block_owner_deletion = v),
             _ => p.skip(),
         })?;
         // The four names are required (k8s-openapi rejects a reference without one).
@@ -660,62 +549,37 @@ impl<'a> Parser<'a> {
         let mut out = PodSpecView::default();
         let mut seen = 0;
         self.object(|p, key| match key {
-            "containers" => {
-                once(&mut seen, 1)?;
-                out.containers = p.containers()?;
-                Ok(())
-            }
-            "initContainers" => {
-                once(&mut seen, 2)?;
-                out.init_containers = if p.null()? {
-                    None
-                } else {
-                    Some(p.containers()?)
-                };
-                Ok(())
-            }
+            "containers" => p
+                .once(&mut seen, 1, Self::containers)
+                .map(|v| out.containers = v),
+            "initContainers" => p
+                .once(&mut seen, 2, |p| p.nullable(Self::containers))
+                .map(|v| out.init_containers = v),
             _ => p.skip(),
         })?;
         Ok(out)
     }
 
     fn containers(&mut self) -> R<Vec<ContainerView>> {
-        let mut out = Vec::new();
-        self.array(|p| {
-            out.push(p.container()?);
-            Ok(())
-        })?;
-        Ok(out)
+        self.list(Self::container)
     }
 
     fn container(&mut self) -> R<ContainerView> {
         let mut out = ContainerView::default();
         let mut seen = 0;
         self.object(|p, key| match key {
-            "name" => {
-                once(&mut seen, 1)?;
-                out.name = p.owned_string()?;
-                Ok(())
-            }
-            "restartPolicy" => {
-                once(&mut seen, 2)?;
-                out.restart_policy = p.opt_string()?;
-                Ok(())
-            }
-            "resources" => {
-                once(&mut seen, 4)?;
-                out.resources = if p.null()? {
-                    None
-                } else {
-                    Some(p.resources()?)
-                };
-                Ok(())
-            }
-            "env" => {
-                once(&mut seen, 8)?;
-                out.env = p.with_serde::<Option<Vec<EnvVar>>>()?;
-                Ok(())
-            }
+            "name" => p
+                .once(&mut seen, 1, Self::owned_string)
+                .map(|v| out.name = v),
+            "restartPolicy" => p
+                .once(&mut seen, 2, Self::opt_string)
+                .map(|v| out.restart_policy = v),
+            "resources" => p
+                .once(&mut seen, 4, |p| p.nullable(Self::resources))
+                .map(|v| out.resources = v),
+            "env" => p
+                .once(&mut seen, 8, Self::with_serde::<Option<Vec<EnvVar>>>)
+                .map(|v| out.env = v),
             _ => p.skip(),
         })?;
         Ok(out)
@@ -725,21 +589,15 @@ impl<'a> Parser<'a> {
         let mut out = ResourceRequirements::default();
         let mut seen = 0;
         self.object(|p, key| match key {
-            "claims" => {
-                once(&mut seen, 1)?;
-                out.claims = p.with_serde::<Option<Vec<ResourceClaim>>>()?;
-                Ok(())
-            }
-            "limits" => {
-                once(&mut seen, 2)?;
-                out.limits = p.opt_string_map(Quantity)?;
-                Ok(())
-            }
-            "requests" => {
-                once(&mut seen, 4)?;
-                out.requests = p.opt_string_map(Quantity)?;
-                Ok(())
-            }
+            "claims" => p
+                .once(&mut seen, 1, Self::with_serde::<Option<Vec<ResourceClaim>>>)
+                .map(|v| out.claims = v),
+            "limits" => p
+                .once(&mut seen, 2, |p| p.opt_string_map(Quantity))
+                .map(|v| out.limits = v),
+            "requests" => p
+                .once(&mut seen, 4, |p| p.opt_string_map(Quantity))
+                .map(|v| out.requests = v),
             _ => p.skip(),
         })?;
         Ok(out)
