@@ -769,6 +769,13 @@ mod tests {
         v
     }
 
+    /// A container's requests, limits, and whether it has `resources`.
+    type ContainerMaps = (
+        Option<BTreeMap<String, String>>,
+        Option<BTreeMap<String, String>>,
+        bool,
+    );
+
     fn arb_map() -> impl Strategy<Value = Option<BTreeMap<String, String>>> {
         proptest::option::of(proptest::collection::btree_map(
             "[a-c/~.]{0,4}",
@@ -803,7 +810,7 @@ mod tests {
             labels in arb_map(),
         ) {
             let n = before.len().min(after.len());
-            let pod_of = |maps: &[(Option<BTreeMap<String, String>>, Option<BTreeMap<String, String>>, bool)]| {
+            let pod_of = |maps: &[ContainerMaps]| {
                 let q = |m: &Option<BTreeMap<String, String>>| {
                     m.as_ref().map(|m| {
                         m.iter()
