@@ -361,7 +361,12 @@ pub struct PolicySet(pub Vec<Policy>);
 impl PolicySet {
     /// The policy for a namespace, if any.
     pub fn select(&self, namespace: &str) -> Option<&Policy> {
-        self.0.iter().find(|p| p.covers(namespace))
+        self.0.get(self.position(namespace)?)
+    }
+
+    /// The index of the policy for a namespace, if any.
+    pub fn position(&self, namespace: &str) -> Option<usize> {
+        self.0.iter().position(|p| p.covers(namespace))
     }
 
     /// Validate every policy.

@@ -8,12 +8,14 @@ use bytes::Bytes;
 use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use nemutator_core::admission::Admission;
-use nemutator_core::mutate::{Pipeline, ResourcesLayer};
-use nemutator_core::policy::{LimitStrategy, Policy, PolicySet};
+use nemutator_core::mutate::{NoSeasons, Pipeline, ResourcesLayer, SeasonOracle};
+use nemutator_core::policy::{Brainset, Brainsets, LimitStrategy, Policy, PolicySet};
 use nemutator_core::quantity::Quantity;
 use nemutator_core::recommend::{Recommendation, RecommendationStore, ResourceRecommendation};
+use nemutator_core::season::Season;
 use nemutator_core::server::{Router, WebhookState};
 use nemutator_core::units::HumanDuration;
+use nemutator_core::units::Percent;
 use nemutator_core::workload::{ContainerRef, WorkloadKey, WorkloadKind};
 use serde_json::{json, Value};
 use tower::ServiceExt;
@@ -104,12 +106,30 @@ struct Harness {
 }
 
 fn mk_harness(policies: PolicySet, recs: Option<Vec<Recommendation>>) -> Harness {
+    mk_harness_in(policies, recs, Arc::new(NoSeasons))
+}
+
+/// Every workload in one season.
+#[derive(Debug)]
+struct Always(Season);
+
+impl SeasonOracle for Always {
+    fn season(&self, _: &WorkloadKey, _: i64) -> Option<Season> {
+        Some(self.0)
+    }
+}
+
+fn mk_harness_in(
+    policies: PolicySet,
+    recs: Option<Vec<Recommendation>>,
+    seasons: Arc<dyn SeasonOracle>,
+) -> Harness {
     let store = Arc::new(RecommendationStore::new());
     if let Some(recs) = recs {
         store.replace(recs);
     }
     let pipeline = Pipeline::builder()
-        .layer(ResourcesLayer::new(store.clone(), Arc::new(policies)))
+        .layer(ResourcesLayer::new(store.clone(), Arc::new(policies)).with_seasons(seasons))
         .build();
     let state = Arc::new(WebhookState::new(Admission::new(pipeline), store));
     Harness {
@@ -488,4 +508,41 @@ async fn health_readiness_and_metrics() {
     assert!(text.contains("nemutator_admission_requests_total{outcome=\"invalid\"} 1\n"));
     assert!(text.contains("nemutator_admission_duration_seconds_count{outcome=\"patched\"} 1\n"));
     assert!(text.contains("nemutator_recommendations 5\n"));
+}
+
+/// The brainset of the season the workload is in applies at admission: a
+/// peak brainset whose minimum change no resize reaches leaves the pod alone
+/// at peak, and off peak the base policy resizes it and says the season.
+#[tokio::test]
+async fn the_brainset_of_the_workloads_season_applies() {
+    let policy = Policy {
+        brainsets: Brainsets {
+            peak: Some(Brainset {
+                min_change: Some(Percent(1000.0)),
+                ..Brainset::default()
+            }),
+            off_peak: None,
+        },
+        ..Policy::default()
+    };
+    let input = fixture("pod-create.json");
+    let in_season = |season| {
+        mk_harness_in(
+            PolicySet(vec![policy.clone()]),
+            Some(mk_default_recs()),
+            Arc::new(Always(season)),
+        )
+    };
+    let peak = review(&in_season(Season::Peak), &input).await;
+    assert!(patch_of(&peak).is_none(), "{peak}");
+    let off = review(&in_season(Season::OffPeak), &input).await;
+    let pod = apply(&input, &off);
+    assert_eq!(
+        pod["metadata"]["annotations"]["nemutator.io/season"],
+        "off-peak"
+    );
+    assert_eq!(
+        pod["spec"]["containers"][0]["resources"]["requests"],
+        json!({"cpu": "250m", "memory": "640Mi"})
+    );
 }

@@ -17,7 +17,7 @@ use tower::{Layer, Service};
 use super::{ContainerView, MutationError, PodReview};
 use crate::annotations;
 use crate::metrics::Resource;
-use crate::policy::{plan_resource, Policy, PolicySet, ResourcePlan};
+use crate::policy::{plan_resource, EffectivePolicy, PolicySet, ResourcePlan};
 use crate::quantity::Quantity;
 use crate::recommend::{Recommendation, RecommendationStore};
 use crate::season::Season;
@@ -135,7 +135,7 @@ fn set(map: &mut Option<BTreeMap<String, K8sQuantity>>, r: Resource, q: Option<Q
 fn size_container(
     c: &mut ContainerView,
     rec: &Recommendation,
-    policy: &crate::policy::EffectivePolicy,
+    policy: &EffectivePolicy,
     apply: bool,
     reasons: &mut Vec<String>,
 ) -> Option<String> {
@@ -227,13 +227,13 @@ fn size_container(
 
 /// Right-size every container of the pod in `review` (and native sidecars:
 /// init containers with `restartPolicy: Always`) from `lookup`, under
-/// `policy` in `season`. Ordinary init containers and containers without a
+/// `policy` (a policy with the brainset of its season applied:
+/// [`crate::policy::Policy::effective`]). Ordinary init containers and containers without a
 /// recommendation are left alone. Writes `resources-applied` (and `season`)
 /// annotations when something changes; in dry-run only the annotation.
 pub fn right_size(
     review: &mut PodReview,
-    policy: &Policy,
-    season: Option<Season>,
+    policy: &EffectivePolicy,
     mut lookup: impl FnMut(&str) -> Option<Arc<Recommendation>>,
 ) -> RightSize {
     let mut out = RightSize::default();
@@ -260,7 +260,6 @@ pub fn right_size(
     }
     let apply = mode == Mode::On;
     out.dry_run = !apply;
-    let eff = policy.effective(season);
     let Some(spec) = review.pod.spec.as_mut() else {
         out.reasons.push("pod has no spec".into());
         return out;
@@ -279,7 +278,7 @@ pub fn right_size(
             out.reasons
                 .extend(rec.skipped.iter().map(|s| format!("{}: {s}", c.name)));
         }
-        if let Some(line) = size_container(c, &rec, &eff, apply, &mut out.reasons) {
+        if let Some(line) = size_container(c, &rec, policy, apply, &mut out.reasons) {
             out.lines.push(line);
         }
     }
@@ -300,7 +299,7 @@ pub fn right_size(
             .annotations
             .get_or_insert_with(BTreeMap::new);
         ann.insert(annotations::RESOURCES_APPLIED.to_string(), text);
-        if let Some(s) = season {
+        if let Some(s) = policy.season {
             ann.insert(annotations::SEASON.to_string(), s.to_string());
         }
     }
@@ -312,15 +311,33 @@ pub fn right_size(
 pub struct ResourcesLayer {
     store: Arc<RecommendationStore>,
     policies: Arc<PolicySet>,
+    /// Per policy, its effective form with no season, at peak and off
+    /// peak ([`season_index`]): computed once, not per review.
+    effective: Arc<[[EffectivePolicy; 3]]>,
     seasons: Arc<dyn SeasonOracle>,
+}
+
+/// Where a season's effective policy sits in [`ResourcesLayer::effective`].
+fn season_index(season: Option<Season>) -> usize {
+    match season {
+        None => 0,
+        Some(Season::Peak) => 1,
+        Some(Season::OffPeak) => 2,
+    }
 }
 
 impl ResourcesLayer {
     /// Right-size from `store` under `policies`, without seasons.
     pub fn new(store: Arc<RecommendationStore>, policies: Arc<PolicySet>) -> Self {
+        let effective = policies
+            .0
+            .iter()
+            .map(|p| [None, Some(Season::Peak), Some(Season::OffPeak)].map(|s| p.effective(s)))
+            .collect();
         ResourcesLayer {
             store,
             policies,
+            effective,
             seasons: Arc::new(NoSeasons),
         }
     }
@@ -332,7 +349,11 @@ impl ResourcesLayer {
     }
 
     fn apply(&self, review: &mut PodReview) {
-        let Some(policy) = self.policies.select(&review.namespace) else {
+        let found = self.policies.position(&review.namespace).and_then(|i| {
+            let policy = self.policies.0.get(i)?;
+            Some((policy, self.effective.get(i)?))
+        });
+        let Some((policy, effective)) = found else {
             review.audit.insert(
                 "resources".into(),
                 format!("no policy covers namespace {}", review.namespace),
@@ -353,7 +374,8 @@ impl ResourcesLayer {
         };
         let store = &self.store;
         let mut key = ContainerRef::new(workload, String::new());
-        let report = right_size(review, policy, season, |container| {
+        let policy = &effective[season_index(season)];
+        let report = right_size(review, policy, |container| {
             key.container.clear();
             key.container.push_str(container);
             store.with(&key, |c| c.and_then(|c| c.for_season(season)).cloned())
