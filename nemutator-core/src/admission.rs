@@ -35,57 +35,23 @@ pub enum AdmissionError {
     Unsupported(String),
 }
 
-#[derive(Deserialize)]
-struct ReviewIn<'a> {
+/// The envelope of a review, with the object as `O`: a [`PodView`] decoded
+/// in the same pass (the common case for a pod webhook; the `fast` decoder
+/// gives the same for the usual shape of the text, serde's derive is the
+/// reference and the fallback), or the raw JSON when that fails.
+#[derive(Deserialize, Debug, PartialEq)]
+struct ReviewIn<O> {
     #[serde(rename = "apiVersion", default)]
     api_version: Option<String>,
     #[serde(default)]
     kind: Option<String>,
-    #[serde(borrow, default)]
-    request: Option<RequestIn<'a>>,
-}
-
-#[derive(Deserialize, Default, Debug, PartialEq)]
-struct Gvk {
-    #[serde(default)]
-    group: String,
-    #[serde(default)]
-    version: String,
-    #[serde(default)]
-    kind: String,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct RequestIn<'a> {
-    uid: String,
-    #[serde(default)]
-    kind: Gvk,
-    #[serde(default)]
-    sub_resource: Option<String>,
-    #[serde(default)]
-    operation: Option<String>,
-    #[serde(borrow, default)]
-    object: Option<&'a RawValue>,
-}
-
-/// The same envelope with the object decoded as a [`PodView`] in the same
-/// pass (the common case for a pod webhook); other objects fail it and take
-/// [`ReviewIn`]. The `fast` decoder gives the same for the usual shape of
-/// the text; serde's derive is the reference and the fallback.
-#[derive(Deserialize, Debug, PartialEq)]
-struct PodReviewIn {
-    #[serde(rename = "apiVersion", default)]
-    api_version: Option<String>,
-    #[serde(default)]
-    kind: Option<String>,
-    #[serde(default)]
-    request: Option<PodRequestIn>,
+    #[serde(default = "none")]
+    request: Option<RequestIn<O>>,
 }
 
 #[derive(Deserialize, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
-struct PodRequestIn {
+struct RequestIn<O> {
     uid: String,
     #[serde(default)]
     kind: Gvk,
@@ -95,8 +61,26 @@ struct PodRequestIn {
     namespace: Option<String>,
     #[serde(default)]
     operation: Option<String>,
+    #[serde(default = "none")]
+    object: Option<O>,
+}
+
+/// `None`, as a serde default: `#[serde(default)]` would ask for `O: Default`.
+fn none<T>() -> Option<T> {
+    None
+}
+
+type PodReviewIn = ReviewIn<PodView>;
+type PodRequestIn = RequestIn<PodView>;
+
+#[derive(Deserialize, Default, Debug, PartialEq)]
+struct Gvk {
     #[serde(default)]
-    object: Option<PodView>,
+    group: String,
+    #[serde(default)]
+    version: String,
+    #[serde(default)]
+    kind: String,
 }
 
 /// The `status` of a denied response.
@@ -349,7 +333,7 @@ impl Admission {
             // Not a Pod object (or not a review at all): decode the envelope
             // alone, and only then say what is wrong.
             Err(pod_err) => {
-                let review: ReviewIn<'_> = serde_json::from_str(body)
+                let review: ReviewIn<&RawValue> = serde_json::from_str(body)
                     .map_err(|e| AdmissionError::Malformed(e.to_string()))?;
                 check_envelope(review.api_version.as_deref(), review.kind.as_deref())?;
                 let req = review.request.ok_or(AdmissionError::NoRequest)?;
