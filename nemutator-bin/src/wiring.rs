@@ -3,7 +3,6 @@
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use base64::Engine as _;
 use nemutator_core::admission::Admission;
 use nemutator_core::config::Config;
 use nemutator_core::mutate::{Pipeline, ResourcesLayer};
@@ -117,7 +116,7 @@ pub fn server_certs(tls: &TlsArgs, sans: &[String]) -> anyhow::Result<Arc<CertSt
         return Ok(Arc::new(CertStore::from_files(cert, key)?));
     }
     let (ck, pem) = tls::self_signed(sans)?;
-    let b64 = base64::engine::general_purpose::STANDARD.encode(pem.as_bytes());
+    let b64 = base64_simd::STANDARD.encode_to_string(pem.as_bytes());
     println!(
         "# nemutator: self-signed certificate for {}",
         sans.join(", ")

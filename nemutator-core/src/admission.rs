@@ -9,7 +9,6 @@
 
 use std::collections::BTreeMap;
 
-use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::Value;
@@ -449,7 +448,7 @@ fn finish(
         };
     }
     response.patch_type = Some("JSONPatch".to_string());
-    response.patch = Some(base64::engine::general_purpose::STANDARD.encode(patch.as_json()));
+    response.patch = Some(base64_simd::STANDARD.encode_to_string(patch.as_json()));
     Reviewed {
         response,
         outcome: Outcome::Patched,
