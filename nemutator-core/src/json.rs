@@ -4,8 +4,8 @@
 //! `resources-applied` text, then the base64 of the whole patch, see
 //! [`crate::patch::Ops::write_json`]), and
 //! serde_json checks each string byte by byte for characters to escape.
-//! [`write_str`] checks blocks of 32 bytes at once instead and copies the
-//! runs in between; the output is byte for byte what serde_json writes (tests
+//! [`write_str`] checks blocks of 32 bytes, then words of 8, at once instead
+//! and copies the runs in between; the output is byte for byte what serde_json writes (tests
 //! compare them).
 
 use serde_json::Value;
@@ -17,7 +17,7 @@ fn byte_needs_escape(b: u8) -> bool {
     (b < 0x20) | (b == b'"') | (b == b'\\')
 }
 
-/// Bytes checked at once.
+/// Bytes checked at once by the vector check.
 const BLOCK: usize = 32;
 
 /// Append `s` as a JSON string (with its quotes), escaped as serde_json does.
@@ -26,31 +26,61 @@ pub fn write_str(out: &mut Vec<u8>, s: &str) {
     out.reserve(bytes.len() + 2);
     out.push(b'"');
     let mut start = 0; // first byte not yet copied
-    let mut escape_from = |out: &mut Vec<u8>, base: usize, block: &[u8]| {
-        for (j, &b) in block.iter().enumerate() {
-            if byte_needs_escape(b) {
-                let i = base + j;
-                out.extend_from_slice(&bytes[start..i]);
-                escape(out, b);
-                start = i + 1;
+    loop {
+        // Long runs (the base64 of a patch): one vector check per block.
+        let mut end = start;
+        while let Some(block) = bytes.get(end..end + BLOCK) {
+            if block
+                .iter()
+                .fold(false, |acc, &c| acc | byte_needs_escape(c))
+            {
+                break;
             }
+            end += BLOCK;
         }
-    };
-    let mut blocks = bytes.chunks_exact(BLOCK);
-    let mut base = 0;
-    for block in &mut blocks {
-        // Most blocks need nothing: one vectorised check, no per-byte work.
-        if block
-            .iter()
-            .fold(false, |acc, &b| acc | byte_needs_escape(b))
-        {
-            escape_from(out, base, block);
-        }
-        base += BLOCK;
+        let end = plain_run(bytes, end);
+        out.extend_from_slice(&bytes[start..end]);
+        let Some(&b) = bytes.get(end) else { break };
+        escape(out, b);
+        start = end + 1;
     }
-    escape_from(out, base, blocks.remainder());
-    out.extend_from_slice(&bytes[start..]);
     out.push(b'"');
+}
+
+/// Where the run of plain string bytes starting at `i` ends: the index of
+/// the first `"`, `\` or control character, or the end of `b`. Eight bytes at
+/// a time (the decoder's strings and the patch's paths are short).
+pub(crate) fn plain_run(b: &[u8], mut i: usize) -> usize {
+    while let Some(chunk) = b.get(i..i + 8) {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let m = special(u64::from_le_bytes(word));
+        if m != 0 {
+            return i + (m.trailing_zeros() / 8) as usize;
+        }
+        i += 8;
+    }
+    while let Some(&c) = b.get(i) {
+        if c == b'"' || c == b'\\' || c < 0x20 {
+            break;
+        }
+        i += 1;
+    }
+    i
+}
+
+/// The high bit of each byte of `w` (little-endian) that is `"`, `\` or
+/// below 0x20. Bytes above the first such byte may be marked wrongly (a
+/// borrow runs on), so only the lowest mark is exact: that is the one used.
+fn special(w: u64) -> u64 {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let zero_in = |v: u64| v.wrapping_sub(ONES) & !v & HIGH;
+    let quote = zero_in(w ^ (ONES * u64::from(b'"')));
+    let backslash = zero_in(w ^ (ONES * u64::from(b'\\')));
+    // Bytes below 0x20 (bytes of 0x80 and up are not: their high bit is set).
+    let control = w.wrapping_sub(ONES * 0x20) & !w & HIGH;
+    quote | backslash | control
 }
 
 fn escape(out: &mut Vec<u8>, b: u8) {
@@ -88,6 +118,22 @@ pub fn write_value(out: &mut Vec<u8>, v: &Value) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn plain_run_stops_at_the_first_special_byte() {
+        let plain = "abcdéfgh ijklmnopqrstu~\u{7f}";
+        for len in 0..plain.len() {
+            let Some(prefix) = plain.get(..len) else {
+                continue;
+            };
+            assert_eq!(plain_run(prefix.as_bytes(), 0), len);
+            for stop in ["\"", "\\", "\u{0}", "\u{1f}", "\n"] {
+                let text = format!("{prefix}{stop}\"\\x\u{1}");
+                assert_eq!(plain_run(text.as_bytes(), 0), len, "{text:?}");
+            }
+        }
+        assert_eq!(plain_run(b"ab\"", 1), 2);
+    }
     use proptest::prelude::*;
 
     fn by_serde(s: &str) -> Vec<u8> {

@@ -25,6 +25,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use serde::de::DeserializeOwned;
 
 use super::{Gvk, PodRequestIn, PodReviewIn};
+use crate::json::plain_run;
 use crate::mutate::{ContainerView, MetaView, PodSpecView, PodView};
 
 /// Deepest nesting of arrays and objects decoded here; serde_json's own
@@ -604,42 +605,6 @@ impl<'a> Parser<'a> {
     }
 }
 
-/// Where the run of plain string bytes starting at `i` ends: the index of
-/// the first `"`, `\` or control character, or the end of `b`. Eight bytes at
-/// a time.
-fn plain_run(b: &[u8], mut i: usize) -> usize {
-    while let Some(chunk) = b.get(i..i + 8) {
-        let mut word = [0u8; 8];
-        word.copy_from_slice(chunk);
-        let m = special(u64::from_le_bytes(word));
-        if m != 0 {
-            return i + (m.trailing_zeros() / 8) as usize;
-        }
-        i += 8;
-    }
-    while let Some(&c) = b.get(i) {
-        if c == b'"' || c == b'\\' || c < 0x20 {
-            break;
-        }
-        i += 1;
-    }
-    i
-}
-
-/// The high bit of each byte of `w` (little-endian) that is `"`, `\` or
-/// below 0x20. Bytes above the first such byte may be marked wrongly (a
-/// borrow runs on), so only the lowest mark is exact: that is the one used.
-fn special(w: u64) -> u64 {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGH: u64 = 0x8080_8080_8080_8080;
-    let zero_in = |v: u64| v.wrapping_sub(ONES) & !v & HIGH;
-    let quote = zero_in(w ^ (ONES * u64::from(b'"')));
-    let backslash = zero_in(w ^ (ONES * u64::from(b'\\')));
-    // Bytes below 0x20 (bytes of 0x80 and up are not: their high bit is set).
-    let control = w.wrapping_sub(ONES * 0x20) & !w & HIGH;
-    quote | backslash | control
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -815,21 +780,5 @@ mod tests {
             let fast = check(&text);
             assert_eq!(fast.is_some(), serde_decode(&text).is_some(), "{value}");
         }
-    }
-
-    #[test]
-    fn plain_run_stops_at_the_first_special_byte() {
-        let plain = "abcdéfgh ijklmnopqrstu~\u{7f}";
-        for len in 0..plain.len() {
-            let Some(prefix) = plain.get(..len) else {
-                continue;
-            };
-            assert_eq!(plain_run(prefix.as_bytes(), 0), len);
-            for stop in ["\"", "\\", "\u{0}", "\u{1f}", "\n"] {
-                let text = format!("{prefix}{stop}\"\\x\u{1}");
-                assert_eq!(plain_run(text.as_bytes(), 0), len, "{text:?}");
-            }
-        }
-        assert_eq!(plain_run(b"ab\"", 1), 2);
     }
 }
