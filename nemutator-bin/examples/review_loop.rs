@@ -11,6 +11,13 @@
 //! A second argument names another review file to loop over instead (say,
 //! the example written compactly, as the API server sends it).
 //!
+//! With `EVICT_KB=N` in the environment, N KiB of memory are written between
+//! two reviews, out of the timed part, so each review starts with its code
+//! and data out of the core's caches, as in the server, where TLS, HTTP and
+//! the kernel run between two reviews (docs/PERFORMANCE.md: 1024 KiB brings
+//! a review near its cost in the server). It then prints the time per review
+//! of the timed part.
+//!
 //! Divide the `I refs` valgrind prints by N for instructions per review
 //! (decode, mutation chain, patch, response encoding). Without valgrind it
 //! prints the wall-clock time per review.
@@ -42,6 +49,29 @@ fn run_reviews(
     Ok(bytes)
 }
 
+/// [`run_reviews`] with `evict` (a buffer larger than the caches) written
+/// over between two reviews; returns the time spent in the reviews alone.
+fn run_cold_reviews(
+    rt: &tokio::runtime::Runtime,
+    admission: &Admission,
+    body: &[u8],
+    n: usize,
+    evict: &mut [u8],
+) -> anyhow::Result<std::time::Duration> {
+    let mut spent = std::time::Duration::ZERO;
+    for round in 0..n {
+        // One write per cache line.
+        for (i, b) in evict.iter_mut().enumerate().step_by(64) {
+            *b = b.wrapping_add((i ^ round) as u8);
+        }
+        let start = std::time::Instant::now();
+        run_reviews(rt, admission, body, 1)?;
+        spent += start.elapsed();
+    }
+    std::hint::black_box(evict);
+    Ok(spent)
+}
+
 fn main() -> anyhow::Result<()> {
     let n: usize = match std::env::args().nth(1) {
         Some(a) => a.parse().context("N must be a number")?,
@@ -63,6 +93,15 @@ fn main() -> anyhow::Result<()> {
         .unwrap_or_else(|| "examples/admission-review.json".into());
     let body =
         std::fs::read(&path).with_context(|| format!("{path} (run from the repository root)"))?;
+    if let Ok(kb) = std::env::var("EVICT_KB") {
+        let kb: usize = kb.parse().context("EVICT_KB must be a number of KiB")?;
+        let spent = run_cold_reviews(&rt, &admission, &body, n, &mut vec![0; kb * 1024])?;
+        eprintln!(
+            "{n} reviews after writing {kb} KiB each: {:.2} us each (reviews alone)",
+            spent.as_secs_f64() * 1e6 / n.max(1) as f64
+        );
+        return Ok(());
+    }
     let start = std::time::Instant::now();
     let bytes = run_reviews(&rt, &admission, &body, n)?;
     eprintln!(
