@@ -8,7 +8,9 @@
 #   2. open loop at a fixed rate: half the baseline's mean closed-loop
 #      throughput (the issue's load), offered to nemutator and then, as a
 #      control, to the baseline, by nemutator-bin/examples/loadgen.rs (wrk
-#      cannot hold a rate). Its latency counts the wait for a free connection,
+#      cannot hold a rate), in BENCH_OPEN_ROUNDS rounds (3): one 15 s run's
+#      p99 is decided by the few stalls of a shared machine in those 15 s, so
+#      the verdict takes the median round and every round is printed. Its latency counts the wait for a free connection,
 #      so a server that falls behind shows it in p99 instead of lowering the
 #      rate.
 #
@@ -19,6 +21,7 @@
 # Everything runs on loopback; servers started here are killed on exit.
 #
 # Environment: BENCH_DURATION (15s: whole seconds), BENCH_CONNECTIONS (16), BENCH_THREADS (1),
+# BENCH_OPEN_ROUNDS (3),
 # NEMUTATOR_LOG (the webhook's log filter; default info, as users run it; the
 # script reads the address from its `listen=` info line),
 # BENCH_KEEP (a directory to copy the wrk outputs to).
@@ -196,16 +199,25 @@ open_loop() {
 # Open loop at half the baseline's throughput (the issue's load).
 half_base=$(awk -v b="$base_rps" 'BEGIN { printf "%.0f", b / 2 }')
 echo
-echo "== open loop at half the baseline = $half_base req/s ($CONNS connections, loadgen, 2 s warm-up + $DURATION)"
-open_loop nemutator "$nemu_addr" "$nemu_pid" open-nemutator "$half_base"
-open_loop baseline "$base_addr" "$base_pid" open-baseline "$half_base"
-result=$(cat "$tmp/open-nemutator.result")
-p99=$(field p99_us "$result")
-achieved=$(field rps "$result")
-if awk -v a="$achieved" -v t="$half_base" 'BEGIN { exit !(a >= 0.95 * t) }'; then
-  echo "nemutator p99 at half the baseline's throughput = $p99 us (goal < 2000 us: $(verdict "$(awk -v p="$p99" 'BEGIN { print (p < 2000) }')"))"
+ROUNDS=${BENCH_OPEN_ROUNDS:-3}
+echo "== open loop at half the baseline = $half_base req/s ($CONNS connections, loadgen, 2 s warm-up + $DURATION, $ROUNDS rounds)"
+p99s=()
+short=0
+for round in $(seq 1 "$ROUNDS"); do
+  open_loop nemutator "$nemu_addr" "$nemu_pid" "open-nemutator-$round" "$half_base"
+  open_loop baseline "$base_addr" "$base_pid" "open-baseline-$round" "$half_base"
+  result=$(cat "$tmp/open-nemutator-$round.result")
+  p99s+=("$(field p99_us "$result")")
+  if ! awk -v a="$(field rps "$result")" -v t="$half_base" 'BEGIN { exit !(a >= 0.95 * t) }'; then
+    short=$((short + 1))
+  fi
+done
+median=$(printf '%s\n' "${p99s[@]}" | sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }')
+under=$(printf '%s\n' "${p99s[@]}" | awk '$1 < 2000 { n++ } END { print n + 0 }')
+if [ "$short" -gt 0 ]; then
+  echo "nemutator fell short of $half_base req/s in $short of $ROUNDS rounds: it cannot carry half the baseline's load (goal MISSED)"
 else
-  echo "nemutator answered $achieved of $half_base req/s: it cannot carry half the baseline's load (p99 $p99 us; goal MISSED)"
+  echo "nemutator p99 at half the baseline's throughput = $median us, the median of $ROUNDS rounds (${p99s[*]} us; under 2 ms in $under) (goal < 2000 us: $(verdict "$(awk -v p="$median" 'BEGIN { print (p < 2000) }')"))"
 fi
 
 # Extra information, not the goal: the same at 0.3 and 0.4 of the baseline's
