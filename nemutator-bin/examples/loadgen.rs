@@ -23,6 +23,11 @@
 //!
 //! Prints one line: `RESULT target_rps=… rps=… requests=… p50_us=… p90_us=…
 //! p99_us=… max_us=… errors=… non2xx=… unsent=… loadgen_cpu_us_per_req=…`.
+//!
+//! `--latency-log FILE` also writes every measured request as a line
+//! `RELEASED_US LATENCY_US CONNECTION` (release time from the start of the
+//! measurement, in release order), to see when the slow requests came and on
+//! which connections (docs/PERFORMANCE.md).
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -66,6 +71,10 @@ struct Args {
     /// Microseconds between two releases of requests.
     #[arg(long, default_value_t = 200)]
     batch_us: u64,
+    /// Write each measured request's release time, latency and connection
+    /// here.
+    #[arg(long)]
+    latency_log: Option<PathBuf>,
 }
 
 /// Accepts any server certificate (loopback benchmarks only); signatures are
@@ -144,6 +153,9 @@ impl Queue {
 #[derive(Default)]
 struct Tally {
     latencies_us: Vec<u32>,
+    /// Per measured request: release time (µs from the start of the
+    /// measurement), latency (µs), connection.
+    log: Vec<(u64, u32, usize)>,
     errors: u64,
     non2xx: u64,
 }
@@ -207,9 +219,10 @@ async fn exchange(stream: &mut Stream, request: &[u8], buf: &mut Vec<u8>) -> any
     Ok(status)
 }
 
-/// One keep-alive connection: takes released requests until the queue
-/// closes; reconnects after an error.
+/// One keep-alive connection (number `id`): takes released requests until
+/// the queue closes; reconnects after an error.
 async fn connection(
+    id: usize,
     first: Stream,
     addr: SocketAddr,
     request: Rc<[u8]>,
@@ -240,10 +253,13 @@ async fn connection(
             }
             Ok(status) => {
                 if released >= measure_from {
-                    let us = done.duration_since(released).as_micros();
+                    let us = u32::try_from(done.duration_since(released).as_micros())
+                        .unwrap_or(u32::MAX);
+                    tally.latencies_us.push(us);
+                    let at = released.duration_since(measure_from).as_micros();
                     tally
-                        .latencies_us
-                        .push(u32::try_from(us).unwrap_or(u32::MAX));
+                        .log
+                        .push((u64::try_from(at).unwrap_or(u64::MAX), us, id));
                     if !(200..300).contains(&status) {
                         tally.non2xx += 1;
                     }
@@ -313,8 +329,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let measure_from = start + Duration::from_secs_f64(args.warmup);
     let end = measure_from + Duration::from_secs_f64(args.duration);
     let mut workers = Vec::new();
-    for stream in streams {
+    for (id, stream) in streams.into_iter().enumerate() {
         workers.push(tokio::task::spawn_local(connection(
+            id,
             stream,
             addr,
             request.clone(),
@@ -365,8 +382,17 @@ async fn run(args: Args) -> anyhow::Result<()> {
     for w in workers {
         let t = w.await?;
         all.latencies_us.extend(t.latencies_us);
+        all.log.extend(t.log);
         all.errors += t.errors;
         all.non2xx += t.non2xx;
+    }
+    if let Some(path) = &args.latency_log {
+        all.log.sort_unstable();
+        let mut text = String::with_capacity(all.log.len() * 20);
+        for (at, us, id) in &all.log {
+            text.push_str(&format!("{at} {us} {id}\n"));
+        }
+        std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
     }
     let n = all.latencies_us.len();
     let max = all.latencies_us.iter().copied().max().unwrap_or(0);
