@@ -7,6 +7,7 @@
 //! operation is allowed unchanged. Malformed input is an [`AdmissionError`]
 //! with a one-line reason (an HTTP 400), never a panic.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
@@ -37,29 +38,32 @@ pub enum AdmissionError {
 /// The envelope of a review, with the object as `O`: a [`PodView`] decoded
 /// in the same pass (the common case for a pod webhook; the `fast` decoder
 /// gives the same for the usual shape of the text, serde's derive is the
-/// reference and the fallback), or the raw JSON when that fails.
+/// reference and the fallback), or the raw JSON when that fails. Its strings
+/// borrow from the body where they have no escapes: they are only compared,
+/// or copied once.
 #[derive(Deserialize, Debug, PartialEq)]
-struct ReviewIn<O> {
-    #[serde(rename = "apiVersion", default)]
-    api_version: Option<String>,
-    #[serde(default)]
-    kind: Option<String>,
-    #[serde(default = "none")]
-    request: Option<RequestIn<O>>,
+struct ReviewIn<'a, O> {
+    #[serde(rename = "apiVersion", default, borrow)]
+    api_version: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    kind: Option<Cow<'a, str>>,
+    #[serde(default = "none", borrow)]
+    request: Option<RequestIn<'a, O>>,
 }
 
 #[derive(Deserialize, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
-struct RequestIn<O> {
-    uid: String,
-    #[serde(default)]
-    kind: Gvk,
-    #[serde(default)]
-    sub_resource: Option<String>,
-    #[serde(default)]
-    namespace: Option<String>,
-    #[serde(default)]
-    operation: Option<String>,
+struct RequestIn<'a, O> {
+    #[serde(borrow)]
+    uid: Cow<'a, str>,
+    #[serde(default, borrow)]
+    kind: Gvk<'a>,
+    #[serde(default, borrow)]
+    sub_resource: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    namespace: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    operation: Option<Cow<'a, str>>,
     #[serde(default = "none")]
     object: Option<O>,
 }
@@ -69,17 +73,17 @@ fn none<T>() -> Option<T> {
     None
 }
 
-type PodReviewIn = ReviewIn<PodView>;
-type PodRequestIn = RequestIn<PodView>;
+type PodReviewIn<'a> = ReviewIn<'a, PodView>;
+type PodRequestIn<'a> = RequestIn<'a, PodView>;
 
 #[derive(Deserialize, Default, Debug, PartialEq)]
-struct Gvk {
-    #[serde(default)]
-    group: String,
-    #[serde(default)]
-    version: String,
-    #[serde(default)]
-    kind: String,
+struct Gvk<'a> {
+    #[serde(default, borrow)]
+    group: Cow<'a, str>,
+    #[serde(default, borrow)]
+    version: Cow<'a, str>,
+    #[serde(default, borrow)]
+    kind: Cow<'a, str>,
 }
 
 /// The `status` of a denied response.
@@ -301,7 +305,7 @@ impl Admission {
             }
             Ok(())
         };
-        let is_pod_create = |kind: &Gvk, operation: Option<&str>, sub: Option<&String>| {
+        let is_pod_create = |kind: &Gvk, operation: Option<&str>, sub: Option<&str>| {
             kind.group.is_empty()
                 && kind.version == "v1"
                 && kind.kind == "Pod"
@@ -321,12 +325,12 @@ impl Admission {
                         if is_pod_create(
                             &req.kind,
                             req.operation.as_deref(),
-                            req.sub_resource.as_ref(),
+                            req.sub_resource.as_deref(),
                         ) =>
                     {
-                        (req.uid, req.namespace, pod)
+                        (req.uid.into_owned(), req.namespace, pod)
                     }
-                    _ => return Ok(skipped(req.uid)),
+                    _ => return Ok(skipped(req.uid.into_owned())),
                 }
             }
             // Not a Pod object (or not a review at all): decode the envelope
@@ -339,7 +343,7 @@ impl Admission {
                 if is_pod_create(
                     &req.kind,
                     req.operation.as_deref(),
-                    req.sub_resource.as_ref(),
+                    req.sub_resource.as_deref(),
                 ) {
                     let detail = match req.object.map(|o| serde_json::from_str::<PodView>(o.get()))
                     {
@@ -350,7 +354,7 @@ impl Admission {
                         "request.object: {detail}"
                     )));
                 }
-                return Ok(skipped(req.uid));
+                return Ok(skipped(req.uid.into_owned()));
             }
         };
         let namespace = namespace.unwrap_or_default();

@@ -38,7 +38,7 @@ struct Bail;
 type R<T> = Result<T, Bail>;
 
 /// Decode `text` as an AdmissionReview whose object is a pod view, or give up.
-pub(super) fn pod_review(text: &str) -> Option<PodReviewIn> {
+pub(super) fn pod_review(text: &str) -> Option<PodReviewIn<'_>> {
     let mut p = Parser {
         text,
         b: text.as_bytes(),
@@ -270,6 +270,13 @@ impl<'a> Parser<'a> {
         Ok(self.string()?.into_owned())
     }
 
+    fn opt_str(&mut self) -> R<Option<Cow<'a, str>>> {
+        if self.null()? {
+            return Ok(None);
+        }
+        self.string().map(Some)
+    }
+
     fn opt_string(&mut self) -> R<Option<String>> {
         if self.null()? {
             return Ok(None);
@@ -388,7 +395,7 @@ impl<'a> Parser<'a> {
     // The shapes of `super::PodReviewIn` and `crate::mutate::PodView`, field
     // for field (serde's derive is the reference).
 
-    fn review(&mut self) -> R<PodReviewIn> {
+    fn review(&mut self) -> R<PodReviewIn<'a>> {
         let mut out = PodReviewIn {
             api_version: None,
             kind: None,
@@ -397,9 +404,9 @@ impl<'a> Parser<'a> {
         let mut seen = 0;
         self.object(|p, key| match key {
             "apiVersion" => p
-                .once(&mut seen, 1, Self::opt_string)
+                .once(&mut seen, 1, Self::opt_str)
                 .map(|v| out.api_version = v),
-            "kind" => p.once(&mut seen, 2, Self::opt_string).map(|v| out.kind = v),
+            "kind" => p.once(&mut seen, 2, Self::opt_str).map(|v| out.kind = v),
             "request" => p
                 .once(&mut seen, 4, |p| p.nullable(Self::request))
                 .map(|v| out.request = v),
@@ -408,10 +415,10 @@ impl<'a> Parser<'a> {
         Ok(out)
     }
 
-    fn request(&mut self) -> R<PodRequestIn> {
+    fn request(&mut self) -> R<PodRequestIn<'a>> {
         let mut uid = None;
         let mut out = PodRequestIn {
-            uid: String::new(),
+            uid: Cow::Borrowed(""),
             kind: Gvk::default(),
             sub_resource: None,
             namespace: None,
@@ -420,18 +427,16 @@ impl<'a> Parser<'a> {
         };
         let mut seen = 0;
         self.object(|p, key| match key {
-            "uid" => p
-                .once(&mut seen, 1, Self::owned_string)
-                .map(|v| uid = Some(v)),
+            "uid" => p.once(&mut seen, 1, Self::string).map(|v| uid = Some(v)),
             "kind" => p.once(&mut seen, 2, Self::gvk).map(|v| out.kind = v),
             "subResource" => p
-                .once(&mut seen, 4, Self::opt_string)
+                .once(&mut seen, 4, Self::opt_str)
                 .map(|v| out.sub_resource = v),
             "namespace" => p
-                .once(&mut seen, 8, Self::opt_string)
+                .once(&mut seen, 8, Self::opt_str)
                 .map(|v| out.namespace = v),
             "operation" => p
-                .once(&mut seen, 16, Self::opt_string)
+                .once(&mut seen, 16, Self::opt_str)
                 .map(|v| out.operation = v),
             "object" => p
                 .once(&mut seen, 32, |p| p.nullable(Self::pod))
@@ -443,19 +448,13 @@ impl<'a> Parser<'a> {
         Ok(out)
     }
 
-    fn gvk(&mut self) -> R<Gvk> {
+    fn gvk(&mut self) -> R<Gvk<'a>> {
         let mut out = Gvk::default();
         let mut seen = 0;
         self.object(|p, key| match key {
-            "group" => p
-                .once(&mut seen, 1, Self::owned_string)
-                .map(|v| out.group = v),
-            "version" => p
-                .once(&mut seen, 2, Self::owned_string)
-                .map(|v| out.version = v),
-            "kind" => p
-                .once(&mut seen, 4, Self::owned_string)
-                .map(|v| out.kind = v),
+            "group" => p.once(&mut seen, 1, Self::string).map(|v| out.group = v),
+            "version" => p.once(&mut seen, 2, Self::string).map(|v| out.version = v),
+            "kind" => p.once(&mut seen, 4, Self::string).map(|v| out.kind = v),
             _ => p.skip(),
         })?;
         Ok(out)
@@ -609,12 +608,12 @@ impl<'a> Parser<'a> {
 mod tests {
     use super::*;
 
-    fn serde_decode(text: &str) -> Option<PodReviewIn> {
+    fn serde_decode(text: &str) -> Option<PodReviewIn<'_>> {
         serde_json::from_str(text).ok()
     }
 
     /// What the fast decoder gives must be what serde gives.
-    fn check(text: &str) -> Option<PodReviewIn> {
+    fn check(text: &str) -> Option<PodReviewIn<'_>> {
         let fast = pod_review(text);
         if let Some(fast) = &fast {
             assert_eq!(Some(fast), serde_decode(text).as_ref(), "{text}");
