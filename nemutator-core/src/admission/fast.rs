@@ -59,8 +59,38 @@ struct Parser<'a> {
 
 impl<'a> Parser<'a> {
     fn ws(&mut self) {
-        while let Some(b' ' | b'\n' | b'\r' | b'\t') = self.b.get(self.i) {
-            self.i += 1;
+        // Most calls meet no whitespace at all (every byte of JSON's
+        // structure is above the space).
+        if self.b.get(self.i).is_none_or(|&c| c > b' ') {
+            return;
+        }
+        self.ws_run();
+    }
+
+    /// [`Parser::ws`] past at least one byte of whitespace: runs of spaces
+    /// (indentation) up to eight at a time.
+    fn ws_run(&mut self) {
+        const SPACES: u64 = u64::from_le_bytes([b' '; 8]);
+        loop {
+            match self.b.get(self.i) {
+                Some(b' ') => match self.b.get(self.i..self.i + 8) {
+                    Some(chunk) => {
+                        let mut word = [0u8; 8];
+                        word.copy_from_slice(chunk);
+                        // The first byte is a space, so at least 8 trailing
+                        // zero bits: one byte or more is skipped.
+                        let other = u64::from_le_bytes(word) ^ SPACES;
+                        self.i += if other == 0 {
+                            8
+                        } else {
+                            (other.trailing_zeros() / 8) as usize
+                        };
+                    }
+                    None => self.i += 1,
+                },
+                Some(b'\n' | b'\r' | b'\t') => self.i += 1,
+                _ => return,
+            }
         }
     }
 
@@ -747,6 +777,35 @@ mod tests {
                 .and_then(|r| r.object)
                 .and_then(|p| p.metadata.labels);
             proptest::prop_assert_eq!(read, Some(labels));
+        }
+
+        /// Whitespace of any kind and length between the tokens (before and
+        /// after the document too): the fast path takes it and reads what
+        /// serde reads.
+        #[test]
+        fn any_whitespace_between_tokens_reads_as_serde_reads_it(
+            gaps in proptest::collection::vec("[ \t\r\n]{0,19}", 1..400),
+        ) {
+            let compact = serde_json::to_string(
+                &serde_json::from_str::<serde_json::Value>(EXAMPLE).expect("JSON"),
+            )
+            .expect("JSON");
+            // A gap after every structural character outside strings (the
+            // example's strings have no escaped quotes).
+            let mut text = gaps[0].clone();
+            let mut next = gaps.iter().cycle().skip(1);
+            let mut in_string = false;
+            for c in compact.chars() {
+                text.push(c);
+                if c == '"' {
+                    in_string = !in_string;
+                } else if !in_string && "{}[],:".contains(c) {
+                    text.push_str(next.next().map_or("", String::as_str));
+                }
+            }
+            let fast = check(&text);
+            proptest::prop_assert!(fast.is_some(), "{}", text);
+            proptest::prop_assert_eq!(fast, serde_decode(&compact));
         }
     }
 
