@@ -152,7 +152,6 @@ impl Queue {
 
 #[derive(Default)]
 struct Tally {
-    latencies_us: Vec<u32>,
     /// Per measured request: release time (µs from the start of the
     /// measurement), latency (µs), connection.
     log: Vec<(u64, u32, usize)>,
@@ -255,7 +254,6 @@ async fn connection(
                 if released >= measure_from {
                     let us = u32::try_from(done.duration_since(released).as_micros())
                         .unwrap_or(u32::MAX);
-                    tally.latencies_us.push(us);
                     let at = released.duration_since(measure_from).as_micros();
                     tally
                         .log
@@ -381,7 +379,6 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let mut all = Tally::default();
     for w in workers {
         let t = w.await?;
-        all.latencies_us.extend(t.latencies_us);
         all.log.extend(t.log);
         all.errors += t.errors;
         all.non2xx += t.non2xx;
@@ -394,10 +391,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
         }
         std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
     }
-    let n = all.latencies_us.len();
-    let max = all.latencies_us.iter().copied().max().unwrap_or(0);
+    let n = all.log.len();
+    let max = all.log.iter().map(|&(_, us, _)| us).max().unwrap_or(0);
     // Percentiles as the recommender computes them (interpolated, PromQL-style).
-    let mut us: Vec<f64> = all.latencies_us.iter().map(|&v| f64::from(v)).collect();
+    let mut us: Vec<f64> = all.log.iter().map(|&(_, us, _)| f64::from(us)).collect();
     let mut pct = |q: f64| quantile(&mut us, q).unwrap_or(0.0).round() as u64;
     let (p50, p90, p99) = (pct(0.5), pct(0.9), pct(0.99));
     let cpu_us = own_cpu_us();

@@ -27,24 +27,28 @@ pub fn write_str(out: &mut Vec<u8>, s: &str) {
     out.push(b'"');
     let mut start = 0; // first byte not yet copied
     loop {
-        // Long runs (the base64 of a patch): one vector check per block.
-        let mut end = start;
-        while let Some(block) = bytes.get(end..end + BLOCK) {
-            if block
-                .iter()
-                .fold(false, |acc, &c| acc | byte_needs_escape(c))
-            {
-                break;
-            }
-            end += BLOCK;
-        }
-        let end = plain_run(bytes, end);
+        let end = plain_run(bytes, plain_blocks(bytes, start));
         out.extend_from_slice(&bytes[start..end]);
         let Some(&b) = bytes.get(end) else { break };
         escape(out, b);
         start = end + 1;
     }
     out.push(b'"');
+}
+
+/// Past the whole blocks of [`BLOCK`] plain bytes from `i` (long runs, such
+/// as the base64 of a patch): one vector check per block.
+fn plain_blocks(b: &[u8], mut i: usize) -> usize {
+    while let Some(block) = b.get(i..i + BLOCK) {
+        if block
+            .iter()
+            .fold(false, |acc, &c| acc | byte_needs_escape(c))
+        {
+            break;
+        }
+        i += BLOCK;
+    }
+    i
 }
 
 /// Where the run of plain string bytes starting at `i` ends: the index of
@@ -60,10 +64,7 @@ pub(crate) fn plain_run(b: &[u8], mut i: usize) -> usize {
         }
         i += 8;
     }
-    while let Some(&c) = b.get(i) {
-        if c == b'"' || c == b'\\' || c < 0x20 {
-            break;
-        }
+    while b.get(i).is_some_and(|&c| !byte_needs_escape(c)) {
         i += 1;
     }
     i

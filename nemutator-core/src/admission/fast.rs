@@ -308,10 +308,7 @@ impl<'a> Parser<'a> {
     }
 
     fn opt_string(&mut self) -> R<Option<String>> {
-        if self.null()? {
-            return Ok(None);
-        }
-        self.owned_string().map(Some)
+        Ok(self.opt_str()?.map(Cow::into_owned))
     }
 
     /// A map of strings; a repeated key keeps the last value, as serde does.

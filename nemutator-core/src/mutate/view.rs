@@ -1,8 +1,9 @@
 //! The part of a Pod the mutation chain works on.
 //!
 //! Admission decodes a [`PodView`] instead of a whole `k8s_openapi` `Pod`:
-//! of the metadata and of each container only what layers read or change. Every other field of the object is skipped by the decoder
-//! and can never appear in the patch, because the patch is the difference
+//! of the metadata and of each container only what layers read or change.
+//! Every other field of the object is skipped by the decoder and can never
+//! appear in the patch, because the patch is the difference
 //! between two views. Decoding a full Pod (every probe, volume, security
 //! context...) was the largest cost of a review; see docs/PERFORMANCE.md.
 //!
