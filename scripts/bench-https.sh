@@ -22,6 +22,8 @@
 #
 # Environment: BENCH_DURATION (15s: whole seconds), BENCH_CONNECTIONS (16), BENCH_THREADS (1),
 # BENCH_OPEN_ROUNDS (3),
+# BENCH_BUILD (pgo: both servers built by scripts/build-pgo.sh, profile-guided,
+# as release binaries are built; plain: `cargo build --release`),
 # NEMUTATOR_LOG (the webhook's log filter; default info, as users run it; the
 # script reads the address from its `listen=` info line),
 # BENCH_KEEP (a directory to copy the wrk outputs to).
@@ -46,9 +48,19 @@ fi
 export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
 cargo build --release --locked -p nemutator-bin --bin nemutator --example baseline_server --example loadgen
 target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
-NEMUTATOR=$target_dir/release/nemutator
-BASELINE=$target_dir/release/examples/baseline_server
 LOADGEN=$target_dir/release/examples/loadgen
+case ${BENCH_BUILD:-pgo} in
+  pgo)
+    ./scripts/build-pgo.sh
+    NEMUTATOR=$target_dir/pgo/release/nemutator
+    BASELINE=$target_dir/pgo/release/examples/baseline_server
+    ;;
+  plain)
+    NEMUTATOR=$target_dir/release/nemutator
+    BASELINE=$target_dir/release/examples/baseline_server
+    ;;
+  *) echo "bench-https.sh: BENCH_BUILD is pgo or plain" >&2; exit 1 ;;
+esac
 
 tmp=$(mktemp -d)
 pids=()

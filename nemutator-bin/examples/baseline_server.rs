@@ -103,8 +103,15 @@ async fn main() -> anyhow::Result<()> {
         .with_context(|| format!("listening on {}", args.listen))?;
     eprintln!("listen={}", listener.local_addr()?);
     let builder = auto::Builder::new(TokioExecutor::new());
+    // Exit 0 on SIGTERM, so that a profiling build (scripts/build-pgo.sh)
+    // writes its profile at exit.
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     loop {
-        let (tcp, _) = match listener.accept().await {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = term.recv() => return Ok(()),
+        };
+        let (tcp, _) = match accepted {
             Ok(conn) => conn,
             Err(e) => {
                 eprintln!("accept failed: {e}");
