@@ -23,7 +23,8 @@
 # Environment: BENCH_DURATION (15s: whole seconds), BENCH_CONNECTIONS (16), BENCH_THREADS (1),
 # BENCH_OPEN_ROUNDS (3),
 # BENCH_BUILD (pgo: both servers built by scripts/build-pgo.sh, profile-guided,
-# as release binaries are built; plain: `cargo build --release`),
+# as release binaries are built; pgo-built: those builds as they are, not
+# rebuilt; plain: `cargo build --release`),
 # NEMUTATOR_LOG (the webhook's log filter; default info, as users run it; the
 # script reads the address from its `listen=` info line),
 # BENCH_KEEP (a directory to copy the wrk outputs to).
@@ -50,8 +51,8 @@ cargo build --release --locked -p nemutator-bin --bin nemutator --example baseli
 target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
 LOADGEN=$target_dir/release/examples/loadgen
 case ${BENCH_BUILD:-pgo} in
-  pgo)
-    ./scripts/build-pgo.sh
+  pgo | pgo-built)
+    [ "${BENCH_BUILD:-pgo}" = pgo-built ] || ./scripts/build-pgo.sh
     NEMUTATOR=$target_dir/pgo/release/nemutator
     BASELINE=$target_dir/pgo/release/examples/baseline_server
     ;;
@@ -59,7 +60,7 @@ case ${BENCH_BUILD:-pgo} in
     NEMUTATOR=$target_dir/release/nemutator
     BASELINE=$target_dir/release/examples/baseline_server
     ;;
-  *) echo "bench-https.sh: BENCH_BUILD is pgo or plain" >&2; exit 1 ;;
+  *) echo "bench-https.sh: BENCH_BUILD is pgo, pgo-built or plain" >&2; exit 1 ;;
 esac
 
 tmp=$(mktemp -d)
