@@ -224,3 +224,60 @@ fn recommend_with_brainsets_gives_one_row_per_season() {
     assert!(web_app.iter().any(|l| l.contains(",seasonal,peak,")));
     assert!(web_app.iter().any(|l| l.contains(",seasonal,off-peak,")));
 }
+
+/// The reviews `scripts/build-pgo.sh` trains the release build on take the
+/// paths they are in the set for (a training set that fell to the error path
+/// would tune the build for errors).
+#[test]
+fn pgo_training_reviews_take_their_paths() {
+    let patched = |file: &str| -> serde_json::Value {
+        let (code, out, err) = run_cli(&["review", "--patched", file], None);
+        assert_eq!(code, 0, "{file}: {err}");
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{file}: {e}: {out}"))
+    };
+    let applied = |pod: &serde_json::Value| -> String {
+        pod["metadata"]["annotations"]["nemutator.io/resources-applied"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    };
+
+    // Compact, as the API server sends it, with fields the view skips.
+    let pod = patched("scripts/pgo/shop-api-compact.json");
+    assert!(applied(&pod).starts_with("api: cpu 1->"), "{pod}");
+    assert_ne!(
+        pod["spec"]["containers"][0]["resources"]["requests"]["cpu"],
+        "1"
+    );
+    assert_eq!(
+        pod["spec"]["containers"][0]["livenessProbe"]["periodSeconds"],
+        10
+    );
+
+    // A native sidecar is sized like a container.
+    let pod = patched("scripts/pgo/web-sidecar.json");
+    assert!(applied(&pod).contains("\nenvoy: cpu 200m->"), "{pod}");
+    assert_ne!(
+        pod["spec"]["initContainers"][0]["resources"]["requests"]["cpu"],
+        "200m"
+    );
+
+    // Dry-run records and changes nothing else.
+    let pod = patched("scripts/pgo/node-agent-dry-run.json");
+    assert!(
+        applied(&pod).starts_with("dry-run: agent: cpu 250m->"),
+        "{pod}"
+    );
+    assert_eq!(
+        pod["spec"]["containers"][0]["resources"]["requests"]["cpu"],
+        "250m"
+    );
+
+    // An excluded namespace is left alone.
+    let pod = patched("scripts/pgo/coredns-excluded.json");
+    assert_eq!(applied(&pod), "");
+    assert_eq!(
+        pod["spec"]["containers"][0]["resources"]["requests"]["cpu"],
+        "100m"
+    );
+}
