@@ -31,14 +31,8 @@ cargo build --release --locked -p nemutator-bin --bin nemutator --example baseli
 target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
 NEW=${2:-$target_dir/release/nemutator}
 
-tmp=$(mktemp -d)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$tmp"
-}
-trap cleanup EXIT
+# shellcheck source=scripts/lib/servers.sh
+source scripts/lib/servers.sh
 
 # start NAME CMD...: start a server on a free port; sets ADDR_NAME and PID_NAME.
 start() {

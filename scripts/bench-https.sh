@@ -63,33 +63,8 @@ case ${BENCH_BUILD:-pgo} in
   *) echo "bench-https.sh: BENCH_BUILD is pgo, pgo-built or plain" >&2; exit 1 ;;
 esac
 
-tmp=$(mktemp -d)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do
-    kill "$p" 2>/dev/null || true
-  done
-  for p in "${pids[@]}"; do
-    wait "$p" 2>/dev/null || true
-  done
-  rm -rf "$tmp"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-# Wait until FILE shows `listen=ADDR` and print ADDR.
-listen_addr() {
-  local file=$1 pid=$2 addr=""
-  for _ in $(seq 1 500); do
-    addr=$(sed 's/\x1b\[[0-9;]*m//g' "$file" | grep -o 'listen=[0-9.]*:[0-9]*' | head -n1 | cut -d= -f2 || true)
-    [ -n "$addr" ] && { echo "$addr"; return 0; }
-    kill -0 "$pid" 2>/dev/null || break
-    sleep 0.02
-  done
-  echo "bench-https.sh: server did not start; its stderr:" >&2
-  cat "$file" >&2
-  return 1
-}
+# shellcheck source=scripts/lib/servers.sh
+source scripts/lib/servers.sh
 
 # Server CPU time so far (user + system), in microseconds.
 cpu_us() {

@@ -45,15 +45,8 @@ cargo build --release --locked -p nemutator-bin --example loadgen
 target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
 LOADGEN=$target_dir/release/examples/loadgen
 
-tmp=$(mktemp -d)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$tmp"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+# shellcheck source=scripts/lib/servers.sh
+source scripts/lib/servers.sh
 
 # `--target` keeps the flags off build scripts and proc macros, which would
 # otherwise write profiles of the build itself.
@@ -67,19 +60,6 @@ profiles=$target_dir/pgo-gen/profiles
 build "$target_dir/pgo-gen" "-Cprofile-generate=$profiles"
 rm -rf "$profiles"
 gen=$target_dir/pgo-gen/$host/release
-
-listen_addr() { # listen_addr STDERR_FILE PID
-  local addr=""
-  for _ in $(seq 1 500); do
-    addr=$(sed 's/\x1b\[[0-9;]*m//g' "$1" | grep -o 'listen=[0-9.]*:[0-9]*' | head -n1 | cut -d= -f2 || true)
-    [ -n "$addr" ] && { echo "$addr"; return 0; }
-    kill -0 "$2" 2>/dev/null || break
-    sleep 0.02
-  done
-  echo "build-pgo.sh: server did not start; its stderr:" >&2
-  cat "$1" >&2
-  return 1
-}
 
 train() { # train ADDR BODY
   "$LOADGEN" --url "https://$1/mutate" --body "$2" --rate 8000 --duration "$SECS" --warmup 0.5 >/dev/null
