@@ -11,9 +11,9 @@
 #    scripts/pgo/ and nemutator-core/tests/data/ (a compact ReplicaSet pod as
 #    the API server sends it, an indented one with a native sidecar, a
 #    Guaranteed StatefulSet pod, a DaemonSet pod in dry-run, a pod in an
-#    excluded namespace, a Deployment), each sent
-#    open loop by nemutator-bin/examples/loadgen.rs and closed loop by wrk,
-#    plus the health and metrics endpoints; the benchmark's own request
+#    excluded namespace, a Deployment), each sent open loop by
+#    nemutator-bin/examples/loadgen.rs and closed loop by wrk, plus the
+#    health and metrics endpoints; the benchmark's own request
 #    (examples/admission-review.json) is deliberately not in the set;
 # 3. merges the profiles with the toolchain's llvm-profdata (rustup component
 #    llvm-tools, added when missing) and builds both again with
@@ -25,7 +25,7 @@
 #
 # The profile tells LLVM which code is hot: it lays out and inlines for the
 # review and the TLS/HTTP path, and keeps the rest small. Measured effect in
-# docs/PERFORMANCE.md ("Profile-guided build"). Takes about 7 minutes on 2 cores.
+# docs/PERFORMANCE.md ("The profile-guided build"). Takes about 7 minutes on 2 cores.
 #
 # Environment: PGO_SECONDS (4: seconds of each training run), PGO_NO_BOLT.
 set -euo pipefail
