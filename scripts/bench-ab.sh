@@ -26,13 +26,12 @@ SECS=${BENCH_SECONDS:-8}
 LUA=scripts/bench-lua/mutate.lua
 BODY=examples/admission-review.json
 
-command -v wrk >/dev/null || { echo "bench-ab.sh: wrk is missing (apt-get install wrk)" >&2; exit 1; }
+# shellcheck source=scripts/lib/servers.sh
+source scripts/lib/servers.sh
+ensure_wrk
 cargo build --release --locked -p nemutator-bin --bin nemutator --example baseline_server --example loadgen
 target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
 NEW=${2:-$target_dir/release/nemutator}
-
-# shellcheck source=scripts/lib/servers.sh
-source scripts/lib/servers.sh
 
 # start NAME CMD...: start a server on a free port; sets ADDR_NAME and PID_NAME.
 start() {

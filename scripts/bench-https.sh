@@ -37,14 +37,9 @@ THREADS=${BENCH_THREADS:-1}
 LUA=scripts/bench-lua/mutate.lua
 BODY=examples/admission-review.json
 
-if ! command -v wrk >/dev/null 2>&1; then
-  if [ "$(id -u)" != 0 ]; then
-    echo "bench-https.sh: wrk is missing; run as root or apt-get install wrk" >&2
-    exit 1
-  fi
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends wrk >/dev/null
-fi
+# shellcheck source=scripts/lib/servers.sh
+source scripts/lib/servers.sh
+ensure_wrk
 
 export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
 cargo build --release --locked -p nemutator-bin --bin nemutator --example baseline_server --example loadgen
@@ -62,9 +57,6 @@ case ${BENCH_BUILD:-pgo} in
     ;;
   *) echo "bench-https.sh: BENCH_BUILD is pgo, pgo-built or plain" >&2; exit 1 ;;
 esac
-
-# shellcheck source=scripts/lib/servers.sh
-source scripts/lib/servers.sh
 
 # Server CPU time so far (user + system), in microseconds.
 cpu_us() {

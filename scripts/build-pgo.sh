@@ -37,16 +37,15 @@ profdata="$(rustc --print sysroot)/lib/rustlib/$host/bin/llvm-profdata"
 if [ ! -x "$profdata" ]; then
   rustup component add llvm-tools
 fi
-command -v wrk >/dev/null || { echo "build-pgo.sh: wrk is missing (apt-get install wrk)" >&2; exit 1; }
+# shellcheck source=scripts/lib/servers.sh
+source scripts/lib/servers.sh
+ensure_wrk
 
 export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
 # The load generator itself is an ordinary build.
 cargo build --release --locked -p nemutator-bin --example loadgen
 target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
 LOADGEN=$target_dir/release/examples/loadgen
-
-# shellcheck source=scripts/lib/servers.sh
-source scripts/lib/servers.sh
 
 # `--target` keeps the flags off build scripts and proc macros, which would
 # otherwise write profiles of the build itself.

@@ -1,6 +1,6 @@
 # Shared by the benchmark and build scripts (sourced, not run): a scratch
-# directory `tmp`, the servers started in `pids` stopped on exit, and the
-# address a server prints on its `listen=` line.
+# directory `tmp`, the servers started in `pids` stopped on exit, the
+# address a server prints on its `listen=` line, and wrk.
 
 tmp=$(mktemp -d)
 pids=()
@@ -29,4 +29,15 @@ listen_addr() {
   echo "$(basename "$0"): server did not start; its stderr:" >&2
   cat "$file" >&2
   return 1
+}
+
+# ensure_wrk: install wrk when it is missing (as root; otherwise say so).
+ensure_wrk() {
+  command -v wrk >/dev/null 2>&1 && return 0
+  if [ "$(id -u)" != 0 ]; then
+    echo "$(basename "$0"): wrk is missing; run as root or apt-get install wrk" >&2
+    exit 1
+  fi
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends wrk >/dev/null
 }
