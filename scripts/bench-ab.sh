@@ -38,14 +38,9 @@ start() {
   local name=$1
   shift
   "$@" --listen 127.0.0.1:0 >/dev/null 2>"$tmp/$name.err" &
-  local pid=$! addr=""
+  local pid=$! addr
   pids+=("$pid")
-  for _ in $(seq 1 500); do
-    addr=$(sed 's/\x1b\[[0-9;]*m//g' "$tmp/$name.err" | grep -o 'listen=[0-9.]*:[0-9]*' | head -n1 | cut -d= -f2 || true)
-    [ -n "$addr" ] && break
-    sleep 0.02
-  done
-  [ -n "$addr" ] || { echo "bench-ab.sh: $name did not start" >&2; cat "$tmp/$name.err" >&2; exit 1; }
+  addr=$(listen_addr "$tmp/$name.err" "$pid") || exit 1
   printf -v "ADDR_$name" '%s' "$addr"
   printf -v "PID_$name" '%s' "$pid"
 }

@@ -42,21 +42,21 @@ source scripts/lib/servers.sh
 ensure_wrk
 
 export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
-cargo build --release --locked -p nemutator-bin --bin nemutator --example baseline_server --example loadgen
 target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
-LOADGEN=$target_dir/release/examples/loadgen
 case ${BENCH_BUILD:-pgo} in
-  pgo | pgo-built)
-    [ "${BENCH_BUILD:-pgo}" = pgo-built ] || ./scripts/build-pgo.sh
-    NEMUTATOR=$target_dir/pgo/release/nemutator
-    BASELINE=$target_dir/pgo/release/examples/baseline_server
-    ;;
+  pgo) ./scripts/build-pgo.sh; servers=$target_dir/pgo/release ;;
+  pgo-built) servers=$target_dir/pgo/release ;;
   plain)
-    NEMUTATOR=$target_dir/release/nemutator
-    BASELINE=$target_dir/release/examples/baseline_server
+    cargo build --release --locked -p nemutator-bin --bin nemutator --example baseline_server
+    servers=$target_dir/release
     ;;
   *) echo "bench-https.sh: BENCH_BUILD is pgo, pgo-built or plain" >&2; exit 1 ;;
 esac
+# The load generator is an ordinary build whatever the servers are.
+cargo build --release --locked -p nemutator-bin --example loadgen
+NEMUTATOR=$servers/nemutator
+BASELINE=$servers/examples/baseline_server
+LOADGEN=$target_dir/release/examples/loadgen
 
 # Server CPU time so far (user + system), in microseconds.
 cpu_us() {
