@@ -1,19 +1,38 @@
 #!/usr/bin/env bash
-# Installs the system packages the tests need when they are missing (Debian).
+# Installs the system packages a step needs when they are missing (Debian).
 # Safe to run repeatedly; does nothing when everything is present.
+#
+#   scripts/deps.sh        what the tests need (scripts/test.sh)
+#   scripts/deps.sh bpf    what recompiling the BPF program needs
+#                          (NEMUTATOR_BPF_REBUILD=1, scripts/check-bpf.sh)
+#
+# Building the workspace needs nothing but a Rust toolchain: nemutator-ebpf
+# embeds the shipped nemutator-ebpf/bpf/profile.bpf.o.
 set -euo pipefail
 
 need_apt=()
 have() { command -v "$1" >/dev/null 2>&1; }
 
-have python3 || need_apt+=(python3)
-# nemutator-ebpf: build.rs compiles the BPF program with clang against the
-# libbpf and kernel UAPI headers; the profiling tests build C and Go programs.
-have clang || need_apt+=(clang)
-[ -e /usr/include/bpf/bpf_helpers.h ] || need_apt+=(libbpf-dev)
-[ -e /usr/include/linux/bpf.h ] || need_apt+=(linux-libc-dev)
-have gcc || need_apt+=(gcc)
-have go || need_apt+=(golang-go)
+case "${1:-tests}" in
+  tests)
+    have python3 || need_apt+=(python3)
+    # The profiling tests build C (gcc, with the C library and kernel UAPI
+    # headers of libc6-dev) and Go test programs.
+    have gcc || need_apt+=(gcc)
+    [ -e /usr/include/stdio.h ] || need_apt+=(libc6-dev)
+    have go || need_apt+=(golang-go)
+    ;;
+  bpf)
+    # clang with the BPF target, against the libbpf and kernel UAPI headers.
+    have clang || need_apt+=(clang)
+    [ -e /usr/include/bpf/bpf_helpers.h ] || need_apt+=(libbpf-dev)
+    [ -e /usr/include/linux/bpf.h ] || need_apt+=(linux-libc-dev)
+    ;;
+  *)
+    echo "usage: $0 [tests|bpf]" >&2
+    exit 2
+    ;;
+esac
 
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then

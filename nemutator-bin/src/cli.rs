@@ -38,7 +38,12 @@ pub enum LogFormat {
 impl Command {
     /// Whether this command runs as a long-lived server.
     pub fn is_server(&self) -> bool {
-        matches!(self, Command::Webhook(_) | Command::Agent(_))
+        match self {
+            Command::Webhook(_) => true,
+            #[cfg(feature = "profiler")]
+            Command::Agent(_) => true,
+            _ => false,
+        }
     }
 }
 
@@ -53,8 +58,10 @@ pub enum Command {
     /// Fit the season model to a series and print what it learned.
     Season(crate::cmd::season::SeasonArgs),
     /// Profile a process or a pod's container on this node (eBPF) into a flamegraph.
+    #[cfg(feature = "profiler")]
     Profile(crate::cmd::profile::ProfileArgs),
     /// The per-node agent: serves profiles over HTTPS with bearer-token authentication.
+    #[cfg(feature = "profiler")]
     Agent(crate::cmd::agent::AgentArgs),
 }
 

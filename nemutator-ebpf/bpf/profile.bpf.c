@@ -7,7 +7,7 @@
 // records its user and kernel stacks in a stack-trace map and counts the
 // (tgid, user stack id, kernel stack id) triple.
 //
-// Built by build.rs with `clang -target bpf -O2 -g` (Debian: clang, libbpf-dev).
+// Compiled into the shipped bpf/profile.bpf.o: edit, then scripts/check-bpf.sh --update.
 // No vmlinux.h / CO-RE: the program never reads kernel structures, it only
 // calls helpers, so it loads unchanged on any kernel with perf-event programs.
 

@@ -1,6 +1,7 @@
-//! The eBPF backend: `bpf/profile.bpf.c`, compiled by clang at build time,
-//! loaded with aya and attached to the software CPU clock of every online
-//! CPU.
+//! The eBPF backend: `bpf/profile.bpf.c`, compiled by clang into the shipped
+//! `bpf/profile.bpf.o` (or at build time with `NEMUTATOR_BPF_REBUILD=1`, see
+//! `build.rs`), loaded with aya and attached to the software CPU clock of
+//! every online CPU.
 //!
 //! Why aya: it is pure Rust (no libbpf C build, no bindgen), loads a
 //! clang-compiled ELF with BTF-defined maps, and its `PerfEvent` program type
@@ -22,10 +23,10 @@ use crate::target::{self, ResolvedTarget};
 use nemutator_core::profile::{Profile, ProfileError, ProfileRequest, Profiler};
 
 /// The compiled program, aligned so the ELF parser can read it in place.
+/// build.rs names the object: the shipped one, or a fresh build of it.
 #[repr(C, align(32))]
 struct Aligned<B: ?Sized>(B);
-static BPF_OBJECT: &Aligned<[u8]> =
-    &Aligned(*include_bytes!(concat!(env!("OUT_DIR"), "/profile.bpf.o")));
+static BPF_OBJECT: &Aligned<[u8]> = &Aligned(*include_bytes!(env!("NEMUTATOR_BPF_OBJECT")));
 
 const PROGRAM: &str = "nemutator_profile";
 /// Indexes of the `stats` map, as in the C program.

@@ -1,6 +1,8 @@
 //! One module per subcommand.
 
+#[cfg(feature = "profiler")]
 pub mod agent;
+#[cfg(feature = "profiler")]
 pub mod profile;
 mod recommend;
 mod review;
@@ -21,7 +23,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Command::Review(args) => review::run(&cli.global, args).await,
             Command::Recommend(args) => recommend::run(&cli.global, args).await,
             Command::Season(args) => season::run(&cli.global, args).await,
+            #[cfg(feature = "profiler")]
             Command::Profile(args) => profile::run(&cli.global, args).await,
+            #[cfg(feature = "profiler")]
             Command::Agent(args) => agent::run(&cli.global, args).await,
         }
     })
