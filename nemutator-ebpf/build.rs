@@ -51,10 +51,7 @@ fn main() {
         println!("cargo:rerun-if-changed={SHIPPED}");
         manifest_dir.join(SHIPPED)
     };
-    println!(
-        "cargo:rustc-env=NEMUTATOR_BPF_OBJECT={}",
-        object.display()
-    );
+    println!("cargo:rustc-env=NEMUTATOR_BPF_OBJECT={}", object.display());
 }
 
 /// `clang -target bpfel|bpfeb -O2 -g` on [`SRC`], with paths mapped.

@@ -1,6 +1,9 @@
 #!/usr/bin/env python3
 """Generate examples/data/usage.om: one week of synthetic cAdvisor usage.
 
+examples/data/usage.om is a link to nemutator-metrics/data/usage.om, the
+sample that nemutator-metrics embeds as the default metrics source.
+
 Deterministic (fixed seed), in the OpenMetrics format that
 `promtool tsdb create-blocks-from openmetrics` accepts (timestamps in seconds,
 ends with `# EOF`). Usage follows a daily and weekly rhythm (busy on weekday

@@ -1,8 +1,75 @@
-//! The `review` and `recommend` commands, run as a user would.
+//! The `review`, `recommend` and `season` commands, run as a user would.
 
 mod support;
 
-use support::{root, run_cli, tmpdir};
+use support::{root, run_cli, run_cli_in, tmpdir, Webhook};
+
+/// The embedded defaults are in the binary: run from an empty directory, as
+/// an installed binary is, the commands still find their data.
+#[test]
+fn commands_work_from_any_directory() {
+    let dir = tmpdir("cli-anywhere");
+
+    let (code, table, err) = run_cli_in(&dir, &["recommend"], None);
+    assert_eq!(code, 0, "{err}");
+    assert!(table.starts_with("NAMESPACE"), "{table}");
+    assert!(
+        table
+            .lines()
+            .any(|l| l.contains("Deployment") && l.contains("web") && l.contains("app")),
+        "{table}"
+    );
+
+    let input = std::fs::read(root().join("examples/admission-review.json")).unwrap_or_default();
+    let (code, out, err) = run_cli_in(&dir, &["review", "--patched", "-"], Some(&input));
+    assert_eq!(code, 0, "{err}");
+    let pod: serde_json::Value =
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    let applied = pod["metadata"]["annotations"]["nemutator.io/resources-applied"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(applied.starts_with("app: cpu 500m->"), "{applied}");
+
+    // Without --input: the cluster-wide CPU of the (embedded) metrics source.
+    let (code, out, err) = run_cli_in(&dir, &["season", "-o", "json"], None);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert_eq!(v["periods"][0], 86_400, "{out}");
+
+    // A config that sets no metrics file uses the embedded sample too.
+    let config = root().join("examples/config-seasons.yaml");
+    let config = config.to_str().unwrap_or_default();
+    let (code, table, err) = run_cli_in(&dir, &["recommend", "--config", config], None);
+    assert_eq!(code, 0, "{err}");
+    assert!(table.contains("seasonal"), "{table}");
+
+    // Nothing was read from or written to the working directory.
+    let left = std::fs::read_dir(&dir)
+        .map(|d| d.count())
+        .unwrap_or_default();
+    assert_eq!(left, 0);
+}
+
+#[test]
+fn webhook_becomes_ready_from_any_directory() {
+    let dir = tmpdir("webhook-anywhere");
+    let webhook = Webhook::spawn_in(&dir, "webhook", &[], &[]);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| panic!("{e}"));
+    rt.block_on(webhook.client().wait_ready());
+}
+
+/// One sample file: the README's `examples/data/usage.om` is the one embedded.
+#[test]
+fn the_readme_sample_is_the_embedded_one() {
+    let file = std::fs::read_to_string(root().join("examples/data/usage.om")).unwrap_or_default();
+    assert!(
+        file == nemutator_metrics::SAMPLE_USAGE,
+        "examples/data/usage.om differs from nemutator-metrics/data/usage.om"
+    );
+}
 
 #[test]
 fn review_prints_a_response_with_a_patch() {

@@ -1,6 +1,8 @@
 //! The YAML configuration (see DESIGN.md, "Configuration"). With no file, the
-//! embedded defaults apply: the OpenMetrics file source and the file secret
-//! resolver with the sample data under `examples/`, and one `default` policy.
+//! embedded defaults apply: the OpenMetrics file source on the sample usage
+//! history embedded in the binary (`nemutator-metrics`, also at
+//! `examples/data/usage.om`), and one `default` policy. No default names a
+//! path, so the defaults work from any directory.
 
 use std::path::{Path, PathBuf};
 
@@ -23,19 +25,14 @@ pub enum MetricsBackend {
 }
 
 /// `metrics.file`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct FileMetricsConfig {
-    /// Path of the OpenMetrics file.
-    pub path: PathBuf,
-}
-
-impl Default for FileMetricsConfig {
-    fn default() -> Self {
-        FileMetricsConfig {
-            path: PathBuf::from("examples/data/usage.om"),
-        }
-    }
+    /// Path of the OpenMetrics file (relative to the working directory);
+    /// `None`, the default, is the sample usage history embedded in the
+    /// binary.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathBuf>,
 }
 
 /// `metrics.prometheus`.
@@ -341,6 +338,17 @@ secrets:
         let mut p = c.policies.0[0].clone();
         p.brainsets = Default::default();
         assert_eq!(p.effective(None), Policy::default().effective(None));
+    }
+
+    #[test]
+    fn the_defaults_name_no_file() {
+        assert_eq!(Config::default().metrics.file.path, None);
+        let c = Config::from_yaml("metrics: { source: file }", Path::new("x"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.metrics.file.path, None);
+        let c = Config::from_yaml("metrics: { file: { path: /data/u.om } }", Path::new("x"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.metrics.file.path, Some(PathBuf::from("/data/u.om")));
     }
 
     #[test]

@@ -1,8 +1,8 @@
 //! Profiler backends for nemutator.
 //!
-//! - [`BpfProfiler`]: a perf-event BPF program (compiled from C by clang at
-//!   build time) samples user and kernel stacks on the software CPU clock and
-//!   aggregates them in the kernel.
+//! - [`BpfProfiler`]: a perf-event BPF program (`bpf/profile.bpf.c`, shipped
+//!   compiled as `bpf/profile.bpf.o`) samples user and kernel stacks on the
+//!   software CPU clock and aggregates them in the kernel.
 //! - [`PerfEventProfiler`]: `perf_event_open` callchain sampling, for hosts
 //!   where the BPF program cannot load.
 //! - [`default_profiler`]: BPF, falling back to `perf_event_open` (and saying
@@ -16,6 +16,10 @@
 //!
 //! The contract ([`Profiler`], [`ProfileRequest`], [`Profile`], ...) lives in
 //! `nemutator_core::profile` and is re-exported here.
+//!
+//! Building needs only a Rust toolchain: the crate embeds the shipped BPF
+//! object, and recompiles it with clang only when `NEMUTATOR_BPF_REBUILD=1` is
+//! set (see `build.rs`). It builds for Linux targets only.
 //!
 //! ```no_run
 //! use std::time::Duration;

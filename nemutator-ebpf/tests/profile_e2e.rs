@@ -1,7 +1,7 @@
 //! End-to-end tests: profile real programs with both backends.
 //!
 //! Need root (or CAP_BPF + CAP_PERFMON + CAP_SYS_ADMIN), gcc and go:
-//! `apt-get install -y gcc golang-go clang libbpf-dev` (`scripts/deps.sh`).
+//! `apt-get install -y gcc libc6-dev golang-go` (`scripts/deps.sh`).
 //! The tests that sample take turns (a lock), so `cargo test --workspace`
 //! runs them one at a time without `--test-threads=1`.
 #![allow(unsafe_code)] // geteuid(2)

@@ -2,13 +2,17 @@
 //!
 //! [`MetricsSource`](nemutator_core::metrics::MetricsSource) backends for
 //! nemutator. Today: the OpenMetrics file source ([`file::FileSource`]), which
-//! reads the format `promtool tsdb create-blocks-from openmetrics` accepts.
+//! reads the format `promtool tsdb create-blocks-from openmetrics` accepts,
+//! and the sample usage history embedded in the crate
+//! ([`sample::SAMPLE_USAGE`]), the default source.
 #![warn(missing_docs)]
 
 pub mod file;
 pub mod openmetrics;
+pub mod sample;
 
 pub use file::{FileLoader, FileSource};
+pub use sample::{TextLoader, SAMPLE_USAGE};
 
 use std::sync::Arc;
 
@@ -23,10 +27,14 @@ pub enum SetupError {
     Unavailable(&'static str),
 }
 
-/// The [`SourceLoader`] for a `metrics:` configuration section.
+/// The [`SourceLoader`] for a `metrics:` configuration section: the file at
+/// `metrics.file.path`, or the embedded [`SAMPLE_USAGE`] when no path is set.
 pub fn loader_from_config(config: &MetricsConfig) -> Result<Arc<dyn SourceLoader>, SetupError> {
     match config.source {
-        MetricsBackend::File => Ok(Arc::new(FileLoader::new(config.file.path.clone()))),
+        MetricsBackend::File => Ok(match &config.file.path {
+            Some(path) => Arc::new(FileLoader::new(path.clone())),
+            None => Arc::new(TextLoader::sample()),
+        }),
         MetricsBackend::Prometheus => Err(SetupError::Unavailable("prometheus")),
         MetricsBackend::Datadog => Err(SetupError::Unavailable("datadog")),
     }

@@ -50,8 +50,13 @@ impl Webhook {
     /// Start `nemutator SUBCOMMAND --listen 127.0.0.1:0 ARGS` with `envs`;
     /// waits until the listen address is logged.
     pub fn spawn(subcommand: &str, args: &[&str], envs: &[(&str, &str)]) -> Webhook {
+        Self::spawn_in(&root(), subcommand, args, envs)
+    }
+
+    /// [`Webhook::spawn`] with `dir` as the working directory.
+    pub fn spawn_in(dir: &Path, subcommand: &str, args: &[&str], envs: &[(&str, &str)]) -> Webhook {
         let mut child = Command::new(BIN)
-            .current_dir(root())
+            .current_dir(dir)
             .arg(subcommand)
             .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
             .args(args)
@@ -328,11 +333,16 @@ pub fn write_cert(dir: &Path) -> String {
     g.cert.pem()
 }
 
-/// Run the CLI; returns (exit code, stdout, stderr).
+/// Run the CLI in the workspace root; returns (exit code, stdout, stderr).
 pub fn run_cli(args: &[&str], stdin: Option<&[u8]>) -> (i32, String, String) {
+    run_cli_in(&root(), args, stdin)
+}
+
+/// Run the CLI in `dir`; returns (exit code, stdout, stderr).
+pub fn run_cli_in(dir: &Path, args: &[&str], stdin: Option<&[u8]>) -> (i32, String, String) {
     use std::io::Write as _;
     let mut child = Command::new(BIN)
-        .current_dir(root())
+        .current_dir(dir)
         .args(args)
         .stdin(if stdin.is_some() {
             Stdio::piped()
