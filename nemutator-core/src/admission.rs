@@ -179,6 +179,7 @@ impl AdmissionResponse {
 
 /// Check that the fast decoder, where it succeeds on `text`, gives what
 /// serde's derive gives (for the fuzz target and tests).
+#[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]
 pub fn check_fast_decoder(text: &str) {
     if let Some(fast) = fast::pod_review(text) {

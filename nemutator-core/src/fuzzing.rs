@@ -1,5 +1,9 @@
 //! Entry points shared by the `fuzz/` targets and the tests that replay them,
 //! so a fuzz target is one line and its checks are also run by `cargo test`.
+//!
+//! They panic when a check fails, as a fuzz target must: this module is not
+//! API. It exists only with the `fuzzing` feature (which `fuzz/Cargo.toml`
+//! enables) and in this crate's own tests.
 
 use std::future::Future;
 use std::sync::Arc;

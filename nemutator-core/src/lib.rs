@@ -17,6 +17,10 @@
 pub mod admission;
 pub mod annotations;
 pub mod config;
+// Panicking entry points for the `fuzz/` targets: not API, only with the
+// `fuzzing` feature (and in this crate's tests, which replay the seeds).
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
 pub mod fuzzing;
 mod json;
 pub mod kube;
