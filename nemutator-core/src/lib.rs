@@ -38,3 +38,8 @@ pub mod units;
 pub mod workload;
 
 pub use k8s_openapi;
+
+/// The README's example, compiled and run by `cargo test --doc`.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

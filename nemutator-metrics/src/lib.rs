@@ -19,6 +19,11 @@ use std::sync::Arc;
 use nemutator_core::config::{MetricsBackend, MetricsConfig};
 use nemutator_core::metrics::SourceLoader;
 
+/// The README's example, compiled and run by `cargo test --doc`.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
+
 /// Why a metrics backend could not be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum SetupError {
