@@ -56,6 +56,8 @@ pub enum Command {
     Profile(crate::cmd::profile::ProfileArgs),
     /// The per-node agent: serves profiles over HTTPS with bearer-token authentication.
     Agent(crate::cmd::agent::AgentArgs),
+    /// Print every manifest that runs nemutator in a cluster (kubectl apply -f -).
+    Install(crate::cmd::install::InstallArgs),
 }
 
 /// A server's certificate files (both or neither; without them a self-signed

@@ -12,12 +12,14 @@
 //! * [`mutate`]: the mutation chain (tower layers over a typed Pod).
 //! * [`admission`]: AdmissionReview v1 decoding and JSON Patch responses.
 //! * [`season`]: seasons (peak, off-peak).
+//! * [`install`]: the manifests that run nemutator in a cluster.
 #![warn(missing_docs)]
 
 pub mod admission;
 pub mod annotations;
 pub mod config;
 pub mod fuzzing;
+pub mod install;
 mod json;
 pub mod kube;
 pub mod metrics;

@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 pub mod agent;
+pub mod install;
 pub mod profile;
 mod recommend;
 mod review;
@@ -23,6 +24,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Command::Season(args) => season::run(&cli.global, args).await,
             Command::Profile(args) => profile::run(&cli.global, args).await,
             Command::Agent(args) => agent::run(&cli.global, args).await,
+            Command::Install(args) => install::run(&cli.global, args),
         }
     })
 }
