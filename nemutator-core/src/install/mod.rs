@@ -121,7 +121,7 @@ impl InstallOptions {
     /// Defaults for `namespace`: this release's image, two replicas, the
     /// embedded default configuration, calls through the Service.
     pub fn new(namespace: &str) -> Result<Self, InstallError> {
-        if !crate::kube::is_dns_label(namespace) {
+        if !crate::k8s::is_dns_label(namespace) {
             return Err(InstallError::Namespace(namespace.to_owned()));
         }
         let config_yaml = serde_yaml::to_string(&Config::default())
