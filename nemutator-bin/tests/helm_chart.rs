@@ -151,6 +151,17 @@ fn the_chart_lints_and_renders_what_nemutator_install_prints() {
         &template(&helm, &["certManager.enabled=true"]),
         &install(&["--cert-manager"]),
     );
+    // A configuration file given as it is, like install --config.
+    let dir = support::tmpdir("helm-config");
+    let file = dir.join("config.yaml");
+    std::fs::write(&file, "policies:\n  - name: default\n    window: 3d\n")
+        .unwrap_or_else(|e| panic!("{e}"));
+    let path = file.display().to_string();
+    let mut cmd = Command::new(&helm);
+    cmd.args(["template", "nemutator", &chart(), "--namespace", "nemutator"])
+        .args(["--set-file", &format!("config={path}")]);
+    assert_same(&normalized(&run(&mut cmd)), &install(&["--config", &path]));
+
     let url = "https://127.0.0.1:9443/mutate";
     assert_same(
         &template(&helm, &[&format!("webhook.url={url}")]),

@@ -14,9 +14,14 @@ app.kubernetes.io/component: webhook
 app.kubernetes.io/name: nemutator
 {{- end -}}
 
-{{/* The configuration file's text. */}}
+{{/* The configuration file's text: `config` as a YAML object, or the
+text of a file given with --set-file config=FILE. */}}
 {{- define "nemutator.config" -}}
+{{- if kindIs "string" .Values.config -}}
+{{ .Values.config }}
+{{- else -}}
 {{ toYaml .Values.config }}
+{{- end -}}
 {{- end -}}
 
 {{/* The Service's DNS names, the serving certificate's names. */}}
