@@ -20,7 +20,7 @@ stop_apiserver() { ./scripts/apiserver.sh stop "$tmp/apiserver" || true; cleanup
 trap stop_apiserver EXIT
 
 # The certificates first (their names hold no port), then the webhook.
-"$NEMUTATOR" install --webhook-url https://127.0.0.1:1/mutate --cert-dir "$tmp/certs" >/dev/null 2>&1
+"$NEMUTATOR" install -n nemutator-bench --webhook-url https://127.0.0.1:1/mutate --cert-dir "$tmp/certs" >/dev/null 2>&1
 "$NEMUTATOR" webhook --listen 127.0.0.1:0 --tls-cert "$tmp/certs/tls.crt" --tls-key "$tmp/certs/tls.key" \
   >"$tmp/webhook.out" 2>"$tmp/webhook.err" &
 pids+=($!)
