@@ -1,15 +1,53 @@
 #!/usr/bin/env bash
 # Runs every test of the workspace. This is the command the README names and
 # .ci/run calls. It installs what the tests need on a fresh Debian machine
-# (as root; skipped when already present), then builds the test binaries once
-# and runs them: unit and in-process tests first, end-to-end tests (their own
-# test binaries) after.
+# (as root; skipped when already present), builds the test harness of real
+# components (kube-apiserver + etcd and helm, from their Go modules, cached:
+# docs/TESTENV.md), starts the API server on loopback, then builds the test
+# binaries once and runs them: unit and in-process tests first, end-to-end
+# tests (their own test binaries) after.
+#
+# Where a harness cannot be built, the tests that need it print one line and
+# skip; with NEMUTATOR_REQUIRE_APISERVER=1 (CI) that is a failure instead.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 ./scripts/deps.sh
 
 export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
+require=${NEMUTATOR_REQUIRE_APISERVER:-0}
+
+harness_missing() {
+  if [ "$require" = 1 ]; then
+    echo "test.sh: $1 (NEMUTATOR_REQUIRE_APISERVER=1)" >&2
+    exit 1
+  fi
+  echo "test.sh: $1; the tests that need it skip" >&2
+}
+
+state=$(mktemp -d "${TMPDIR:-/tmp}/nemutator-test.XXXXXX")
+cleanup() {
+  ./scripts/apiserver.sh stop "$state/apiserver" >/dev/null 2>&1 || true
+  rm -rf "$state"
+}
+trap cleanup EXIT
+
+if ./scripts/apiserver.sh build >/dev/null; then
+  if ./scripts/apiserver.sh start "$state/apiserver"; then
+    # shellcheck disable=SC1091
+    . "$state/apiserver/env"
+  else
+    harness_missing "the test API server did not start"
+  fi
+else
+  harness_missing "the test API server could not be built"
+fi
+if helm=$(./scripts/helm.sh build); then
+  export NEMUTATOR_HELM=$helm
+else
+  harness_missing "helm could not be built"
+fi
+
 # One build of every test binary, then run them.
 cargo test --workspace --locked --no-run
 cargo test --workspace --locked

@@ -63,6 +63,8 @@ pub enum Command {
     /// The per-node agent: serves profiles over HTTPS with bearer-token authentication.
     #[cfg(feature = "profiler")]
     Agent(crate::cmd::agent::AgentArgs),
+    /// Print every manifest that runs nemutator in a cluster (kubectl apply -f -).
+    Install(crate::cmd::install::InstallArgs),
 }
 
 /// A server's certificate files (both or neither; without them a self-signed

@@ -12,6 +12,7 @@
 //! * [`mutate`]: the mutation chain (tower layers over a typed Pod).
 //! * [`admission`]: AdmissionReview v1 decoding and JSON Patch responses.
 //! * [`season`]: seasons (peak, off-peak).
+//! * [`install`]: the manifests that run nemutator in a cluster.
 #![warn(missing_docs)]
 
 pub mod admission;
@@ -22,8 +23,9 @@ pub mod config;
 #[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod install;
 mod json;
-pub mod kube;
+pub mod k8s;
 pub mod metrics;
 pub mod mutate;
 pub mod patch;
@@ -33,11 +35,13 @@ pub mod quantity;
 pub mod recommend;
 pub mod report;
 pub mod season;
+pub mod secret;
 pub mod server;
 pub mod units;
 pub mod workload;
 
 pub use k8s_openapi;
+pub use kube;
 
 /// The README's example, compiled and run by `cargo test --doc`.
 #[cfg(doctest)]

@@ -296,7 +296,7 @@ impl ProfileSpec {
             (Some(pod), None) => {
                 let (namespace, name) = parse_pod_ref(pod)?;
                 let container = match &self.container {
-                    Some(c) if !crate::kube::is_dns_label(c) => {
+                    Some(c) if !crate::k8s::is_dns_label(c) => {
                         return Err(SpecError::Container(c.clone()))
                     }
                     c => c.clone(),
@@ -338,7 +338,7 @@ impl ProfileSpec {
 pub fn parse_pod_ref(text: &str) -> Result<(String, String), SpecError> {
     let bad = || SpecError::PodRef(text.to_owned());
     let (ns, name) = text.split_once('/').ok_or_else(bad)?;
-    if crate::kube::is_dns_label(ns) && crate::kube::is_dns_subdomain(name) {
+    if crate::k8s::is_dns_label(ns) && crate::k8s::is_dns_subdomain(name) {
         Ok((ns.to_owned(), name.to_owned()))
     } else {
         Err(bad())

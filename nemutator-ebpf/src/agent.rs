@@ -27,10 +27,11 @@ use std::time::Instant;
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
-use nemutator_core::kube::{BearerToken, KubeClient, KubeError};
+use nemutator_core::k8s::{Client as KubeClient, K8sError};
 use nemutator_core::profile::{
     ProfileError, ProfileRequest, ProfileSpec, ProfileTarget, Profiler, SpecTarget, ValidSpec,
 };
+use nemutator_core::secret::BearerToken;
 use tokio::sync::Semaphore;
 use tower::Service;
 
@@ -160,7 +161,6 @@ impl AgentMetrics {
 }
 
 /// What the routes share.
-#[derive(Debug)]
 pub struct AgentState {
     profiler: Arc<dyn Profiler>,
     token: BearerToken,
@@ -168,6 +168,22 @@ pub struct AgentState {
     discovery: Discovery,
     slot: Arc<Semaphore>,
     metrics: AgentMetrics,
+}
+
+impl std::fmt::Debug for AgentState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // kube's Client has no Debug; the token's shows nothing.
+        f.debug_struct("AgentState")
+            .field("profiler", &self.profiler)
+            .field("token", &self.token)
+            .field(
+                "kube",
+                &self.kube.as_ref().map(|c| c.default_namespace().to_owned()),
+            )
+            .field("discovery", &self.discovery)
+            .field("metrics", &self.metrics)
+            .finish_non_exhaustive()
+    }
 }
 
 impl AgentState {
@@ -268,8 +284,8 @@ impl From<ProfileError> for Failure {
 impl From<PodTargetError> for Failure {
     fn from(e: PodTargetError) -> Self {
         let status = match &e {
-            PodTargetError::Kube(KubeError::NotFound(_)) => StatusCode::NOT_FOUND,
-            PodTargetError::Kube(KubeError::InvalidName { .. }) => StatusCode::BAD_REQUEST,
+            PodTargetError::Kube(K8sError::NotFound(_)) => StatusCode::NOT_FOUND,
+            PodTargetError::Kube(K8sError::InvalidName { .. }) => StatusCode::BAD_REQUEST,
             PodTargetError::Kube(_) => StatusCode::BAD_GATEWAY,
             PodTargetError::Container(nemutator_core::profile::ContainerError::NotStarted {
                 ..
@@ -339,7 +355,7 @@ async fn run_profile(
             let kube = state.kube.as_ref().ok_or_else(|| {
                 Failure(
                     StatusCode::SERVICE_UNAVAILABLE,
-                    "this agent has no Kubernetes API to look pods up (run it in a pod or give --kube-api); use \"pid\"".into(),
+                    "this agent has no Kubernetes API to look pods up (run it in a pod or give --kubeconfig or --kube-api); use \"pid\"".into(),
                 )
             })?;
             let found = pod_target(

@@ -3,7 +3,7 @@
 //! Kubernetes API, then the container's cgroup or processes on this host
 //! ([`Discovery::target_for`]).
 
-use nemutator_core::kube::{KubeClient, KubeError};
+use nemutator_core::k8s::{get_pod, Client as KubeClient, K8sError};
 use nemutator_core::profile::{container_id_for, ContainerError, ProfileTarget};
 
 use crate::container::{Discovery, DiscoveryError};
@@ -24,7 +24,7 @@ pub struct PodTarget {
 pub enum PodTargetError {
     /// The API lookup failed (including "not found").
     #[error(transparent)]
-    Kube(#[from] KubeError),
+    Kube(#[from] K8sError),
     /// The pod has no such container, or it has not started.
     #[error(transparent)]
     Container(#[from] ContainerError),
@@ -41,7 +41,7 @@ pub async fn pod_target(
     name: &str,
     container: Option<&str>,
 ) -> Result<PodTarget, PodTargetError> {
-    let pod = kube.get_pod(namespace, name).await?;
+    let pod = get_pod(kube, namespace, name).await?;
     let (container, container_id) = container_id_for(&pod, container)?;
     let discovery = discovery.clone();
     let id = container_id.clone();

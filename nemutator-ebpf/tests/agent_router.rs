@@ -8,7 +8,8 @@ use std::sync::{mpsc, Arc, Mutex};
 use bytes::Bytes;
 use http::{header, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
-use nemutator_core::kube::{BearerToken, KubeClient, KubeConfig};
+use nemutator_core::k8s::{Client as KubeClient, ClientOptions};
+use nemutator_core::secret::BearerToken;
 use nemutator_ebpf::agent::{AgentRouter, AgentState};
 use nemutator_ebpf::{
     Discovery, Frame, Profile, ProfileError, ProfileRequest, ProfileTarget, Profiler,
@@ -108,13 +109,10 @@ fn mk_api() -> ApiServer {
     api
 }
 
-fn mk_kube(api: &ApiServer, token: &str) -> KubeClient {
-    KubeClient::new(
-        KubeConfig::new(api.url())
-            .expect("url")
-            .with_token(BearerToken::new(token)),
-    )
-    .expect("client")
+async fn mk_kube(api: &ApiServer, token: &str) -> KubeClient {
+    let mut options = ClientOptions::url(api.url());
+    options.token = Some(BearerToken::new(token));
+    options.client().await.expect("client")
 }
 
 struct Agent {
@@ -253,7 +251,7 @@ async fn bad_requests_are_400_with_one_line() {
 #[tokio::test]
 async fn pods_are_looked_up_and_found_on_this_node() {
     let api = mk_api();
-    let agent = mk_agent(Behaviour::Answer, Some(mk_kube(&api, DEFAULT_TOKEN)));
+    let agent = mk_agent(Behaviour::Answer, Some(mk_kube(&api, DEFAULT_TOKEN).await));
     let (status, text) = post(
         &agent.router,
         Some(TOKEN),
@@ -304,7 +302,7 @@ async fn pod_lookups_without_a_working_api_are_5xx() {
     assert!(text.contains("\"pid\""), "{text}");
 
     let api = mk_api();
-    let agent = mk_agent(Behaviour::Answer, Some(mk_kube(&api, "stale-token")));
+    let agent = mk_agent(Behaviour::Answer, Some(mk_kube(&api, "stale-token").await));
     let (status, text) = post(&agent.router, Some(TOKEN), r#"{"pod": "shop/web-0"}"#).await;
     assert_eq!(status, StatusCode::BAD_GATEWAY, "{text}");
     assert!(text.contains("401"), "{text}");

@@ -1,7 +1,8 @@
 //! # nemutator-testkit
 //!
-//! The one shared test double of the **Kubernetes API** that nemutator's
-//! tests use (there is no real API server on a test machine). It is an
+//! The shared test double of the **Kubernetes API** for in-process tests,
+//! and [`cluster`], the way to the real API server that `scripts/test.sh`
+//! starts for the end-to-end tests (docs/TESTENV.md). The double is an
 //! in-process HTTP/1.1 server on `127.0.0.1` (plain HTTP, or HTTPS with a
 //! self-signed certificate whose PEM the test hands to the client), speaking
 //! the real wire format: the JSON of `k8s-openapi` objects, `…List` objects
@@ -59,6 +60,7 @@
 //! Growing it (evictions, leases, watch) means adding routes in `routes.rs`
 //! and keeping the list above true.
 
+pub mod cluster;
 mod routes;
 mod store;
 

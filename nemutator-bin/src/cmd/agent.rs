@@ -8,7 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use nemutator_core::kube::{BearerToken, KubeError};
+use nemutator_core::k8s::K8sError;
+use nemutator_core::secret::BearerToken;
 use nemutator_core::server::tls;
 use nemutator_core::units::HumanDuration;
 use nemutator_ebpf::agent::{AgentRouter, AgentState};
@@ -74,11 +75,11 @@ pub async fn run(_global: &Global, args: AgentArgs) -> anyhow::Result<ExitCode> 
     let token = read_token(&args)?;
     let mut state = AgentState::new(Arc::from(profiler_for(args.backend.into())), token)
         .with_discovery(discovery(args.cgroup_root.as_ref()));
-    match args.kube.client() {
+    match args.kube.client().await {
         Ok(client) => state = state.with_kube(client),
-        // Outside a cluster and without --kube-api: only the `pid` form works.
-        Err(KubeError::NotInCluster) => {
-            tracing::warn!("no Kubernetes API (not in a pod, no --kube-api): only {{\"pid\": N}} requests can be served")
+        // Outside a cluster and without a kubeconfig: only the `pid` form works.
+        Err(K8sError::NotConfigured) => {
+            tracing::warn!("no Kubernetes API (not in a pod, no kubeconfig): only {{\"pid\": N}} requests can be served")
         }
         Err(e) => return Err(e.into()),
     }

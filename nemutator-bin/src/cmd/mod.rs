@@ -2,6 +2,7 @@
 
 #[cfg(feature = "profiler")]
 pub mod agent;
+pub mod install;
 #[cfg(feature = "profiler")]
 pub mod profile;
 mod recommend;
@@ -27,6 +28,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Command::Profile(args) => profile::run(&cli.global, args).await,
             #[cfg(feature = "profiler")]
             Command::Agent(args) => agent::run(&cli.global, args).await,
+            Command::Install(args) => install::run(&cli.global, args),
         }
     })
 }

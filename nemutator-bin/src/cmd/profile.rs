@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use anyhow::Context as _;
 use clap::ValueEnum;
-use nemutator_core::kube::{KubeClient, KubeConfig, KubeError};
+use nemutator_core::k8s::{Client as KubeClient, ClientOptions, K8sError};
 use nemutator_core::profile::{parse_pod_ref, OutputFormat, ProfileRequest, ProfileTarget};
 use nemutator_core::units::HumanDuration;
 use nemutator_ebpf::container::Discovery;
@@ -36,11 +36,28 @@ impl From<BackendArg> for Backend {
     }
 }
 
-/// How to reach the Kubernetes API (for pod lookups).
+/// How to reach the Kubernetes API (for pod lookups): as kubectl does
+/// (KUBECONFIG, ~/.kube/config, else the pod's service account), or the
+/// kubeconfig or API URL given.
 #[derive(Debug, Clone, clap::Args)]
 pub struct KubeArgs {
-    /// Kubernetes API URL; without it, the in-cluster service-account
-    /// configuration (KUBERNETES_SERVICE_HOST and the mounted token and CA).
+    /// Kubeconfig file (default: KUBECONFIG, ~/.kube/config, else in-cluster).
+    #[arg(
+        long,
+        env = "NEMUTATOR_KUBECONFIG",
+        value_name = "FILE",
+        conflicts_with = "kube_api"
+    )]
+    pub kubeconfig: Option<PathBuf>,
+    /// Kubeconfig context (default: the current context).
+    #[arg(
+        long,
+        env = "NEMUTATOR_KUBE_CONTEXT",
+        value_name = "NAME",
+        conflicts_with = "kube_api"
+    )]
+    pub kube_context: Option<String>,
+    /// Kubernetes API URL, bypassing kubeconfig and service account.
     #[arg(long, env = "NEMUTATOR_KUBE_API", value_name = "URL")]
     pub kube_api: Option<String>,
     /// File holding the bearer token for --kube-api (re-read on every request).
@@ -63,21 +80,17 @@ pub struct KubeArgs {
 
 impl KubeArgs {
     /// The client these flags describe.
-    pub fn client(&self) -> Result<KubeClient, KubeError> {
-        let config = match &self.kube_api {
-            Some(url) => {
-                let mut config = KubeConfig::new(url)?;
-                if let Some(token) = &self.kube_token_file {
-                    config = config.with_token_file(token);
-                }
-                if let Some(ca) = &self.kube_ca {
-                    config = config.with_ca_file(ca)?;
-                }
-                config
-            }
-            None => KubeConfig::in_cluster()?,
-        };
-        KubeClient::new(config)
+    pub async fn client(&self) -> Result<KubeClient, K8sError> {
+        ClientOptions {
+            kubeconfig: self.kubeconfig.clone(),
+            context: self.kube_context.clone(),
+            api_url: self.kube_api.clone(),
+            token_file: self.kube_token_file.clone(),
+            ca_file: self.kube_ca.clone(),
+            ..ClientOptions::default()
+        }
+        .client()
+        .await
     }
 }
 
@@ -156,7 +169,7 @@ pub async fn run(_global: &Global, args: ProfileArgs) -> anyhow::Result<ExitCode
         (Some(pid), _) => (ProfileTarget::Pid(pid), format!("pid {pid}")),
         (None, Some(pod)) => {
             let (ns, name) = parse_pod_ref(pod)?;
-            let kube = args.kube.client()?;
+            let kube = args.kube.client().await?;
             let found = pod_target(
                 &kube,
                 &discovery(args.cgroup_root.as_ref()),

@@ -363,3 +363,30 @@ pub fn run_cli_in(dir: &Path, args: &[&str], stdin: Option<&[u8]>) -> (i32, Stri
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// Panics unless the PEM certificate `leaf` chains to the PEM `ca` and is
+/// valid for `name` now.
+pub fn verify_chain(ca: &[u8], leaf: &[u8], name: &str) {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(ca) {
+        roots
+            .add(cert.unwrap_or_else(|e| panic!("CA: {e}")))
+            .unwrap_or_else(|e| panic!("CA: {e}"));
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let verifier =
+        rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
+            .build()
+            .unwrap_or_else(|e| panic!("{e}"));
+    let leaf = CertificateDer::from_pem_slice(leaf).unwrap_or_else(|e| panic!("leaf: {e}"));
+    let server = ServerName::try_from(name.to_owned()).unwrap_or_else(|e| panic!("{e}"));
+    rustls::client::danger::ServerCertVerifier::verify_server_cert(
+        verifier.as_ref(),
+        &leaf,
+        &[],
+        &server,
+        &[],
+        rustls::pki_types::UnixTime::now(),
+    )
+    .unwrap_or_else(|e| panic!("{name}: {e}"));
+}

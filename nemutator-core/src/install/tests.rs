@@ -1,0 +1,299 @@
+use std::path::{Path, PathBuf};
+
+use serde_json::{json, Value};
+
+use super::*;
+
+fn mk_options() -> InstallOptions {
+    InstallOptions::new("nemutator").unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn mk_generated(o: &InstallOptions) -> Tls {
+    Tls::Generated(WebhookCerts::generate(&o.serving_names()).unwrap_or_else(|e| panic!("{e}")))
+}
+
+fn mk_objects(o: &InstallOptions, tls: &Tls) -> BTreeMap<String, Value> {
+    let yaml = manifests(o, tls)
+        .to_yaml()
+        .unwrap_or_else(|e| panic!("{e}"));
+    objects_by_key(&yaml).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn at<'a>(v: &'a Value, pointer: &str) -> &'a Value {
+    v.pointer(pointer)
+        .unwrap_or_else(|| panic!("{pointer} missing in {v:#}"))
+}
+
+#[test]
+fn the_webhook_never_blocks_pod_creation_and_skips_system_namespaces() {
+    let o = mk_options();
+    let objects = mk_objects(&o, &mk_generated(&o));
+    let hook = at(
+        &objects["MutatingWebhookConfiguration/nemutator"],
+        "/webhooks/0",
+    );
+    assert_eq!(at(hook, "/failurePolicy"), "Ignore");
+    assert_eq!(at(hook, "/sideEffects"), "None");
+    assert_eq!(at(hook, "/timeoutSeconds"), WEBHOOK_TIMEOUT_SECONDS);
+    assert_eq!(at(hook, "/reinvocationPolicy"), "IfNeeded");
+    assert_eq!(at(hook, "/admissionReviewVersions"), &json!(["v1"]));
+    assert_eq!(
+        at(hook, "/rules/0"),
+        &json!({"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"],
+                "resources": ["pods"], "scope": "Namespaced"})
+    );
+    assert_eq!(
+        at(hook, "/namespaceSelector/matchExpressions/0"),
+        &json!({"key": "kubernetes.io/metadata.name", "operator": "NotIn",
+                "values": ["kube-system", "nemutator"]})
+    );
+    assert_eq!(
+        at(hook, "/objectSelector/matchExpressions/0"),
+        &json!({"key": "nemutator.io/resources", "operator": "NotIn", "values": ["off"]})
+    );
+    assert_eq!(
+        at(hook, "/clientConfig/service"),
+        &json!({"name": "nemutator", "namespace": "nemutator", "path": "/mutate", "port": 443})
+    );
+}
+
+#[test]
+fn generated_certificates_go_to_the_secret_and_the_ca_bundle() {
+    let o = mk_options();
+    let tls = mk_generated(&o);
+    let Tls::Generated(certs) = &tls else {
+        unreachable!()
+    };
+    let objects = mk_objects(&o, &tls);
+    let b64 = |s: &str| base64_simd::STANDARD.encode_to_string(s.as_bytes());
+    let secret = &objects["Secret/nemutator-tls"];
+    assert_eq!(at(secret, "/type"), "kubernetes.io/tls");
+    assert_eq!(at(secret, "/data/tls.crt"), &json!(b64(&certs.tls_cert)));
+    assert_eq!(at(secret, "/data/tls.key"), &json!(b64(&certs.tls_key)));
+    assert_eq!(
+        at(
+            &objects["MutatingWebhookConfiguration/nemutator"],
+            "/webhooks/0/clientConfig/caBundle"
+        ),
+        &json!(b64(&certs.ca_cert))
+    );
+    assert!(!objects.contains_key("Certificate/nemutator-tls"));
+    assert!(!objects.keys().any(|k| k.starts_with("Issuer/")));
+    assert!(
+        !objects
+            .values()
+            .any(|v| v.to_string().contains(&b64(&certs.ca_key))),
+        "the CA key stays out of the cluster"
+    );
+}
+
+#[test]
+fn cert_manager_issues_the_pair_and_injects_the_ca() {
+    let o = InstallOptions::new("tools").unwrap_or_else(|e| panic!("{e}"));
+    let objects = mk_objects(&o, &Tls::CertManager);
+    assert!(!objects.contains_key("Secret/nemutator-tls"));
+    let hook = &objects["MutatingWebhookConfiguration/nemutator"];
+    assert_eq!(
+        at(
+            hook,
+            "/metadata/annotations/cert-manager.io~1inject-ca-from"
+        ),
+        "tools/nemutator-tls"
+    );
+    assert!(hook.pointer("/webhooks/0/clientConfig/caBundle").is_none());
+    let cert = &objects["Certificate/nemutator-tls"];
+    assert_eq!(at(cert, "/apiVersion"), "cert-manager.io/v1");
+    assert_eq!(at(cert, "/metadata/namespace"), "tools");
+    assert_eq!(at(cert, "/spec/secretName"), "nemutator-tls");
+    assert_eq!(at(cert, "/spec/dnsNames/0"), "nemutator.tools.svc");
+    assert_eq!(at(cert, "/spec/issuerRef/name"), "nemutator-selfsigned");
+    assert_eq!(
+        at(&objects["Issuer/nemutator-selfsigned"], "/spec"),
+        &json!({"selfSigned": {}})
+    );
+}
+
+#[test]
+fn the_deployment_is_highly_available_and_locked_down() {
+    let o = mk_options();
+    let objects = mk_objects(&o, &Tls::CertManager);
+    let d = &objects["Deployment/nemutator"];
+    assert_eq!(at(d, "/spec/replicas"), 2);
+    let pod = at(d, "/spec/template/spec");
+    assert_eq!(at(pod, "/automountServiceAccountToken"), false);
+    assert_eq!(at(pod, "/securityContext/runAsNonRoot"), true);
+    assert_eq!(
+        at(pod, "/securityContext/seccompProfile/type"),
+        "RuntimeDefault"
+    );
+    let spread: Vec<&str> = at(pod, "/topologySpreadConstraints")
+        .as_array()
+        .unwrap_or_else(|| panic!("array"))
+        .iter()
+        .map(|c| at(c, "/topologyKey").as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(
+        spread,
+        ["kubernetes.io/hostname", "topology.kubernetes.io/zone"]
+    );
+    let c = at(pod, "/containers/0");
+    assert_eq!(at(c, "/image"), DEFAULT_IMAGE);
+    assert_eq!(at(c, "/securityContext/readOnlyRootFilesystem"), true);
+    assert_eq!(at(c, "/securityContext/allowPrivilegeEscalation"), false);
+    assert_eq!(at(c, "/securityContext/capabilities/drop"), &json!(["ALL"]));
+    assert_eq!(at(c, "/readinessProbe/httpGet/path"), "/readyz");
+    assert_eq!(at(c, "/livenessProbe/httpGet/path"), "/healthz");
+    assert_eq!(at(c, "/livenessProbe/httpGet/scheme"), "HTTPS");
+    assert_eq!(
+        at(c, "/resources/requests"),
+        &json!({"cpu": "50m", "memory": "64Mi"})
+    );
+    let args: Vec<&str> = at(c, "/args")
+        .as_array()
+        .unwrap_or_else(|| panic!("array"))
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(args[0], "webhook");
+    assert!(
+        args.contains(&"--tls-cert=/etc/nemutator/tls/tls.crt"),
+        "{args:?}"
+    );
+    assert!(
+        args.contains(&"--config=/etc/nemutator/config/config.yaml"),
+        "{args:?}"
+    );
+    let pdb = &objects["PodDisruptionBudget/nemutator"];
+    assert_eq!(at(pdb, "/spec/minAvailable"), 1);
+    assert_eq!(
+        at(pdb, "/spec/selector"),
+        at(d, "/spec/selector"),
+        "the budget covers the webhook's pods"
+    );
+    assert_eq!(
+        at(&objects["Service/nemutator"], "/spec/selector"),
+        at(d, "/spec/selector/matchLabels")
+    );
+    assert_eq!(
+        at(
+            &objects["ServiceAccount/nemutator"],
+            "/automountServiceAccountToken"
+        ),
+        false
+    );
+    assert!(
+        !objects.keys().any(|k| k.contains("Role")),
+        "the webhook calls no API and is granted nothing: {:?}",
+        objects.keys()
+    );
+}
+
+#[test]
+fn the_config_map_holds_the_config_and_a_new_one_rolls_the_pods() {
+    let default = mk_options();
+    let text = "policies:\n  - name: default\n    window: 3d\n";
+    let custom = mk_options()
+        .with_config(text, Path::new("c.yaml"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let a = mk_objects(&default, &Tls::CertManager);
+    let b = mk_objects(&custom, &Tls::CertManager);
+    assert_eq!(at(&b["ConfigMap/nemutator"], "/data/config.yaml"), text);
+    let digest = "/spec/template/metadata/annotations/nemutator.io~1config-sha256";
+    assert_ne!(
+        at(&a["Deployment/nemutator"], digest),
+        at(&b["Deployment/nemutator"], digest)
+    );
+    // The default configuration as written loads back to the defaults.
+    let written = at(&a["ConfigMap/nemutator"], "/data/config.yaml")
+        .as_str()
+        .unwrap_or_default();
+    let loaded = Config::from_yaml(written, Path::new("x")).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(loaded.policies, Config::default().policies);
+}
+
+#[test]
+fn bad_options_are_refused_with_one_line() {
+    for (err, want) in [
+        (
+            InstallOptions::new("Not_A_Label").map(|_| ()),
+            "invalid namespace",
+        ),
+        (
+            mk_options()
+                .with_webhook_url("http://127.0.0.1/x")
+                .map(|_| ()),
+            "want https://",
+        ),
+        (
+            mk_options().with_webhook_url("not a url").map(|_| ()),
+            "invalid webhook URL",
+        ),
+        (mk_options().with_replicas(0).map(|_| ()), "at least 1"),
+        (
+            mk_options()
+                .with_config("policies: 7\n", Path::new("bad.yaml"))
+                .map(|_| ()),
+            "bad.yaml",
+        ),
+    ] {
+        let msg = err.expect_err(want).to_string();
+        assert!(msg.contains(want), "{msg}");
+        assert!(!msg.contains('\n'), "{msg}");
+    }
+}
+
+#[test]
+fn a_webhook_url_replaces_the_service_and_joins_the_certificate_names() {
+    let o = mk_options()
+        .with_webhook_url("https://127.0.0.1:9443/mutate")
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(o.serving_names()[0], "127.0.0.1");
+    let objects = mk_objects(&o, &mk_generated(&o));
+    let cc = at(
+        &objects["MutatingWebhookConfiguration/nemutator"],
+        "/webhooks/0/clientConfig",
+    );
+    assert_eq!(at(cc, "/url"), "https://127.0.0.1:9443/mutate");
+    assert!(cc.get("service").is_none());
+}
+
+/// `deploy/kustomize/` is what `nemutator install --kustomize` writes; run
+/// with `NEMUTATOR_BLESS=1` to write it after an intended change.
+#[test]
+fn deploy_kustomize_is_generated_from_the_install_objects() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/kustomize");
+    let tree = kustomize_tree(&mk_options()).unwrap_or_else(|e| panic!("{e}"));
+    if std::env::var_os("NEMUTATOR_BLESS").is_some() {
+        let _ = std::fs::remove_dir_all(&root);
+        for (path, text) in &tree {
+            let p = root.join(path);
+            std::fs::create_dir_all(p.parent().unwrap_or(&root)).unwrap_or_else(|e| panic!("{e}"));
+            std::fs::write(&p, text).unwrap_or_else(|e| panic!("{e}"));
+        }
+    }
+    let mut on_disk = Vec::new();
+    let mut stack = vec![root.clone()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
+            let path = entry.unwrap_or_else(|e| panic!("{e}")).path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                on_disk.push(path);
+            }
+        }
+    }
+    on_disk.sort();
+    let want: Vec<PathBuf> = tree.keys().map(|k| root.join(k)).collect();
+    assert_eq!(
+        on_disk, want,
+        "deploy/kustomize has other files; NEMUTATOR_BLESS=1 rewrites it"
+    );
+    for (path, text) in &tree {
+        let disk = std::fs::read_to_string(root.join(path)).unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            &disk == text,
+            "deploy/kustomize/{path} drifted from `nemutator install`; NEMUTATOR_BLESS=1 cargo test -p nemutator-core install rewrites it"
+        );
+    }
+}

@@ -1,0 +1,119 @@
+//! The real API server of the end-to-end tests: kube-apiserver and etcd
+//! built from their Go modules and started on loopback by
+//! `scripts/apiserver.sh` (docs/TESTENV.md), found through
+//! `NEMUTATOR_TEST_KUBECONFIG`.
+//!
+//! A test calls [`TestCluster::from_env`]; without the variable it prints one
+//! line saying why it skips, unless `NEMUTATOR_REQUIRE_APISERVER=1` (CI), where
+//! a missing API server fails the test.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use kube::api::{DynamicObject, GroupVersionKind, Patch, PatchParams};
+use kube::discovery::{self, Scope};
+use kube::{Api, Client};
+use serde::Deserialize as _;
+
+/// The variable holding the admin kubeconfig of the test API server.
+pub const KUBECONFIG_ENV: &str = "NEMUTATOR_TEST_KUBECONFIG";
+/// Set to `1` where a test API server must be present (CI).
+pub const REQUIRE_ENV: &str = "NEMUTATOR_REQUIRE_APISERVER";
+
+/// A connection to the test API server as its administrator.
+#[derive(Clone)]
+pub struct TestCluster {
+    /// Admin client.
+    pub client: Client,
+    /// The admin kubeconfig.
+    pub kubeconfig: PathBuf,
+}
+
+impl TestCluster {
+    /// The API server named by `NEMUTATOR_TEST_KUBECONFIG`, or `None` (with
+    /// one printed line) when there is none and none is required.
+    pub async fn from_env(test: &str) -> Option<TestCluster> {
+        let Some(path) = std::env::var_os(KUBECONFIG_ENV).map(PathBuf::from) else {
+            let why = format!(
+                "{KUBECONFIG_ENV} is not set (./scripts/test.sh starts a real API server and sets it)"
+            );
+            if std::env::var(REQUIRE_ENV).as_deref() == Ok("1") {
+                panic!("{test}: {REQUIRE_ENV}=1 but {why}");
+            }
+            // Straight to stderr: the test harness captures eprintln!, and
+            // a skip must show even when the test passes.
+            use std::io::Write as _;
+            let _ = writeln!(std::io::stderr(), "skipping {test}: {why}");
+            return None;
+        };
+        let file = kube::config::Kubeconfig::read_from(&path)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let config = kube::Config::from_custom_kubeconfig(file, &Default::default())
+            .await
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let client = Client::try_from(config).unwrap_or_else(|e| panic!("kube client: {e}"));
+        Some(TestCluster {
+            client,
+            kubeconfig: path,
+        })
+    }
+
+    /// Server-side apply of every object of a multi-document YAML stream, as
+    /// `kubectl apply --server-side -f` does; returns the stored objects.
+    pub async fn apply_yaml(&self, yaml: &str) -> Result<Vec<DynamicObject>, String> {
+        let mut applied = Vec::new();
+        for doc in serde_yaml::Deserializer::from_str(yaml) {
+            let value = serde_json::Value::deserialize(doc).map_err(|e| e.to_string())?;
+            if value.is_null() {
+                continue;
+            }
+            let object: DynamicObject =
+                serde_json::from_value(value).map_err(|e| format!("not an object: {e}"))?;
+            let types = object
+                .types
+                .clone()
+                .ok_or("an object without apiVersion/kind")?;
+            let gvk = GroupVersionKind::try_from(&types).map_err(|e| e.to_string())?;
+            let (resource, caps) = discovery::pinned_kind(&self.client, &gvk)
+                .await
+                .map_err(|e| format!("{}: {e}", types.kind))?;
+            let name = object
+                .metadata
+                .name
+                .clone()
+                .ok_or("an object without a name")?;
+            let api: Api<DynamicObject> = match caps.scope {
+                Scope::Namespaced => {
+                    let ns = object.metadata.namespace.as_deref().unwrap_or("default");
+                    Api::namespaced_with(self.client.clone(), ns, &resource)
+                }
+                Scope::Cluster => Api::all_with(self.client.clone(), &resource),
+            };
+            let params = PatchParams::apply("nemutator-e2e").force();
+            let stored = api
+                .patch(&name, &params, &Patch::Apply(&object))
+                .await
+                .map_err(|e| format!("{}/{name}: {e}", types.kind))?;
+            applied.push(stored);
+        }
+        Ok(applied)
+    }
+}
+
+/// Polls `check` every 100 ms until it returns `Some`, for at most `limit`.
+pub async fn eventually<T, F, Fut>(limit: Duration, mut check: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = check().await {
+            return Some(v);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
