@@ -15,6 +15,10 @@
 //! The flags make the object depend on the source and the compiler only:
 //! paths in the debug information (the BTF needs `-g`) are mapped to fixed
 //! names, so the object is the same whatever directory it is built in.
+//!
+//! The profiler samples Linux processes: on other targets the build stops
+//! here with a message (leave the crate out: nemutator-bin builds without it
+//! with `--no-default-features`).
 
 use std::env;
 use std::path::{Path, PathBuf};
