@@ -5,6 +5,7 @@
 //! drive it with `ServiceExt::oneshot`; [`serve`] puts it behind rustls and
 //! hyper (HTTP/1.1 and HTTP/2) and drains connections on shutdown.
 
+pub mod body;
 pub mod telemetry;
 pub mod threads;
 pub mod tls;
@@ -18,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{header, Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::Full;
 use hyper_util::rt::TokioIo;
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
@@ -99,40 +100,12 @@ fn json(body: Vec<u8>) -> Response<Full<Bytes>> {
 
 async fn mutate<B>(state: &WebhookState, req: Request<B>) -> (Outcome, Response<Full<Bytes>>)
 where
-    B: http_body::Body<Data = Bytes>,
+    B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
     B::Error: Into<BoxError>,
 {
-    let too_large = || {
-        text(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("request body larger than {} bytes\n", state.max_body),
-        )
-    };
-    let declared = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > state.max_body as u64) {
-        return (Outcome::Invalid, too_large());
-    }
-    let body = match Limited::new(req.into_body(), state.max_body)
-        .collect()
-        .await
-    {
-        Ok(b) => b.to_bytes(),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-            return (Outcome::Invalid, too_large())
-        }
-        Err(e) => {
-            return (
-                Outcome::Invalid,
-                text(
-                    StatusCode::BAD_REQUEST,
-                    format!("could not read the request body: {e}\n"),
-                ),
-            )
-        }
+    let body = match body::read_limited(req, state.max_body).await {
+        Ok(body) => body,
+        Err(e) => return (Outcome::Invalid, text(e.status(), format!("{e}\n"))),
     };
     match state.admission.review(&body).await {
         Ok(reviewed) => {
@@ -155,7 +128,7 @@ where
 
 async fn route<B>(state: Arc<WebhookState>, req: Request<B>) -> Response<Full<Bytes>>
 where
-    B: http_body::Body<Data = Bytes>,
+    B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
     B::Error: Into<BoxError>,
 {
     let path = req.uri().path();
@@ -201,7 +174,7 @@ where
 
 impl<B> Service<Request<B>> for Router
 where
-    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
     B::Error: Into<BoxError>,
 {
     type Response = Response<Full<Bytes>>;
