@@ -63,6 +63,16 @@ fn malformed_input_is_one_line_and_non_zero() {
     let (code, _, err) = run_cli(&["review", "-"], Some(b"\x00\xff garbage"));
     assert_ne!(code, 0);
     assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    // The sample review with its envelope as the array of its fields.
+    let sample: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(root().join("examples/admission-review.json")).unwrap_or_default(),
+    )
+    .unwrap_or_default();
+    let array = serde_json::json!([sample["apiVersion"], sample["kind"], sample["request"]]);
+    let (code, out, err) = run_cli(&["review", "-"], Some(array.to_string().as_bytes()));
+    assert_ne!(code, 0, "{out}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(err.contains("expected a JSON object"), "{err}");
 }
 
 #[test]

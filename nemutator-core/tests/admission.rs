@@ -458,6 +458,10 @@ async fn bad_input_is_a_400_with_one_line() {
         br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview"}"#.to_vec(),
         br#"{"apiVersion":"admission.k8s.io/v1beta1","kind":"AdmissionReview","request":{"uid":"x"}}"#.to_vec(),
         br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"x","kind":{"group":"","version":"v1","kind":"Pod"},"operation":"CREATE","object":{"spec":{"containers":"nope"}}}}"#.to_vec(),
+        // Arrays of the fields, in order, where objects belong.
+        br#"["admission.k8s.io/v1","AdmissionReview",{"uid":"x","kind":{"group":"","version":"v1","kind":"Pod"},"operation":"CREATE","object":{}}]"#.to_vec(),
+        br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":["x",{"group":"","version":"v1","kind":"Pod"},null,"default","CREATE",{}]}"#.to_vec(),
+        br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"x","kind":{"group":"","version":"v1","kind":"Pod"},"operation":"CREATE","object":[{},{"containers":[]}]}}"#.to_vec(),
         Vec::new(),
     ] {
         let (status, text) = call(&h, Method::POST, "/mutate", body.clone()).await;
