@@ -43,7 +43,8 @@ pub const DEFAULT_NAMESPACE: &str = "nemutator";
 pub const DEFAULT_IMAGE: &str = concat!("ghcr.io/nemutator/nemutator:", env!("CARGO_PKG_VERSION"));
 /// `timeoutSeconds` of the webhook: the API server gives up after this long
 /// (and, with `failurePolicy: Ignore`, admits the pod unchanged). The server's
-/// own request timeout ([`crate::server`]) is shorter, so it answers first.
+/// own request timeout ([`crate::server::REQUEST_TIMEOUT`]) is derived from it
+/// and a second shorter, so it answers first.
 pub const WEBHOOK_TIMEOUT_SECONDS: i32 = 5;
 
 /// Why the manifests could not be made.

@@ -28,6 +28,7 @@ use tokio::net::TcpListener;
 use tower::Service;
 
 use crate::admission::{Admission, Outcome};
+use crate::install::WEBHOOK_TIMEOUT_SECONDS;
 use crate::recommend::RecommendationStore;
 pub use telemetry::Telemetry;
 pub use threads::ConnectionThreads;
@@ -35,6 +36,17 @@ pub use threads::ConnectionThreads;
 /// Largest accepted AdmissionReview body (the API server's own limit is 3 MiB
 /// per object).
 pub const MAX_BODY_BYTES: usize = 3 * 1024 * 1024;
+
+/// Time limit for one review: a second less than the webhook's
+/// `timeoutSeconds` ([`WEBHOOK_TIMEOUT_SECONDS`]), so that nemutator answers
+/// (503, `review timed out`) before the API server gives up on it, with a
+/// second left for the network and TLS in between. Derived from it, so the
+/// two cannot drift apart.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(WEBHOOK_TIMEOUT_SECONDS as u64 - 1);
+const _: () = assert!(
+    WEBHOOK_TIMEOUT_SECONDS >= 2,
+    "the webhook's timeoutSeconds must leave the server at least a second"
+);
 
 /// What the routes share.
 #[derive(Debug)]
@@ -52,14 +64,14 @@ pub struct WebhookState {
 }
 
 impl WebhookState {
-    /// State with the default limits (3 MiB, 10 s).
+    /// State with the default limits ([`MAX_BODY_BYTES`], [`REQUEST_TIMEOUT`]).
     pub fn new(admission: Admission, store: Arc<RecommendationStore>) -> Self {
         WebhookState {
             admission,
             store,
             telemetry: Telemetry::new(),
             max_body: MAX_BODY_BYTES,
-            timeout: Duration::from_secs(10),
+            timeout: REQUEST_TIMEOUT,
         }
     }
 }
@@ -275,4 +287,26 @@ pub async fn serve<S, B>(
         () = tokio::time::sleep(drain) => tracing::warn!("drain timed out"),
     }
     drop(threads);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mutate::Pipeline;
+
+    #[test]
+    fn the_server_gives_up_before_the_api_server() {
+        let state = WebhookState::new(
+            Admission::new(Pipeline::builder().build()),
+            Arc::new(RecommendationStore::new()),
+        );
+        let api_server = Duration::from_secs(WEBHOOK_TIMEOUT_SECONDS as u64);
+        // At least a second to spare for the network and TLS in between.
+        assert!(
+            state.timeout + Duration::from_secs(1) <= api_server,
+            "{:?} vs timeoutSeconds {WEBHOOK_TIMEOUT_SECONDS}",
+            state.timeout
+        );
+        assert!(state.timeout >= Duration::from_secs(1));
+    }
 }
