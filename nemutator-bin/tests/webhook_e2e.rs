@@ -208,3 +208,58 @@ async fn an_oversized_body_over_http2_gets_413_not_a_reset() {
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(ok.status, 200);
 }
+
+/// With its metrics file gone, the webhook keeps serving the last good
+/// recommendations but reports not ready once they are stale (3 × the 2 s
+/// refresh of a file), and ready again when the file is back.
+#[tokio::test]
+async fn readiness_follows_the_freshness_of_the_recommendations() {
+    let dir = tmpdir("stale");
+    let usage = dir.join("usage.om");
+    std::fs::copy(root().join("examples/data/usage.om"), &usage).unwrap_or_else(|e| panic!("{e}"));
+    let config = dir.join("config.yaml");
+    std::fs::write(
+        &config,
+        format!("metrics:\n  file: {{ path: {} }}\n", usage.display()),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let hook = Webhook::start(&["--config", config.to_str().unwrap_or_default()]);
+    let client = hook.client();
+    client.wait_ready().await;
+    let moved = dir.join("usage.om.away");
+    std::fs::rename(&usage, &moved).unwrap_or_else(|e| panic!("{e}"));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let reason = loop {
+        let r = client
+            .request("GET", "/readyz", vec![])
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        if r.status == 503 {
+            break String::from_utf8_lossy(&r.body).into_owned();
+        }
+        assert!(Instant::now() < deadline, "never turned not ready");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(reason.contains("stale"), "{reason}");
+    assert_eq!(reason.trim_end().lines().count(), 1, "{reason}");
+    let r = client
+        .request("POST", "/mutate", example_review())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(r.status, 200, "the last good recommendations are served");
+    let metrics = client
+        .request("GET", "/metrics", vec![])
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let text = String::from_utf8_lossy(&metrics.body);
+    assert!(
+        text.contains("nemutator_recommendations_age_seconds "),
+        "{text}"
+    );
+    assert!(
+        text.contains("nemutator_refresher_restarts_total 0"),
+        "{text}"
+    );
+    std::fs::rename(&moved, &usage).unwrap_or_else(|e| panic!("{e}"));
+    client.wait_ready().await;
+}

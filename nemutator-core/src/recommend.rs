@@ -13,14 +13,15 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use serde::{Deserialize, Serialize};
 
-use crate::metrics::{
-    MetricsError, MetricsSource, Resource, SeriesQuery, SourceLoader, UsageQuery,
-};
+use crate::metrics::{MetricsError, MetricsSource, Resource, SeriesQuery, UsageQuery};
 use crate::policy::{EffectivePolicy, PolicySet};
 use crate::quantity::Quantity;
 use crate::season::{season_ranges, FittedProfile, Season, SeasonModel, SeasonStore};
 use crate::units::HumanDuration;
 use crate::workload::{ContainerRef, WorkloadKey};
+
+mod refresh;
+pub use refresh::{NotReady, RefreshHealth, Refresher, MAX_BACKOFF, MIN_BACKOFF};
 
 /// The recommended request of one resource.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -118,6 +119,7 @@ type StoreMap = HashMap<ContainerRef, ContainerRecommendations, foldhash::fast::
 pub struct RecommendationStore {
     map: ArcSwap<StoreMap>,
     loaded: std::sync::atomic::AtomicBool,
+    health: RefreshHealth,
 }
 
 impl RecommendationStore {
@@ -140,7 +142,8 @@ impl RecommendationStore {
         f(self.map.load().get(key))
     }
 
-    /// Replace everything with `recs` and mark the store loaded.
+    /// Replace everything with `recs`, mark the store loaded and the
+    /// recommendations fresh.
     pub fn replace(&self, recs: impl IntoIterator<Item = Recommendation>) {
         let mut map = StoreMap::default();
         for rec in recs {
@@ -148,6 +151,7 @@ impl RecommendationStore {
             *map.entry(target).or_default().slot(season) = Some(Arc::new(rec));
         }
         self.map.store(Arc::new(map));
+        self.health.record_success();
         self.loaded
             .store(true, std::sync::atomic::Ordering::Release);
     }
@@ -412,79 +416,5 @@ impl Recommender {
             }
         }
         Ok(rec)
-    }
-}
-
-/// Keeps a [`RecommendationStore`] up to date: asks a [`SourceLoader`] on
-/// every tick and recomputes when it hands out a source. A failing load or
-/// recomputation keeps the previous recommendations.
-#[derive(Debug, Clone)]
-pub struct Refresher {
-    loader: Arc<dyn SourceLoader>,
-    policies: Arc<PolicySet>,
-    store: Arc<RecommendationStore>,
-    seasons: Option<Seasons>,
-    season_state: Option<std::path::PathBuf>,
-}
-
-impl Refresher {
-    /// A refresher filling `store`.
-    pub fn new(
-        loader: Arc<dyn SourceLoader>,
-        policies: Arc<PolicySet>,
-        store: Arc<RecommendationStore>,
-    ) -> Self {
-        Refresher {
-            loader,
-            policies,
-            store,
-            seasons: None,
-            season_state: None,
-        }
-    }
-
-    /// Learn seasons on every refresh; save the profiles to `state` if given.
-    pub fn with_seasons(
-        mut self,
-        seasons: Option<Seasons>,
-        state: Option<std::path::PathBuf>,
-    ) -> Self {
-        self.seasons = seasons;
-        self.season_state = state;
-        self
-    }
-
-    /// One tick: returns the number of recommendations stored, or `None` when
-    /// nothing changed.
-    pub async fn refresh_once(&self) -> Result<Option<usize>, MetricsError> {
-        let Some(source) = self.loader.load().await? else {
-            return Ok(None);
-        };
-        let recs = Recommender::new(source, self.policies.clone())
-            .with_seasons(self.seasons.clone())
-            .recommend_all(None)
-            .await?;
-        let n = recs.len();
-        self.store.replace(recs);
-        if let (Some(seasons), Some(path)) = (&self.seasons, &self.season_state) {
-            if let Err(e) = seasons.store.save(path) {
-                tracing::warn!(error = %e, "season state not saved");
-            }
-        }
-        Ok(Some(n))
-    }
-
-    /// Tick every `interval` until the task is dropped.
-    pub async fn run(self, interval: std::time::Duration) {
-        loop {
-            match self.refresh_once().await {
-                Ok(Some(n)) => tracing::info!(recommendations = n, "recommendations refreshed"),
-                Ok(None) => {}
-                Err(e) => {
-                    tracing::warn!(error = %e, "refresh failed; keeping previous recommendations")
-                }
-            }
-            tokio::time::sleep(interval).await;
-        }
     }
 }

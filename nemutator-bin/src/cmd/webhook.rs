@@ -20,13 +20,15 @@ pub async fn run(global: &Global, args: WebhookArgs) -> anyhow::Result<ExitCode>
         .await
         .with_context(|| format!("listening on {}", args.listen))?;
     let local = listener.local_addr()?;
-    // A file source is re-read within seconds of a change; live backends on `refresh`.
-    let interval = match app.config.metrics.source {
-        nemutator_core::config::MetricsBackend::File => Duration::from_secs(2),
-        _ => app.config.metrics.refresh.0,
-    };
-    tokio::spawn(app.refresher.clone().run(interval));
-    let state = Arc::new(WebhookState::new(app.admission.clone(), app.store.clone()));
+    // Restarted if it dies; readiness fails when its refreshes keep failing.
+    tokio::spawn(
+        app.refresher
+            .clone()
+            .supervise(app.config.metrics.refresh_interval()),
+    );
+    let mut state = WebhookState::new(app.admission.clone(), app.store.clone());
+    state.stale_after = Some(app.config.metrics.stale_after());
+    let state = Arc::new(state);
     tracing::info!(listen = %local, "serving the admission webhook on https://{local}/mutate");
     server::serve(
         listener,

@@ -61,10 +61,14 @@ pub struct WebhookState {
     pub max_body: usize,
     /// Time limit for one request.
     pub timeout: Duration,
+    /// `/readyz` fails when the last successful refresh of the store is
+    /// older than this (`None`: never, once loaded).
+    pub stale_after: Option<Duration>,
 }
 
 impl WebhookState {
-    /// State with the default limits ([`MAX_BODY_BYTES`], [`REQUEST_TIMEOUT`]).
+    /// State with the default limits ([`MAX_BODY_BYTES`], [`REQUEST_TIMEOUT`])
+    /// and no staleness bound.
     pub fn new(admission: Admission, store: Arc<RecommendationStore>) -> Self {
         WebhookState {
             admission,
@@ -72,6 +76,7 @@ impl WebhookState {
             telemetry: Telemetry::new(),
             max_body: MAX_BODY_BYTES,
             timeout: REQUEST_TIMEOUT,
+            stale_after: None,
         }
     }
 }
@@ -159,16 +164,10 @@ where
             resp
         }
         (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
-        (&Method::GET, "/readyz") => {
-            if state.store.is_loaded() {
-                text(StatusCode::OK, "ready\n")
-            } else {
-                text(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "recommendations not loaded yet\n",
-                )
-            }
-        }
+        (&Method::GET, "/readyz") => match state.store.readiness(state.stale_after) {
+            Ok(()) => text(StatusCode::OK, "ready\n"),
+            Err(e) => text(StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")),
+        },
         (&Method::GET, "/metrics") => {
             let mut r = text(StatusCode::OK, state.telemetry.render(&state.store));
             r.headers_mut().insert(
