@@ -4,7 +4,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use support::{root, tmpdir, write_cert, Client, Webhook};
+use support::{root, tmpdir, verify_chain, write_cert, Client, Webhook};
 
 fn example_review() -> Vec<u8> {
     std::fs::read(root().join("examples/admission-review.json")).unwrap_or_else(|e| panic!("{e}"))
@@ -262,4 +262,29 @@ async fn readiness_follows_the_freshness_of_the_recommendations() {
     );
     std::fs::rename(&moved, &usage).unwrap_or_else(|e| panic!("{e}"));
     client.wait_ready().await;
+}
+
+/// `--tls-san` adds names to the self-signed certificate's defaults (for
+/// the webhook and for the agent), it does not replace them.
+#[tokio::test]
+async fn tls_san_adds_to_the_default_names() {
+    let hook = Webhook::start(&["--tls-san", "hooks.example.test,localhost"]);
+    for name in [
+        "hooks.example.test",
+        "localhost",
+        "127.0.0.1",
+        "nemutator",
+        "nemutator.nemutator.svc",
+        "nemutator.nemutator.svc.cluster.local",
+    ] {
+        verify_chain(hook.ca_pem.as_bytes(), hook.ca_pem.as_bytes(), name);
+    }
+    let agent = Webhook::spawn(
+        "agent",
+        &["--tls-san", "node-1.example.test"],
+        &[("NEMUTATOR_AGENT_TOKEN", "t0k3n")],
+    );
+    for name in ["node-1.example.test", "localhost", "127.0.0.1"] {
+        verify_chain(agent.ca_pem.as_bytes(), agent.ca_pem.as_bytes(), name);
+    }
 }

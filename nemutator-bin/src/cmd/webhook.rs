@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use nemutator_core::install;
 use nemutator_core::server::tls;
 use nemutator_core::server::{self, Router, WebhookState};
 
@@ -13,7 +14,11 @@ use crate::wiring::{server_certs, shutdown_signal, App};
 
 pub async fn run(global: &Global, args: WebhookArgs) -> anyhow::Result<ExitCode> {
     let app = App::new(global)?;
-    let certs = server_certs(&args.tls, &args.tls_san)?;
+    let service = install::service_dns_names(install::DEFAULT_NAMESPACE);
+    let defaults = tls::LOOPBACK_NAMES
+        .into_iter()
+        .chain(service.iter().map(String::as_str));
+    let certs = server_certs(&args.tls, &tls::with_extra_names(defaults, &args.tls_san))?;
     let tls_config = Arc::new(tls::server_config(certs.clone())?);
     tokio::spawn(certs.watch(Duration::from_secs(2)));
     let listener = tokio::net::TcpListener::bind(args.listen)

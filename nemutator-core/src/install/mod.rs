@@ -47,6 +47,16 @@ pub const DEFAULT_IMAGE: &str = concat!("ghcr.io/nemutator/nemutator:", env!("CA
 /// and a second shorter, so it answers first.
 pub const WEBHOOK_TIMEOUT_SECONDS: i32 = 5;
 
+/// The DNS names of nemutator's Service in `namespace`.
+pub fn service_dns_names(namespace: &str) -> Vec<String> {
+    vec![
+        format!("{NAME}.{namespace}.svc"),
+        format!("{NAME}.{namespace}.svc.cluster.local"),
+        format!("{NAME}.{namespace}"),
+        NAME.to_owned(),
+    ]
+}
+
 /// Why the manifests could not be made.
 #[derive(Debug, thiserror::Error)]
 pub enum InstallError {
@@ -170,13 +180,7 @@ impl InstallOptions {
 
     /// The Service's DNS names.
     pub fn dns_names(&self) -> Vec<String> {
-        let ns = &self.namespace;
-        vec![
-            format!("{NAME}.{ns}.svc"),
-            format!("{NAME}.{ns}.svc.cluster.local"),
-            format!("{NAME}.{ns}"),
-            NAME.to_owned(),
-        ]
+        service_dns_names(&self.namespace)
     }
 
     /// The names the serving certificate must hold: the Service's, and the
