@@ -75,6 +75,99 @@ fn malformed_input_is_one_line_and_non_zero() {
     assert!(err.contains("expected a JSON object"), "{err}");
 }
 
+/// Asserts that `err` is one line `nemutator: ...` in which no part of the
+/// error chain is said twice.
+fn assert_one_clean_line(args: &[&str], err: &str) {
+    assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: {err}");
+    let line = err.trim_end();
+    let rest = line.strip_prefix("nemutator: ");
+    assert!(rest.is_some(), "{args:?}: {err}");
+    let parts: Vec<&str> = rest.unwrap_or_default().split(": ").collect();
+    for (i, part) in parts.iter().enumerate() {
+        assert!(
+            !parts[i + 1..].contains(part),
+            "{args:?}: {part:?} is said twice in {err}"
+        );
+    }
+}
+
+#[test]
+fn every_command_says_a_missing_config_once() {
+    let review = root().join("examples/admission-review.json");
+    let review = review.to_str().unwrap_or_default();
+    for args in [
+        vec!["recommend", "--config", "/nonexistent"],
+        vec!["review", review, "--config", "/nonexistent"],
+        vec!["season", "--config", "/nonexistent"],
+        vec![
+            "webhook",
+            "--listen",
+            "127.0.0.1:0",
+            "--config",
+            "/nonexistent",
+        ],
+        vec!["install", "--config", "/nonexistent"],
+    ] {
+        let (code, _, err) = run_cli(&args, None);
+        assert_ne!(code, 0, "{args:?}");
+        assert_one_clean_line(&args, &err);
+        assert!(
+            err.contains("/nonexistent: No such file or directory (os error 2)"),
+            "{args:?}: {err}"
+        );
+    }
+}
+
+#[test]
+fn errors_with_causes_are_said_once() {
+    let dir = tmpdir("cli-causes");
+    let policy = dir.join("policy.yaml");
+    std::fs::write(
+        &policy,
+        "policies:\n  - name: p\n    cpu: { percentile: 150 }\n",
+    )
+    .unwrap_or_default();
+    let bad_om = dir.join("bad.om");
+    std::fs::write(&bad_om, "not openmetrics\n").unwrap_or_default();
+    let metrics = dir.join("metrics.yaml");
+    std::fs::write(
+        &metrics,
+        format!("metrics:\n  file: {{ path: {} }}\n", bad_om.display()),
+    )
+    .unwrap_or_default();
+    let not_a_dir = dir.join("file");
+    std::fs::write(&not_a_dir, "").unwrap_or_default();
+    let cert_dir = not_a_dir.join("certs");
+    for (args, cause) in [
+        (
+            vec!["recommend", "--config", policy.to_str().unwrap_or_default()],
+            "percentile 150",
+        ),
+        (
+            vec![
+                "recommend",
+                "--config",
+                metrics.to_str().unwrap_or_default(),
+            ],
+            "line 1",
+        ),
+        (
+            vec![
+                "install",
+                "--cert-dir",
+                cert_dir.to_str().unwrap_or_default(),
+            ],
+            "Not a directory",
+        ),
+    ] {
+        let (code, _, err) = run_cli(&args, None);
+        assert_ne!(code, 0, "{args:?}");
+        let last = err.lines().last().unwrap_or_default();
+        assert_one_clean_line(&args, last);
+        assert!(last.contains(cause), "{args:?}: {err}");
+    }
+}
+
 #[test]
 fn bad_config_is_one_line() {
     let dir = tmpdir("cli-config");

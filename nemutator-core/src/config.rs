@@ -266,7 +266,7 @@ impl Default for Config {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file could not be read.
-    #[error("{path}: {source}")]
+    #[error("{path}")]
     Io {
         /// The file.
         path: PathBuf,
@@ -283,7 +283,7 @@ pub enum ConfigError {
         message: String,
     },
     /// A policy is invalid.
-    #[error("{path}: {source}")]
+    #[error("{path}")]
     Policy {
         /// The file.
         path: PathBuf,
@@ -393,6 +393,16 @@ secrets:
     }
 
     #[test]
+    fn a_missing_file_says_its_cause_once() {
+        let e = Config::load(Some(Path::new("/nonexistent"))).expect_err("no file");
+        assert_eq!(e.to_string(), "/nonexistent");
+        assert_eq!(
+            crate::error::Chain(&e).to_string(),
+            "/nonexistent: No such file or directory (os error 2)"
+        );
+    }
+
+    #[test]
     fn empty_file_is_the_defaults() {
         assert_eq!(
             Config::from_yaml("", Path::new("x")).ok(),
@@ -407,9 +417,8 @@ secrets:
             "policies: [{ name: p, cpu: { percentile: 0 } }]",
             "policies: 3",
         ] {
-            let e = Config::from_yaml(bad, Path::new("c.yaml"))
-                .expect_err(bad)
-                .to_string();
+            let e = Config::from_yaml(bad, Path::new("c.yaml")).expect_err(bad);
+            let e = crate::error::Chain(&e).to_string();
             assert!(e.starts_with("c.yaml: "), "{e}");
             assert!(!e.contains('\n'), "{e}");
         }

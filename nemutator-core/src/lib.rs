@@ -13,11 +13,13 @@
 //! * [`admission`]: AdmissionReview v1 decoding and JSON Patch responses.
 //! * [`season`]: seasons (peak, off-peak).
 //! * [`install`]: the manifests that run nemutator in a cluster.
+//! * [`error`]: errors as one line of text.
 #![warn(missing_docs)]
 
 pub mod admission;
 pub mod annotations;
 pub mod config;
+pub mod error;
 pub mod fuzzing;
 pub mod install;
 mod json;

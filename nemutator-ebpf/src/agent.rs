@@ -27,6 +27,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::Full;
+use nemutator_core::error::Chain;
 use nemutator_core::k8s::{Client as KubeClient, K8sError};
 use nemutator_core::profile::{
     ProfileError, ProfileRequest, ProfileSpec, ProfileTarget, Profiler, SpecTarget, ValidSpec,
@@ -278,7 +279,7 @@ impl From<ProfileError> for Failure {
             ProfileError::InvalidRequest(_) => StatusCode::BAD_REQUEST,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
-        Failure(status, e.to_string())
+        Failure(status, Chain(&e).to_string())
     }
 }
 
@@ -296,7 +297,7 @@ impl From<PodTargetError> for Failure {
             PodTargetError::Discovery(DiscoveryError::InvalidId(_)) => StatusCode::BAD_GATEWAY,
             PodTargetError::Discovery(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
-        Failure(status, e.to_string())
+        Failure(status, Chain(&e).to_string())
     }
 }
 

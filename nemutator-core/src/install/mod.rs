@@ -89,7 +89,7 @@ pub enum InstallError {
         wanted: String,
     },
     /// Reading or writing a file.
-    #[error("{path}: {source}")]
+    #[error("{path}")]
     Io {
         /// The file.
         path: PathBuf,

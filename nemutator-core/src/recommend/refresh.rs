@@ -17,6 +17,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::{RecommendationStore, Recommender, Seasons};
+use crate::error::Chain;
 use crate::metrics::{MetricsError, SourceLoader};
 use crate::policy::PolicySet;
 use crate::units::HumanDuration;
@@ -157,7 +158,7 @@ impl Refresher {
         self.store.replace(recs);
         if let (Some(seasons), Some(path)) = (&self.seasons, &self.season_state) {
             if let Err(e) = seasons.store.save(path) {
-                tracing::warn!(error = %e, "season state not saved");
+                tracing::warn!(error = %Chain(&e), "season state not saved");
             }
         }
         Ok(Some(n))
@@ -171,7 +172,7 @@ impl Refresher {
                 Ok(Some(n)) => tracing::info!(recommendations = n, "recommendations refreshed"),
                 Ok(None) => {}
                 Err(e) => {
-                    tracing::warn!(error = %e, "refresh failed; keeping previous recommendations")
+                    tracing::warn!(error = %Chain(&e), "refresh failed; keeping previous recommendations")
                 }
             }
             tokio::time::sleep(interval).await;
