@@ -212,6 +212,35 @@ fn recommend_outputs() {
     assert_eq!(code, 0);
     assert!(csv.starts_with("namespace,kind,workload,container,cpu_request"));
     assert_eq!(csv.lines().count(), 1 + lines.len() - 1);
+
+    // JSON gives requests as the Kubernetes quantities the table and the CSV
+    // show (and a pod spec holds): `260m`, `642Mi`, not bytes.
+    let (code, json, _) = run_cli(&["recommend", "-o", "json"], None);
+    assert_eq!(code, 0);
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap_or_else(|e| panic!("{e}"));
+    let recs = v.as_array().cloned().unwrap_or_default();
+    let rows: Vec<Vec<&str>> = csv
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').collect())
+        .collect();
+    assert_eq!(recs.len(), rows.len());
+    for (rec, row) in recs.iter().zip(&rows) {
+        for (resource, column) in [("cpu", 4), ("memory", 7)] {
+            let request = &rec[resource]["request"];
+            if row[column].is_empty() {
+                assert!(rec[resource].is_null(), "{rec}");
+                continue;
+            }
+            assert_eq!(request.as_str(), Some(row[column]), "{resource} of {rec}");
+        }
+    }
+    assert!(
+        recs.iter()
+            .filter_map(|r| r["memory"]["request"].as_str())
+            .all(|m| m.ends_with("Mi") || m.ends_with("Gi") || m.ends_with("Ki")),
+        "{json}"
+    );
 }
 
 #[test]

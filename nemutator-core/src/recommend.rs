@@ -23,7 +23,9 @@ use crate::workload::{ContainerRef, WorkloadKey};
 mod refresh;
 pub use refresh::{NotReady, RefreshHealth, Refresher, MAX_BACKOFF, MIN_BACKOFF};
 
-/// The recommended request of one resource.
+/// The recommended request of one resource. Written (as part of a
+/// [`Recommendation`]) with the request in the notation of its resource, as
+/// in a pod spec: `"250m"`, `"640Mi"`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ResourceRecommendation {
     /// Recommended request.
@@ -50,12 +52,60 @@ pub struct Recommendation {
     /// History window.
     pub window: HumanDuration,
     /// CPU, when there is enough history.
+    #[serde(serialize_with = "cpu_json")]
     pub cpu: Option<ResourceRecommendation>,
     /// Memory, when there is enough history.
+    #[serde(serialize_with = "memory_json")]
     pub memory: Option<ResourceRecommendation>,
     /// Why a resource has no recommendation (short history, no samples).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub skipped: Vec<String>,
+}
+
+/// A [`ResourceRecommendation`] as written, its request in the notation of
+/// its resource (a derived `Serialize` would write the canonical decimal
+/// form, bytes for memory).
+#[derive(Serialize)]
+struct ResourceJson {
+    request: String,
+    percentile: f64,
+    usage: f64,
+    samples: u64,
+    history_secs: i64,
+}
+
+impl ResourceRecommendation {
+    fn json(&self, resource: Resource) -> ResourceJson {
+        // Destructured whole: a new field fails to compile until written here.
+        let ResourceRecommendation {
+            request,
+            percentile,
+            usage,
+            samples,
+            history_secs,
+        } = self;
+        ResourceJson {
+            request: resource.quantity_string(*request),
+            percentile: *percentile,
+            usage: *usage,
+            samples: *samples,
+            history_secs: *history_secs,
+        }
+    }
+}
+
+fn cpu_json<S: serde::Serializer>(
+    r: &Option<ResourceRecommendation>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    r.as_ref().map(|r| r.json(Resource::Cpu)).serialize(s)
+}
+
+fn memory_json<S: serde::Serializer>(
+    r: &Option<ResourceRecommendation>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    r.as_ref().map(|r| r.json(Resource::Memory)).serialize(s)
 }
 
 impl Recommendation {
@@ -416,5 +466,48 @@ impl Recommender {
             }
         }
         Ok(rec)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::workload::WorkloadKind;
+
+    fn mk_res(request: &str) -> ResourceRecommendation {
+        ResourceRecommendation {
+            request: Quantity::parse(request).unwrap_or_default(),
+            percentile: 95.0,
+            usage: 1.0,
+            samples: 10,
+            history_secs: 86_400,
+        }
+    }
+
+    #[test]
+    fn requests_are_written_as_in_a_pod_spec_and_read_back() {
+        let rec = Recommendation {
+            target: ContainerRef::new(
+                WorkloadKey::new("ns", WorkloadKind::Deployment, "web"),
+                "app",
+            ),
+            policy: "default".into(),
+            season: None,
+            window: HumanDuration::from_secs(604_800),
+            cpu: Some(mk_res("1500m")),
+            memory: Some(mk_res("642Mi")),
+            skipped: Vec::new(),
+        };
+        let v = serde_json::to_value(&rec).unwrap_or_default();
+        assert_eq!(v["cpu"]["request"], "1500m");
+        assert_eq!(v["memory"]["request"], "642Mi");
+        assert_eq!(v["memory"]["samples"], 10);
+        let back: Option<Recommendation> = serde_json::from_value(v).ok();
+        assert_eq!(back, Some(rec.clone()));
+        let none = Recommendation {
+            memory: None,
+            ..rec
+        };
+        assert!(serde_json::to_value(&none).unwrap_or_default()["memory"].is_null());
     }
 }
