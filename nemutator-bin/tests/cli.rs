@@ -244,6 +244,26 @@ fn recommend_outputs() {
 }
 
 #[test]
+fn recommend_for_a_namespace_without_workloads_says_so() {
+    let (code, out, err) = run_cli(&["recommend", "-n", "nosuchns"], None);
+    assert_ne!(code, 0, "{out}");
+    assert!(out.is_empty(), "{out}");
+    assert_eq!(
+        err.trim_end(),
+        "nemutator: no workloads in namespace \"nosuchns\" \
+         (namespaces with history: default, kube-system, shop)"
+    );
+    // History, but no policy for it (kube-system is excluded by default).
+    let (code, out, err) = run_cli(&["recommend", "-n", "kube-system", "-o", "json"], None);
+    assert_ne!(code, 0, "{out}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(
+        err.contains("no policy covers namespace \"kube-system\""),
+        "{err}"
+    );
+}
+
+#[test]
 fn season_json_has_the_documented_shape() {
     let (code, out, err) = run_cli(
         &[

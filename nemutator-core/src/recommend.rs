@@ -370,6 +370,20 @@ impl Recommender {
         &self.source
     }
 
+    /// The namespaces the source has history for, sorted.
+    pub async fn namespaces(&self) -> Result<Vec<String>, MetricsError> {
+        let mut namespaces: Vec<String> = self
+            .source
+            .containers(None)
+            .await?
+            .into_iter()
+            .map(|c| c.workload.namespace)
+            .collect();
+        namespaces.sort();
+        namespaces.dedup();
+        Ok(namespaces)
+    }
+
     /// Recommendations for every workload container the source knows (in one
     /// namespace if given) that a policy covers, season-less.
     pub async fn recommend_all(
