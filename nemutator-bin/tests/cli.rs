@@ -298,6 +298,48 @@ fn season_json_has_the_documented_shape() {
 }
 
 #[test]
+fn season_takes_its_lead_from_the_config_and_the_flag_wins() {
+    let dir = tmpdir("cli-season-lead");
+    let cfg = dir.join("c.yaml");
+    std::fs::write(&cfg, "seasons:\n  lead: 3h\n").unwrap_or_default();
+    let cfg = cfg.to_str().unwrap_or_default();
+    let season = |extra: &[&str]| {
+        let mut args = vec!["season", "-i", "examples/data/taylor.csv"];
+        args.extend_from_slice(extra);
+        let (code, out, err) = run_cli(&args, None);
+        assert_eq!(code, 0, "{args:?}: {err}");
+        out.lines()
+            .find_map(|l| l.strip_prefix("lead time: "))
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert_eq!(season(&[]), "1h");
+    assert_eq!(season(&["--config", cfg]), "3h");
+    assert_eq!(season(&["--config", cfg, "--lead", "30m"]), "30m");
+    // The lead moves the turn to peak earlier in the predictions too.
+    let predict = |extra: &[&str]| {
+        let mut args = vec![
+            "season",
+            "-i",
+            "examples/data/taylor.csv",
+            "-o",
+            "csv",
+            "--predict-from",
+            "967766400",
+            "--predict-to",
+            "967852800",
+            "--step",
+            "1800",
+        ];
+        args.extend_from_slice(extra);
+        let (code, out, err) = run_cli(&args, None);
+        assert_eq!(code, 0, "{err}");
+        out.lines().filter(|l| l.contains(",peak,")).count()
+    };
+    assert!(predict(&["--config", cfg]) > predict(&[]));
+}
+
+#[test]
 fn season_csv_html_and_no_rhythm() {
     let (code, csv, _) = run_cli(
         &[
