@@ -94,9 +94,11 @@ async fn main() -> Result<(), String> {
         .await
         .ok_or("no API server: give --kubeconfig")?;
     let client = cluster.client.clone();
-    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": "shop"}}))
-        .map_err(|e| e.to_string())?;
-    let _ = Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await;
+    let ns: Namespace =
+        serde_json::from_value(json!({"metadata": {"name": "shop"}})).map_err(|e| e.to_string())?;
+    let _ = Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &ns)
+        .await;
     let sets: Api<ReplicaSet> = Api::namespaced(client.clone(), "shop");
     let rs: ReplicaSet = serde_json::from_value(json!({
         "metadata": {"name": "api-6b7c9d8f5"},
@@ -105,12 +107,27 @@ async fn main() -> Result<(), String> {
                               "spec": {"containers": [{"name": "api", "image": "registry.invalid/shop/api:1"}]}}},
     }))
     .map_err(|e| e.to_string())?;
-    let rs = match sets.get_opt("api-6b7c9d8f5").await.map_err(|e| e.to_string())? {
+    let rs = match sets
+        .get_opt("api-6b7c9d8f5")
+        .await
+        .map_err(|e| e.to_string())?
+    {
         Some(found) => found,
-        None => sets.create(&PostParams::default(), &rs).await.map_err(|e| e.to_string())?,
+        None => sets
+            .create(&PostParams::default(), &rs)
+            .await
+            .map_err(|e| e.to_string())?,
     };
     let install = Command::new(&a.nemutator)
-        .args(["install", "-n", "nemutator-bench", "--webhook-url", &a.url, "--cert-dir", &a.certs])
+        .args([
+            "install",
+            "-n",
+            "nemutator-bench",
+            "--webhook-url",
+            &a.url,
+            "--cert-dir",
+            &a.certs,
+        ])
         .output()
         .map_err(|e| format!("{}: {e}", a.nemutator))?;
     if !install.status.success() {
@@ -127,20 +144,32 @@ async fn main() -> Result<(), String> {
             cluster.apply_yaml(&manifests).await?;
             // Wait until the API server calls it (its webhook cache lags).
             let probe = pod(&rs);
-            let dry = PostParams { dry_run: true, ..PostParams::default() };
+            let dry = PostParams {
+                dry_run: true,
+                ..PostParams::default()
+            };
             eventually(Duration::from_secs(30), || async {
                 let p = pods.create(&dry, &probe).await.ok()?;
-                p.metadata.annotations?.contains_key("nemutator.io/resources-applied").then_some(())
+                p.metadata
+                    .annotations?
+                    .contains_key("nemutator.io/resources-applied")
+                    .then_some(())
             })
             .await
             .ok_or("the webhook was never called")?;
         } else {
             let _ = hooks.delete("nemutator", &DeleteParams::default()).await;
             let probe = pod(&rs);
-            let dry = PostParams { dry_run: true, ..PostParams::default() };
+            let dry = PostParams {
+                dry_run: true,
+                ..PostParams::default()
+            };
             eventually(Duration::from_secs(30), || async {
                 let p = pods.create(&dry, &probe).await.ok()?;
-                let seen = p.metadata.annotations.is_some_and(|a| a.contains_key("nemutator.io/resources-applied"));
+                let seen = p
+                    .metadata
+                    .annotations
+                    .is_some_and(|a| a.contains_key("nemutator.io/resources-applied"));
                 (!seen).then_some(())
             })
             .await
@@ -157,7 +186,10 @@ async fn main() -> Result<(), String> {
             if with_hook {
                 hooked.push(took);
                 mutated += usize::from(
-                    stored.metadata.annotations.is_some_and(|a| a.contains_key("nemutator.io/resources-applied")),
+                    stored
+                        .metadata
+                        .annotations
+                        .is_some_and(|a| a.contains_key("nemutator.io/resources-applied")),
                 );
             } else {
                 plain.push(took);
@@ -167,7 +199,12 @@ async fn main() -> Result<(), String> {
     let _ = hooks.delete("nemutator", &DeleteParams::default()).await;
     plain.sort();
     hooked.sort();
-    println!("creates per side: {} ({} rounds of {}), mutated with the webhook: {mutated}", plain.len(), a.rounds, a.per_round);
+    println!(
+        "creates per side: {} ({} rounds of {}), mutated with the webhook: {mutated}",
+        plain.len(),
+        a.rounds,
+        a.per_round
+    );
     for (name, v) in [("no webhook", &plain), ("nemutator", &hooked)] {
         println!(
             "{name:>10}: p50 {:.2} ms  p90 {:.2} ms  p99 {:.2} ms  max {:.2} ms",
@@ -183,7 +220,10 @@ async fn main() -> Result<(), String> {
         ms(percentile(&hooked, 99.0)) - ms(percentile(&plain, 99.0)),
     );
     if mutated != hooked.len() {
-        return Err(format!("only {mutated} of {} pods were mutated", hooked.len()));
+        return Err(format!(
+            "only {mutated} of {} pods were mutated",
+            hooked.len()
+        ));
     }
     Ok(())
 }

@@ -158,8 +158,14 @@ fn the_chart_lints_and_renders_what_nemutator_install_prints() {
         .unwrap_or_else(|e| panic!("{e}"));
     let path = file.display().to_string();
     let mut cmd = Command::new(&helm);
-    cmd.args(["template", "nemutator", &chart(), "--namespace", "nemutator"])
-        .args(["--set-file", &format!("config={path}")]);
+    cmd.args([
+        "template",
+        "nemutator",
+        &chart(),
+        "--namespace",
+        "nemutator",
+    ])
+    .args(["--set-file", &format!("config={path}")]);
     assert_same(&normalized(&run(&mut cmd)), &install(&["--config", &path]));
 
     let url = "https://127.0.0.1:9443/mutate";
