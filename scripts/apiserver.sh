@@ -99,10 +99,8 @@ start() {
   { read -r etcd_port; read -r peer_port; read -r api_port; } <<<"$ports"
   local server="https://127.0.0.1:$api_port"
   "$bin" kubeconfig "$dir" "$server"
-  cat >"$dir/env" <<EOF
-export KUBECONFIG=$dir/kubeconfig
-export NEMUTATOR_TEST_KUBECONFIG=$dir/kubeconfig
-EOF
+  printf 'export KUBECONFIG=%q\nexport NEMUTATOR_TEST_KUBECONFIG=%q\n' \
+    "$dir/kubeconfig" "$dir/kubeconfig" >"$dir/env"
 
   # --unsafe-no-fsync as envtest: a test cluster needs no durability.
   "$bin" etcd \

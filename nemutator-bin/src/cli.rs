@@ -86,12 +86,15 @@ pub struct WebhookArgs {
     pub listen: SocketAddr,
     #[command(flatten)]
     pub tls: TlsArgs,
-    /// Extra names for the self-signed certificate (comma-separated).
+    /// Extra names for the self-signed certificate (comma-separated), added
+    /// to its default names: localhost, 127.0.0.1 and those of the Service
+    /// in the default namespace (nemutator.nemutator.svc,
+    /// nemutator.nemutator.svc.cluster.local, nemutator.nemutator, nemutator).
     #[arg(
         long,
         env = "NEMUTATOR_TLS_SAN",
         value_delimiter = ',',
-        default_value = "localhost,127.0.0.1,nemutator,nemutator.nemutator.svc,nemutator.nemutator.svc.cluster.local"
+        value_name = "NAMES"
     )]
     pub tls_san: Vec<String>,
     /// How long to let open connections finish after SIGTERM.

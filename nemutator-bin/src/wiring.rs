@@ -5,6 +5,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use nemutator_core::admission::Admission;
 use nemutator_core::config::Config;
+use nemutator_core::error::Chain;
 use nemutator_core::mutate::{Pipeline, ResourcesLayer};
 use nemutator_core::recommend::{RecommendationStore, Refresher, Seasons};
 use nemutator_core::season::{DefaultSeasonModel, SeasonStore};
@@ -64,7 +65,7 @@ impl App {
             if let Some(path) = &state {
                 // A bad state file is not fatal: profiles are learned again.
                 if let Err(e) = s.store.load(path) {
-                    tracing::warn!(error = %e, "season state not loaded");
+                    tracing::warn!(error = %Chain(&e), "season state not loaded");
                 }
             }
             resources = resources.with_seasons(s.store.clone());

@@ -130,6 +130,109 @@ fn malformed_input_is_one_line_and_non_zero() {
     let (code, _, err) = run_cli(&["review", "-"], Some(b"\x00\xff garbage"));
     assert_ne!(code, 0);
     assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    // The sample review with its envelope as the array of its fields.
+    let sample: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(root().join("examples/admission-review.json")).unwrap_or_default(),
+    )
+    .unwrap_or_default();
+    let array = serde_json::json!([sample["apiVersion"], sample["kind"], sample["request"]]);
+    let (code, out, err) = run_cli(&["review", "-"], Some(array.to_string().as_bytes()));
+    assert_ne!(code, 0, "{out}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(err.contains("expected a JSON object"), "{err}");
+}
+
+/// Asserts that `err` is one line `nemutator: ...` in which no part of the
+/// error chain is said twice.
+fn assert_one_clean_line(args: &[&str], err: &str) {
+    assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: {err}");
+    let line = err.trim_end();
+    let rest = line.strip_prefix("nemutator: ");
+    assert!(rest.is_some(), "{args:?}: {err}");
+    let parts: Vec<&str> = rest.unwrap_or_default().split(": ").collect();
+    for (i, part) in parts.iter().enumerate() {
+        assert!(
+            !parts[i + 1..].contains(part),
+            "{args:?}: {part:?} is said twice in {err}"
+        );
+    }
+}
+
+#[test]
+fn every_command_says_a_missing_config_once() {
+    let review = root().join("examples/admission-review.json");
+    let review = review.to_str().unwrap_or_default();
+    for args in [
+        vec!["recommend", "--config", "/nonexistent"],
+        vec!["review", review, "--config", "/nonexistent"],
+        vec!["season", "--config", "/nonexistent"],
+        vec![
+            "webhook",
+            "--listen",
+            "127.0.0.1:0",
+            "--config",
+            "/nonexistent",
+        ],
+        vec!["install", "--config", "/nonexistent"],
+    ] {
+        let (code, _, err) = run_cli(&args, None);
+        assert_ne!(code, 0, "{args:?}");
+        assert_one_clean_line(&args, &err);
+        assert!(
+            err.contains("/nonexistent: No such file or directory (os error 2)"),
+            "{args:?}: {err}"
+        );
+    }
+}
+
+#[test]
+fn errors_with_causes_are_said_once() {
+    let dir = tmpdir("cli-causes");
+    let policy = dir.join("policy.yaml");
+    std::fs::write(
+        &policy,
+        "policies:\n  - name: p\n    cpu: { percentile: 150 }\n",
+    )
+    .unwrap_or_default();
+    let bad_om = dir.join("bad.om");
+    std::fs::write(&bad_om, "not openmetrics\n").unwrap_or_default();
+    let metrics = dir.join("metrics.yaml");
+    std::fs::write(
+        &metrics,
+        format!("metrics:\n  file: {{ path: {} }}\n", bad_om.display()),
+    )
+    .unwrap_or_default();
+    let not_a_dir = dir.join("file");
+    std::fs::write(&not_a_dir, "").unwrap_or_default();
+    let cert_dir = not_a_dir.join("certs");
+    for (args, cause) in [
+        (
+            vec!["recommend", "--config", policy.to_str().unwrap_or_default()],
+            "percentile 150",
+        ),
+        (
+            vec![
+                "recommend",
+                "--config",
+                metrics.to_str().unwrap_or_default(),
+            ],
+            "line 1",
+        ),
+        (
+            vec![
+                "install",
+                "--cert-dir",
+                cert_dir.to_str().unwrap_or_default(),
+            ],
+            "Not a directory",
+        ),
+    ] {
+        let (code, _, err) = run_cli(&args, None);
+        assert_ne!(code, 0, "{args:?}");
+        let last = err.lines().last().unwrap_or_default();
+        assert_one_clean_line(&args, last);
+        assert!(last.contains(cause), "{args:?}: {err}");
+    }
 }
 
 #[test]
@@ -176,6 +279,55 @@ fn recommend_outputs() {
     assert_eq!(code, 0);
     assert!(csv.starts_with("namespace,kind,workload,container,cpu_request"));
     assert_eq!(csv.lines().count(), 1 + lines.len() - 1);
+
+    // JSON gives requests as the Kubernetes quantities the table and the CSV
+    // show (and a pod spec holds): `260m`, `642Mi`, not bytes.
+    let (code, json, _) = run_cli(&["recommend", "-o", "json"], None);
+    assert_eq!(code, 0);
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap_or_else(|e| panic!("{e}"));
+    let recs = v.as_array().cloned().unwrap_or_default();
+    let rows: Vec<Vec<&str>> = csv
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').collect())
+        .collect();
+    assert_eq!(recs.len(), rows.len());
+    for (rec, row) in recs.iter().zip(&rows) {
+        for (resource, column) in [("cpu", 4), ("memory", 7)] {
+            let request = &rec[resource]["request"];
+            if row[column].is_empty() {
+                assert!(rec[resource].is_null(), "{rec}");
+                continue;
+            }
+            assert_eq!(request.as_str(), Some(row[column]), "{resource} of {rec}");
+        }
+    }
+    assert!(
+        recs.iter()
+            .filter_map(|r| r["memory"]["request"].as_str())
+            .all(|m| m.ends_with("Mi") || m.ends_with("Gi") || m.ends_with("Ki")),
+        "{json}"
+    );
+}
+
+#[test]
+fn recommend_for_a_namespace_without_workloads_says_so() {
+    let (code, out, err) = run_cli(&["recommend", "-n", "nosuchns"], None);
+    assert_ne!(code, 0, "{out}");
+    assert!(out.is_empty(), "{out}");
+    assert_eq!(
+        err.trim_end(),
+        "nemutator: no workloads in namespace \"nosuchns\" \
+         (namespaces with history: default, kube-system, shop)"
+    );
+    // History, but no policy for it (kube-system is excluded by default).
+    let (code, out, err) = run_cli(&["recommend", "-n", "kube-system", "-o", "json"], None);
+    assert_ne!(code, 0, "{out}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(
+        err.contains("no policy covers namespace \"kube-system\""),
+        "{err}"
+    );
 }
 
 #[test]
@@ -210,6 +362,48 @@ fn season_json_has_the_documented_shape() {
     assert!(predictions[0]["forecast"]
         .as_f64()
         .is_some_and(|f| f > 10_000.0));
+}
+
+#[test]
+fn season_takes_its_lead_from_the_config_and_the_flag_wins() {
+    let dir = tmpdir("cli-season-lead");
+    let cfg = dir.join("c.yaml");
+    std::fs::write(&cfg, "seasons:\n  lead: 3h\n").unwrap_or_default();
+    let cfg = cfg.to_str().unwrap_or_default();
+    let season = |extra: &[&str]| {
+        let mut args = vec!["season", "-i", "examples/data/taylor.csv"];
+        args.extend_from_slice(extra);
+        let (code, out, err) = run_cli(&args, None);
+        assert_eq!(code, 0, "{args:?}: {err}");
+        out.lines()
+            .find_map(|l| l.strip_prefix("lead time: "))
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert_eq!(season(&[]), "1h");
+    assert_eq!(season(&["--config", cfg]), "3h");
+    assert_eq!(season(&["--config", cfg, "--lead", "30m"]), "30m");
+    // The lead moves the turn to peak earlier in the predictions too.
+    let predict = |extra: &[&str]| {
+        let mut args = vec![
+            "season",
+            "-i",
+            "examples/data/taylor.csv",
+            "-o",
+            "csv",
+            "--predict-from",
+            "967766400",
+            "--predict-to",
+            "967852800",
+            "--step",
+            "1800",
+        ];
+        args.extend_from_slice(extra);
+        let (code, out, err) = run_cli(&args, None);
+        assert_eq!(code, 0, "{err}");
+        out.lines().filter(|l| l.contains(",peak,")).count()
+    };
+    assert!(predict(&["--config", cfg]) > predict(&[]));
 }
 
 #[test]

@@ -10,10 +10,11 @@
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::value::RawValue;
 use serde_json::Value;
 
+use crate::json::object::{object, Fields};
 use crate::mutate::{MutationError, Pipeline, PodReview, PodView};
 
 mod fast;
@@ -42,6 +43,7 @@ pub enum AdmissionError {
 /// borrow from the body where they have no escapes: they are only compared,
 /// or copied once.
 #[derive(Deserialize, Debug, PartialEq)]
+#[serde(remote = "Self")]
 struct ReviewIn<'a, O> {
     #[serde(rename = "apiVersion", default, borrow)]
     api_version: Option<Cow<'a, str>>,
@@ -52,7 +54,7 @@ struct ReviewIn<'a, O> {
 }
 
 #[derive(Deserialize, Debug, PartialEq)]
-#[serde(rename_all = "camelCase")]
+#[serde(remote = "Self", rename_all = "camelCase")]
 struct RequestIn<'a, O> {
     #[serde(borrow)]
     uid: Cow<'a, str>,
@@ -68,6 +70,44 @@ struct RequestIn<'a, O> {
     object: Option<O>,
 }
 
+// The envelope, the request and its kind are JSON objects, never arrays
+// (see `crate::json::object`).
+impl<'de: 'a, 'a, O: Deserialize<'de>> Fields<'de> for ReviewIn<'a, O> {
+    fn from_fields<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        ReviewIn::deserialize(d)
+    }
+}
+
+impl<'de: 'a, 'a, O: Deserialize<'de>> Deserialize<'de> for ReviewIn<'a, O> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        object(d)
+    }
+}
+
+impl<'de: 'a, 'a, O: Deserialize<'de>> Fields<'de> for RequestIn<'a, O> {
+    fn from_fields<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        RequestIn::deserialize(d)
+    }
+}
+
+impl<'de: 'a, 'a, O: Deserialize<'de>> Deserialize<'de> for RequestIn<'a, O> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        object(d)
+    }
+}
+
+impl<'de: 'a, 'a> Fields<'de> for Gvk<'a> {
+    fn from_fields<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Gvk::deserialize(d)
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Gvk<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        object(d)
+    }
+}
+
 /// `None`, as a serde default: `#[serde(default)]` would ask for `O: Default`.
 fn none<T>() -> Option<T> {
     None
@@ -77,6 +117,7 @@ type PodReviewIn<'a> = ReviewIn<'a, PodView>;
 type PodRequestIn<'a> = RequestIn<'a, PodView>;
 
 #[derive(Deserialize, Default, Debug, PartialEq)]
+#[serde(remote = "Self")]
 struct Gvk<'a> {
     #[serde(default, borrow)]
     group: Cow<'a, str>,
@@ -502,6 +543,85 @@ mod tests {
         let size = std::mem::size_of_val(&admission.review(b"{}"));
         println!("review future: {size} bytes");
         assert!(size < 1536, "the review future is {size} bytes");
+    }
+
+    /// A review whose envelope, request and object are the JSON objects
+    /// Kubernetes sends, and the same with one of them written as the array
+    /// of its fields in declaration order (which serde's derive would take
+    /// for the struct).
+    fn mk_array_forms() -> (Value, Vec<(&'static str, Value)>) {
+        let pod = serde_json::json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "app"}]}});
+        let gvk = serde_json::json!({"group": "", "version": "v1", "kind": "Pod"});
+        let request = serde_json::json!({
+            "uid": "u1", "kind": gvk, "namespace": "default", "operation": "CREATE", "object": pod,
+        });
+        let review = serde_json::json!({"apiVersion": API_VERSION, "kind": "AdmissionReview", "request": request});
+        let with_request = |request: Value| serde_json::json!({"apiVersion": API_VERSION, "kind": "AdmissionReview", "request": request});
+        let with_in_request = |key: &str, value: Value| {
+            let mut r = request.clone();
+            r[key] = value;
+            with_request(r)
+        };
+        let forms = vec![
+            (
+                "review",
+                serde_json::json!([API_VERSION, "AdmissionReview", request]),
+            ),
+            (
+                "request",
+                with_request(serde_json::json!([
+                    "u1", gvk, null, "default", "CREATE", pod
+                ])),
+            ),
+            (
+                "request.kind",
+                with_in_request("kind", serde_json::json!(["", "v1", "Pod"])),
+            ),
+            (
+                "request.object",
+                with_in_request(
+                    "object",
+                    serde_json::json!([{"name": "p"}, {"containers": [{"name": "app"}]}]),
+                ),
+            ),
+            (
+                "request.object.metadata",
+                with_in_request(
+                    "object",
+                    serde_json::json!({"metadata": ["p"], "spec": {"containers": []}}),
+                ),
+            ),
+            (
+                "request.object.spec",
+                with_in_request("object", serde_json::json!({"spec": [[{"name": "app"}]]})),
+            ),
+            (
+                "request.object.spec.containers[0]",
+                with_in_request(
+                    "object",
+                    serde_json::json!({"spec": {"containers": [["app"]]}}),
+                ),
+            ),
+        ];
+        (review, forms)
+    }
+
+    #[tokio::test]
+    async fn arrays_are_not_objects() {
+        let admission = Admission::new(Pipeline::builder().build());
+        let (review, forms) = mk_array_forms();
+        let ok = admission.review(review.to_string().as_bytes()).await;
+        assert_eq!(ok.map(|r| r.outcome).ok(), Some(Outcome::Unchanged));
+        for (what, body) in forms {
+            let text = body.to_string();
+            match admission.review(text.as_bytes()).await {
+                Err(AdmissionError::Malformed(m)) => {
+                    assert!(!m.contains('\n'), "{what}: {m}");
+                    assert!(m.contains("expected a JSON object"), "{what}: {m}");
+                }
+                other => panic!("{what} as an array: {:?}", other.map(|r| r.outcome)),
+            }
+        }
     }
 
     #[test]

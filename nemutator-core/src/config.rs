@@ -115,6 +115,36 @@ pub struct MetricsConfig {
     /// is re-read whenever it changes).
     #[serde(default = "default_refresh")]
     pub refresh: HumanDuration,
+    /// The webhook reports not ready when its last successful refresh is
+    /// older than this (default: 3 × the refresh interval).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stale_after: Option<HumanDuration>,
+}
+
+/// How often a file source is checked for changes.
+pub const FILE_REFRESH: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Refresh intervals a refresh may miss before the recommendations count as
+/// stale, when `metrics.stale_after` is not set.
+pub const STALE_AFTER_REFRESHES: u32 = 3;
+
+impl MetricsConfig {
+    /// How often the refresher ticks: [`FILE_REFRESH`] for a file (re-read
+    /// only when it changed), `refresh` for a live backend.
+    pub fn refresh_interval(&self) -> std::time::Duration {
+        match self.source {
+            MetricsBackend::File => FILE_REFRESH,
+            _ => self.refresh.0,
+        }
+    }
+
+    /// How old the last successful refresh may be before the webhook reports
+    /// not ready: `stale_after`, else [`STALE_AFTER_REFRESHES`] × the refresh
+    /// interval.
+    pub fn stale_after(&self) -> std::time::Duration {
+        self.stale_after
+            .map_or(self.refresh_interval() * STALE_AFTER_REFRESHES, |d| d.0)
+    }
 }
 
 impl Default for MetricsConfig {
@@ -126,6 +156,7 @@ impl Default for MetricsConfig {
             datadog: DatadogConfig::default(),
             cache: None,
             refresh: default_refresh(),
+            stale_after: None,
         }
     }
 }
@@ -232,7 +263,7 @@ impl Default for Config {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file could not be read.
-    #[error("{path}: {source}")]
+    #[error("{path}")]
     Io {
         /// The file.
         path: PathBuf,
@@ -249,7 +280,7 @@ pub enum ConfigError {
         message: String,
     },
     /// A policy is invalid.
-    #[error("{path}: {source}")]
+    #[error("{path}")]
     Policy {
         /// The file.
         path: PathBuf,
@@ -352,6 +383,34 @@ secrets:
     }
 
     #[test]
+    fn staleness_bound_defaults_to_three_refreshes() {
+        let file = Config::default().metrics;
+        assert_eq!(file.refresh_interval(), FILE_REFRESH);
+        assert_eq!(file.stale_after(), 3 * FILE_REFRESH);
+        let live = Config::from_yaml(
+            "metrics: { source: prometheus, refresh: 1m }",
+            Path::new("x"),
+        )
+        .unwrap_or_else(|e| panic!("{e}"))
+        .metrics;
+        assert_eq!(live.stale_after(), std::time::Duration::from_secs(180));
+        let set = Config::from_yaml("metrics: { stale_after: 10m }", Path::new("x"))
+            .unwrap_or_else(|e| panic!("{e}"))
+            .metrics;
+        assert_eq!(set.stale_after(), std::time::Duration::from_secs(600));
+    }
+
+    #[test]
+    fn a_missing_file_says_its_cause_once() {
+        let e = Config::load(Some(Path::new("/nonexistent"))).expect_err("no file");
+        assert_eq!(e.to_string(), "/nonexistent");
+        assert_eq!(
+            crate::error::Chain(&e).to_string(),
+            "/nonexistent: No such file or directory (os error 2)"
+        );
+    }
+
+    #[test]
     fn empty_file_is_the_defaults() {
         assert_eq!(
             Config::from_yaml("", Path::new("x")).ok(),
@@ -366,9 +425,8 @@ secrets:
             "policies: [{ name: p, cpu: { percentile: 0 } }]",
             "policies: 3",
         ] {
-            let e = Config::from_yaml(bad, Path::new("c.yaml"))
-                .expect_err(bad)
-                .to_string();
+            let e = Config::from_yaml(bad, Path::new("c.yaml")).expect_err(bad);
+            let e = crate::error::Chain(&e).to_string();
             assert!(e.starts_with("c.yaml: "), "{e}");
             assert!(!e.contains('\n'), "{e}");
         }

@@ -1,4 +1,5 @@
-//! Hand-written JSON output for the admission response.
+//! JSON for the admission path: hand-written output for the response, and
+//! structs decoded from JSON objects only ([`object`]).
 //!
 //! The response is mostly strings (the patch's paths and the
 //! `resources-applied` text, then the base64 of the whole patch, see
@@ -9,6 +10,8 @@
 //! compare them).
 
 use serde_json::Value;
+
+pub(crate) mod object;
 
 /// Whether `b` must be escaped in a JSON string: a control character (below
 /// 0x20), `"` or `\`. Written without short-circuits so that checking a

@@ -13,11 +13,13 @@
 //! * [`admission`]: AdmissionReview v1 decoding and JSON Patch responses.
 //! * [`season`]: seasons (peak, off-peak).
 //! * [`install`]: the manifests that run nemutator in a cluster.
+//! * [`error`]: errors as one line of text.
 #![warn(missing_docs)]
 
 pub mod admission;
 pub mod annotations;
 pub mod config;
+pub mod error;
 // Panicking entry points for the `fuzz/` targets: not API, only with the
 // `fuzzing` feature (and in this crate's tests, which replay the seeds).
 #[cfg(any(test, feature = "fuzzing"))]

@@ -39,6 +39,15 @@ impl Resource {
             Resource::Memory => "memory",
         }
     }
+
+    /// `q` in the notation a pod spec uses for this resource: `250m` or `2`
+    /// for CPU, `640Mi` for memory.
+    pub fn quantity_string(self, q: crate::quantity::Quantity) -> String {
+        match self {
+            Resource::Cpu => q.to_cpu_string(),
+            Resource::Memory => q.to_memory_string(),
+        }
+    }
 }
 
 impl fmt::Display for Resource {

@@ -163,7 +163,7 @@ pub enum SnapshotError {
     Shape,
     /// Serialising a changed field failed, or the patch text did not read
     /// back as a JSON Patch (a bug in the escaping).
-    #[error("{0}")]
+    #[error(transparent)]
     Json(#[from] serde_json::Error),
 }
 

@@ -129,7 +129,7 @@ pub enum ProfileError {
     #[error("BPF program failed: {0}")]
     Bpf(String),
     /// An I/O or system call failed.
-    #[error("{context}: {source}")]
+    #[error("{context}")]
     Io {
         /// What was being done.
         context: String,

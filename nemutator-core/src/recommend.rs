@@ -13,16 +13,19 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use serde::{Deserialize, Serialize};
 
-use crate::metrics::{
-    MetricsError, MetricsSource, Resource, SeriesQuery, SourceLoader, UsageQuery,
-};
+use crate::metrics::{MetricsError, MetricsSource, Resource, SeriesQuery, UsageQuery};
 use crate::policy::{EffectivePolicy, PolicySet};
 use crate::quantity::Quantity;
 use crate::season::{season_ranges, FittedProfile, Season, SeasonModel, SeasonStore};
 use crate::units::HumanDuration;
 use crate::workload::{ContainerRef, WorkloadKey};
 
-/// The recommended request of one resource.
+mod refresh;
+pub use refresh::{NotReady, RefreshHealth, Refresher, MAX_BACKOFF, MIN_BACKOFF};
+
+/// The recommended request of one resource. Written (as part of a
+/// [`Recommendation`]) with the request in the notation of its resource, as
+/// in a pod spec: `"250m"`, `"640Mi"`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ResourceRecommendation {
     /// Recommended request.
@@ -49,12 +52,60 @@ pub struct Recommendation {
     /// History window.
     pub window: HumanDuration,
     /// CPU, when there is enough history.
+    #[serde(serialize_with = "cpu_json")]
     pub cpu: Option<ResourceRecommendation>,
     /// Memory, when there is enough history.
+    #[serde(serialize_with = "memory_json")]
     pub memory: Option<ResourceRecommendation>,
     /// Why a resource has no recommendation (short history, no samples).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub skipped: Vec<String>,
+}
+
+/// A [`ResourceRecommendation`] as written, its request in the notation of
+/// its resource (a derived `Serialize` would write the canonical decimal
+/// form, bytes for memory).
+#[derive(Serialize)]
+struct ResourceJson {
+    request: String,
+    percentile: f64,
+    usage: f64,
+    samples: u64,
+    history_secs: i64,
+}
+
+impl ResourceRecommendation {
+    fn json(&self, resource: Resource) -> ResourceJson {
+        // Destructured whole: a new field fails to compile until written here.
+        let ResourceRecommendation {
+            request,
+            percentile,
+            usage,
+            samples,
+            history_secs,
+        } = self;
+        ResourceJson {
+            request: resource.quantity_string(*request),
+            percentile: *percentile,
+            usage: *usage,
+            samples: *samples,
+            history_secs: *history_secs,
+        }
+    }
+}
+
+fn cpu_json<S: serde::Serializer>(
+    r: &Option<ResourceRecommendation>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    r.as_ref().map(|r| r.json(Resource::Cpu)).serialize(s)
+}
+
+fn memory_json<S: serde::Serializer>(
+    r: &Option<ResourceRecommendation>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    r.as_ref().map(|r| r.json(Resource::Memory)).serialize(s)
 }
 
 impl Recommendation {
@@ -118,6 +169,7 @@ type StoreMap = HashMap<ContainerRef, ContainerRecommendations, foldhash::fast::
 pub struct RecommendationStore {
     map: ArcSwap<StoreMap>,
     loaded: std::sync::atomic::AtomicBool,
+    health: RefreshHealth,
 }
 
 impl RecommendationStore {
@@ -140,7 +192,8 @@ impl RecommendationStore {
         f(self.map.load().get(key))
     }
 
-    /// Replace everything with `recs` and mark the store loaded.
+    /// Replace everything with `recs`, mark the store loaded and the
+    /// recommendations fresh.
     pub fn replace(&self, recs: impl IntoIterator<Item = Recommendation>) {
         let mut map = StoreMap::default();
         for rec in recs {
@@ -148,6 +201,7 @@ impl RecommendationStore {
             *map.entry(target).or_default().slot(season) = Some(Arc::new(rec));
         }
         self.map.store(Arc::new(map));
+        self.health.record_success();
         self.loaded
             .store(true, std::sync::atomic::Ordering::Release);
     }
@@ -316,6 +370,20 @@ impl Recommender {
         &self.source
     }
 
+    /// The namespaces the source has history for, sorted.
+    pub async fn namespaces(&self) -> Result<Vec<String>, MetricsError> {
+        let mut namespaces: Vec<String> = self
+            .source
+            .containers(None)
+            .await?
+            .into_iter()
+            .map(|c| c.workload.namespace)
+            .collect();
+        namespaces.sort();
+        namespaces.dedup();
+        Ok(namespaces)
+    }
+
     /// Recommendations for every workload container the source knows (in one
     /// namespace if given) that a policy covers, season-less.
     pub async fn recommend_all(
@@ -415,76 +483,45 @@ impl Recommender {
     }
 }
 
-/// Keeps a [`RecommendationStore`] up to date: asks a [`SourceLoader`] on
-/// every tick and recomputes when it hands out a source. A failing load or
-/// recomputation keeps the previous recommendations.
-#[derive(Debug, Clone)]
-pub struct Refresher {
-    loader: Arc<dyn SourceLoader>,
-    policies: Arc<PolicySet>,
-    store: Arc<RecommendationStore>,
-    seasons: Option<Seasons>,
-    season_state: Option<std::path::PathBuf>,
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::workload::WorkloadKind;
 
-impl Refresher {
-    /// A refresher filling `store`.
-    pub fn new(
-        loader: Arc<dyn SourceLoader>,
-        policies: Arc<PolicySet>,
-        store: Arc<RecommendationStore>,
-    ) -> Self {
-        Refresher {
-            loader,
-            policies,
-            store,
-            seasons: None,
-            season_state: None,
+    fn mk_res(request: &str) -> ResourceRecommendation {
+        ResourceRecommendation {
+            request: Quantity::parse(request).unwrap_or_default(),
+            percentile: 95.0,
+            usage: 1.0,
+            samples: 10,
+            history_secs: 86_400,
         }
     }
 
-    /// Learn seasons on every refresh; save the profiles to `state` if given.
-    pub fn with_seasons(
-        mut self,
-        seasons: Option<Seasons>,
-        state: Option<std::path::PathBuf>,
-    ) -> Self {
-        self.seasons = seasons;
-        self.season_state = state;
-        self
-    }
-
-    /// One tick: returns the number of recommendations stored, or `None` when
-    /// nothing changed.
-    pub async fn refresh_once(&self) -> Result<Option<usize>, MetricsError> {
-        let Some(source) = self.loader.load().await? else {
-            return Ok(None);
+    #[test]
+    fn requests_are_written_as_in_a_pod_spec_and_read_back() {
+        let rec = Recommendation {
+            target: ContainerRef::new(
+                WorkloadKey::new("ns", WorkloadKind::Deployment, "web"),
+                "app",
+            ),
+            policy: "default".into(),
+            season: None,
+            window: HumanDuration::from_secs(604_800),
+            cpu: Some(mk_res("1500m")),
+            memory: Some(mk_res("642Mi")),
+            skipped: Vec::new(),
         };
-        let recs = Recommender::new(source, self.policies.clone())
-            .with_seasons(self.seasons.clone())
-            .recommend_all(None)
-            .await?;
-        let n = recs.len();
-        self.store.replace(recs);
-        if let (Some(seasons), Some(path)) = (&self.seasons, &self.season_state) {
-            if let Err(e) = seasons.store.save(path) {
-                tracing::warn!(error = %e, "season state not saved");
-            }
-        }
-        Ok(Some(n))
-    }
-
-    /// Tick every `interval` until the task is dropped.
-    pub async fn run(self, interval: std::time::Duration) {
-        loop {
-            match self.refresh_once().await {
-                Ok(Some(n)) => tracing::info!(recommendations = n, "recommendations refreshed"),
-                Ok(None) => {}
-                Err(e) => {
-                    tracing::warn!(error = %e, "refresh failed; keeping previous recommendations")
-                }
-            }
-            tokio::time::sleep(interval).await;
-        }
+        let v = serde_json::to_value(&rec).unwrap_or_default();
+        assert_eq!(v["cpu"]["request"], "1500m");
+        assert_eq!(v["memory"]["request"], "642Mi");
+        assert_eq!(v["memory"]["samples"], 10);
+        let back: Option<Recommendation> = serde_json::from_value(v).ok();
+        assert_eq!(back, Some(rec.clone()));
+        let none = Recommendation {
+            memory: None,
+            ..rec
+        };
+        assert!(serde_json::to_value(&none).unwrap_or_default()["memory"].is_null());
     }
 }

@@ -1,4 +1,6 @@
-//! Recommendation reports: aligned table, CSV, JSON and a self-contained HTML page.
+//! Recommendation reports: aligned table, CSV and a self-contained HTML page
+//! (JSON is the `Serialize` of [`Recommendation`]). Requests are written as in
+//! a pod spec in all of them (`250m`, `640Mi`).
 
 use std::fmt::Write as _;
 
@@ -21,13 +23,7 @@ const HEADERS: [&str; 9] = [
 fn fmt_res(rec: &Recommendation, r: Resource) -> String {
     match rec.resource(r) {
         None => "-".into(),
-        Some(x) => {
-            let q = match r {
-                Resource::Cpu => x.request.to_cpu_string(),
-                Resource::Memory => x.request.to_memory_string(),
-            };
-            format!("{q} (p{})", x.percentile)
-        }
+        Some(x) => format!("{} (p{})", r.quantity_string(x.request), x.percentile),
     }
 }
 
@@ -101,10 +97,7 @@ pub fn csv(recs: &[Recommendation]) -> String {
         let res = |r: Resource| match rec.resource(r) {
             None => (String::new(), String::new(), String::new()),
             Some(x) => (
-                match r {
-                    Resource::Cpu => x.request.to_cpu_string(),
-                    Resource::Memory => x.request.to_memory_string(),
-                },
+                r.quantity_string(x.request),
                 x.percentile.to_string(),
                 format!("{:.6}", x.usage),
             ),

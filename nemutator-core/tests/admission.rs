@@ -458,6 +458,10 @@ async fn bad_input_is_a_400_with_one_line() {
         br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview"}"#.to_vec(),
         br#"{"apiVersion":"admission.k8s.io/v1beta1","kind":"AdmissionReview","request":{"uid":"x"}}"#.to_vec(),
         br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"x","kind":{"group":"","version":"v1","kind":"Pod"},"operation":"CREATE","object":{"spec":{"containers":"nope"}}}}"#.to_vec(),
+        // Arrays of the fields, in order, where objects belong.
+        br#"["admission.k8s.io/v1","AdmissionReview",{"uid":"x","kind":{"group":"","version":"v1","kind":"Pod"},"operation":"CREATE","object":{}}]"#.to_vec(),
+        br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":["x",{"group":"","version":"v1","kind":"Pod"},null,"default","CREATE",{}]}"#.to_vec(),
+        br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"x","kind":{"group":"","version":"v1","kind":"Pod"},"operation":"CREATE","object":[{},{"containers":[]}]}}"#.to_vec(),
         Vec::new(),
     ] {
         let (status, text) = call(&h, Method::POST, "/mutate", body.clone()).await;
@@ -507,6 +511,56 @@ async fn health_readiness_and_metrics() {
     assert!(text.contains("nemutator_admission_requests_total{outcome=\"invalid\"} 1\n"));
     assert!(text.contains("nemutator_admission_duration_seconds_count{outcome=\"patched\"} 1\n"));
     assert!(text.contains("nemutator_recommendations 5\n"));
+}
+
+/// Readiness says when the recommendations have not been refreshed for too
+/// long (the last good ones are still served), and metrics give their age.
+#[tokio::test(start_paused = true)]
+async fn readiness_fails_on_stale_recommendations() {
+    let store = Arc::new(RecommendationStore::new());
+    let pipeline = Pipeline::builder()
+        .layer(ResourcesLayer::new(
+            store.clone(),
+            Arc::new(PolicySet(vec![Policy::default()])),
+        ))
+        .build();
+    let mut state = WebhookState::new(Admission::new(pipeline), store.clone());
+    state.stale_after = Some(std::time::Duration::from_secs(30));
+    let state = Arc::new(state);
+    let h = Harness {
+        router: Router::new(state.clone()),
+        state,
+    };
+    store.replace(mk_default_recs());
+    tokio::time::sleep(std::time::Duration::from_secs(30)).await;
+    assert_eq!(
+        call(&h, Method::GET, "/readyz", vec![]).await.0,
+        StatusCode::OK
+    );
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    let (status, text) = call(&h, Method::GET, "/readyz", vec![]).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    let text = String::from_utf8_lossy(&text);
+    assert_eq!(text.trim_end().lines().count(), 1, "{text}");
+    assert!(text.contains("stale"), "{text}");
+    // Still served.
+    let resp = review(&h, &fixture("pod-create.json")).await;
+    assert!(resp["response"]["patch"].is_string(), "{resp}");
+    let (_, metrics) = call(&h, Method::GET, "/metrics", vec![]).await;
+    let metrics = String::from_utf8_lossy(&metrics);
+    assert!(
+        metrics.contains("nemutator_recommendations_age_seconds 32\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("nemutator_refresher_restarts_total 0\n"),
+        "{metrics}"
+    );
+    store.replace(mk_default_recs());
+    assert_eq!(
+        call(&h, Method::GET, "/readyz", vec![]).await.0,
+        StatusCode::OK
+    );
 }
 
 /// The brainset of the season the workload is in applies at admission: a

@@ -26,12 +26,14 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::Full;
+use nemutator_core::error::Chain;
 use nemutator_core::k8s::{Client as KubeClient, K8sError};
 use nemutator_core::profile::{
     ProfileError, ProfileRequest, ProfileSpec, ProfileTarget, Profiler, SpecTarget, ValidSpec,
 };
 use nemutator_core::secret::BearerToken;
+use nemutator_core::server::body::read_limited;
 use tokio::sync::Semaphore;
 use tower::Service;
 
@@ -277,7 +279,7 @@ impl From<ProfileError> for Failure {
             ProfileError::InvalidRequest(_) => StatusCode::BAD_REQUEST,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
-        Failure(status, e.to_string())
+        Failure(status, Chain(&e).to_string())
     }
 }
 
@@ -295,42 +297,18 @@ impl From<PodTargetError> for Failure {
             PodTargetError::Discovery(DiscoveryError::InvalidId(_)) => StatusCode::BAD_GATEWAY,
             PodTargetError::Discovery(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
-        Failure(status, e.to_string())
+        Failure(status, Chain(&e).to_string())
     }
 }
 
 async fn read_spec<B>(req: Request<B>) -> Result<ValidSpec, Failure>
 where
-    B: http_body::Body<Data = Bytes>,
+    B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
     B::Error: Into<BoxError>,
 {
-    let too_large = || {
-        Failure(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("request body larger than {MAX_BODY_BYTES} bytes"),
-        )
-    };
-    let declared = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
-        return Err(too_large());
-    }
-    let body = match Limited::new(req.into_body(), MAX_BODY_BYTES)
-        .collect()
+    let body = read_limited(req, MAX_BODY_BYTES)
         .await
-    {
-        Ok(b) => b.to_bytes(),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => return Err(too_large()),
-        Err(e) => {
-            return Err(Failure(
-                StatusCode::BAD_REQUEST,
-                format!("could not read the request body: {e}"),
-            ))
-        }
-    };
+        .map_err(|e| Failure(e.status(), e.to_string()))?;
     let spec: ProfileSpec = serde_json::from_slice(&body)
         .map_err(|e| Failure(StatusCode::BAD_REQUEST, format!("invalid request: {e}")))?;
     spec.validate()
@@ -415,7 +393,7 @@ async fn run_profile(
 
 async fn profiles<B>(state: &AgentState, req: Request<B>) -> Response<Full<Bytes>>
 where
-    B: http_body::Body<Data = Bytes>,
+    B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
     B::Error: Into<BoxError>,
 {
     if !authorized(state, &req) {
@@ -456,7 +434,7 @@ where
 
 async fn route<B>(state: Arc<AgentState>, req: Request<B>) -> Response<Full<Bytes>>
 where
-    B: http_body::Body<Data = Bytes>,
+    B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
     B::Error: Into<BoxError>,
 {
     match (req.method(), req.uri().path()) {
@@ -484,7 +462,7 @@ where
 
 impl<B> Service<Request<B>> for AgentRouter
 where
-    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
     B::Error: Into<BoxError>,
 {
     type Response = Response<Full<Bytes>>;

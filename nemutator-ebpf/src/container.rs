@@ -11,6 +11,7 @@ use std::collections::BTreeSet;
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use nemutator_core::error::Chain;
 use nemutator_core::profile::ProfileTarget;
 
 /// Bounds of the cgroup tree walk in [`cgroup_dir_for`].
@@ -28,7 +29,7 @@ pub enum DiscoveryError {
     #[error("container {0} not found on this node")]
     NotFound(String),
     /// Reading `/proc` or the cgroup tree failed.
-    #[error("reading {path}: {source}")]
+    #[error("reading {path}")]
     Io {
         /// The path that could not be read.
         path: PathBuf,
@@ -180,7 +181,7 @@ impl Discovery {
             match cgroup_dir_for(container_id, root) {
                 Ok(dir) => return Ok(ProfileTarget::Cgroup(dir)),
                 Err(e) => {
-                    tracing::debug!(error = %e, "no cgroup v2 directory; looking for processes")
+                    tracing::debug!(error = %Chain(&e), "no cgroup v2 directory; looking for processes")
                 }
             }
         }

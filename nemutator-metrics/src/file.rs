@@ -19,6 +19,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use nemutator_core::error::Chain;
 use nemutator_core::metrics::{
     quantile, BoxFuture, MetricsError, MetricsSource, Resource, SeriesQuery, SourceLoader,
     UsageQuery, UsageStat,
@@ -35,7 +36,7 @@ const OWNER: &str = "kube_pod_owner";
 #[derive(Debug, thiserror::Error)]
 pub enum FileSourceError {
     /// The file could not be read.
-    #[error("{path}: {source}")]
+    #[error("{path}")]
     Io {
         /// The file.
         path: PathBuf,
@@ -44,7 +45,7 @@ pub enum FileSourceError {
         source: std::io::Error,
     },
     /// The file is not valid OpenMetrics.
-    #[error("{path}: {source}")]
+    #[error("{path}")]
     Parse {
         /// The file.
         path: PathBuf,
@@ -355,7 +356,7 @@ impl SourceLoader for FileLoader {
             let loaded = tokio::task::spawn_blocking(move || FileSource::load(&path))
                 .await
                 .map_err(|e| backend_err(e.to_string()))?
-                .map_err(|e| MetricsError::Data(e.to_string()))?;
+                .map_err(|e| MetricsError::Data(Chain(&e).to_string()))?;
             tracing::info!(path = %self.path.display(), samples = loaded.samples(), "metrics file loaded");
             Ok(Some(Arc::new(loaded) as Arc<dyn MetricsSource>))
         })

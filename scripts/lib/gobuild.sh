@@ -1,8 +1,10 @@
+# shellcheck shell=bash
 # Shared by scripts/apiserver.sh and scripts/helm.sh (sourced, not run): build
 # a main package of a test-only Go module once and keep the binary in a cache
 # keyed by the module's go.mod, go.sum, .go files, the Go version and the
 # build flags.
 
+# shellcheck disable=SC2034 # used by the scripts that source this
 repo_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cache_root=${NEMUTATOR_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/nemutator}
 
@@ -15,7 +17,7 @@ go_cached_build() {
   command -v go >/dev/null 2>&1 || { echo "$(basename "$0"): go is not on PATH" >&2; return 1; }
   local hash
   hash=$(
-    cd "$moddir"
+    cd "$moddir" || exit 1
     {
       go version
       printf '%s\n' "$pkg" "$name" "$@"
@@ -30,7 +32,7 @@ go_cached_build() {
     echo "$(basename "$0"): building $pkg into $dir (a cold build takes minutes)" >&2
     # GOWORK=off: the module's own go.mod and go.sum pin everything; the
     # default -mod=readonly fails rather than change them.
-    (cd "$moddir" && GOWORK=off CGO_ENABLED=0 go build -trimpath "$@" -o "$bin.tmp.$$" "$pkg") >&2 || {
+    (cd "$moddir" && GOWORK=off CGO_ENABLED=0 go build -trimpath -buildvcs=false "$@" -o "$bin.tmp.$$" "$pkg") >&2 || {
       rm -f "$bin.tmp.$$"
       return 1
     }

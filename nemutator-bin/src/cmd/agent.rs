@@ -34,12 +34,14 @@ pub struct AgentArgs {
     pub token_file: Option<PathBuf>,
     #[command(flatten)]
     pub tls: TlsArgs,
-    /// Names for the self-signed certificate (comma-separated).
+    /// Extra names for the self-signed certificate (comma-separated), added
+    /// to its default names localhost and 127.0.0.1 (a node's IP address or
+    /// name, for clients that reach the agent by it).
     #[arg(
         long,
         env = "NEMUTATOR_TLS_SAN",
         value_delimiter = ',',
-        default_value = "localhost,127.0.0.1"
+        value_name = "NAMES"
     )]
     pub tls_san: Vec<String>,
     /// Profiler backend.
@@ -84,7 +86,8 @@ pub async fn run(_global: &Global, args: AgentArgs) -> anyhow::Result<ExitCode> 
         Err(e) => return Err(e.into()),
     }
 
-    let certs = server_certs(&args.tls, &args.tls_san)?;
+    let names = tls::with_extra_names(tls::LOOPBACK_NAMES, &args.tls_san);
+    let certs = server_certs(&args.tls, &names)?;
     let tls_config = Arc::new(tls::server_config(certs.clone())?);
     tokio::spawn(certs.watch(Duration::from_secs(2)));
     let listener = TcpListener::bind(args.listen)

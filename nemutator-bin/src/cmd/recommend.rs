@@ -22,6 +22,19 @@ pub async fn run(global: &Global, args: RecommendArgs) -> anyhow::Result<ExitCod
     let recommender = Recommender::new(source, Arc::new(app.config.policies.clone()))
         .with_seasons(app.seasons.clone());
     let recs = recommender.recommend_all(args.namespace.as_deref()).await?;
+    if let (Some(ns), true) = (&args.namespace, recs.is_empty()) {
+        // An empty answer about one namespace says why.
+        let known = recommender.namespaces().await?;
+        anyhow::ensure!(
+            !known.contains(ns),
+            "no policy covers namespace {ns:?}: nothing to recommend"
+        );
+        let known = match known.is_empty() {
+            true => "none".to_string(),
+            false => known.join(", "),
+        };
+        anyhow::bail!("no workloads in namespace {ns:?} (namespaces with history: {known})");
+    }
     let text = match args.output {
         Output::Table => report::table(&recs),
         Output::Csv => report::csv(&recs),

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::ValueEnum;
+use nemutator_core::config::Config;
 use nemutator_core::metrics::{Resource, SeriesQuery};
 use nemutator_core::season::{
     heatmap_html, heatmap_svg, parse_series_csv, predictions_csv, season_report_json,
@@ -14,7 +15,6 @@ use nemutator_core::season::{
 use nemutator_core::units::HumanDuration;
 
 use crate::cli::Global;
-use crate::wiring::App;
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum SeasonOutput {
@@ -48,9 +48,10 @@ pub struct SeasonArgs {
     /// Seconds between predictions (or a duration such as 30m).
     #[arg(long, default_value = "3600")]
     pub step: String,
-    /// Lead time: the season turns to peak this long before a predicted peak.
-    #[arg(long, default_value = "1h")]
-    pub lead: HumanDuration,
+    /// Lead time: the season turns to peak this long before a predicted peak
+    /// (default: `seasons.lead` of the configuration, 1h without one).
+    #[arg(long, env = "NEMUTATOR_SEASON_LEAD")]
+    pub lead: Option<HumanDuration>,
 }
 
 fn parse_step(s: &str) -> anyhow::Result<i64> {
@@ -62,18 +63,19 @@ fn parse_step(s: &str) -> anyhow::Result<i64> {
     Ok(secs)
 }
 
-async fn cluster_series(global: &Global) -> anyhow::Result<Vec<(i64, f64)>> {
-    let app = App::new(global)?;
-    let loader = nemutator_metrics::loader_from_config(&app.config.metrics)?;
+/// The cluster-wide CPU usage of the metrics source over `seasons.history`,
+/// at `seasons.step`, as the webhook fits it.
+async fn cluster_series(config: &Config) -> anyhow::Result<Vec<(i64, f64)>> {
+    let loader = nemutator_metrics::loader_from_config(&config.metrics)?;
     let source = loader.load().await?.context("no metrics source")?;
     let mut sum = std::collections::BTreeMap::<i64, f64>::new();
     for target in source.containers(None).await? {
         let query = SeriesQuery {
             target,
             resource: Resource::Cpu,
-            window: app.config.seasons.history.0,
+            window: config.seasons.history.0,
             end: None,
-            step: app.config.seasons.step.0,
+            step: config.seasons.step.0,
         };
         for (t, v) in source.usage_series(&query).await? {
             *sum.entry(t).or_default() += v;
@@ -111,6 +113,11 @@ fn summary(profile: &SeasonProfile) -> String {
 }
 
 pub async fn run(global: &Global, args: SeasonArgs) -> anyhow::Result<ExitCode> {
+    // Of `seasons:`, `lead` applies to any series; `history` and `step` shape
+    // the series read from the metrics source (an --input series is taken
+    // whole, at its own resolution); `refit`, `enabled` and `state_file`
+    // concern the webhook's learning only.
+    let config = Config::load(global.config.as_deref())?;
     let series = match &args.input {
         Some(path) => {
             let text = if path.as_os_str() == "-" {
@@ -120,11 +127,12 @@ pub async fn run(global: &Global, args: SeasonArgs) -> anyhow::Result<ExitCode> 
             };
             parse_series_csv(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
         }
-        None => cluster_series(global).await?,
+        None => cluster_series(&config).await?,
     };
     let step = parse_step(&args.step)?;
+    let lead = args.lead.unwrap_or(config.seasons.lead);
     let model = DefaultSeasonModel::new(SeasonConfig {
-        lead: args.lead.as_secs() as i64,
+        lead: lead.as_secs() as i64,
         ..SeasonConfig::default()
     });
     let profile = model.fit(&series).map_err(|e| anyhow::anyhow!("{e}"))?;

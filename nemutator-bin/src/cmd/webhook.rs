@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use nemutator_core::install;
 use nemutator_core::server::tls;
 use nemutator_core::server::{self, Router, WebhookState};
 
@@ -13,20 +14,26 @@ use crate::wiring::{server_certs, shutdown_signal, App};
 
 pub async fn run(global: &Global, args: WebhookArgs) -> anyhow::Result<ExitCode> {
     let app = App::new(global)?;
-    let certs = server_certs(&args.tls, &args.tls_san)?;
+    let service = install::service_dns_names(install::DEFAULT_NAMESPACE);
+    let defaults = tls::LOOPBACK_NAMES
+        .into_iter()
+        .chain(service.iter().map(String::as_str));
+    let certs = server_certs(&args.tls, &tls::with_extra_names(defaults, &args.tls_san))?;
     let tls_config = Arc::new(tls::server_config(certs.clone())?);
     tokio::spawn(certs.watch(Duration::from_secs(2)));
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("listening on {}", args.listen))?;
     let local = listener.local_addr()?;
-    // A file source is re-read within seconds of a change; live backends on `refresh`.
-    let interval = match app.config.metrics.source {
-        nemutator_core::config::MetricsBackend::File => Duration::from_secs(2),
-        _ => app.config.metrics.refresh.0,
-    };
-    tokio::spawn(app.refresher.clone().run(interval));
-    let state = Arc::new(WebhookState::new(app.admission.clone(), app.store.clone()));
+    // Restarted if it dies; readiness fails when its refreshes keep failing.
+    tokio::spawn(
+        app.refresher
+            .clone()
+            .supervise(app.config.metrics.refresh_interval()),
+    );
+    let mut state = WebhookState::new(app.admission.clone(), app.store.clone());
+    state.stale_after = Some(app.config.metrics.stale_after());
+    let state = Arc::new(state);
     tracing::info!(listen = %local, "serving the admission webhook on https://{local}/mutate");
     server::serve(
         listener,

@@ -275,6 +275,81 @@ impl Client {
             .collect()
     }
 
+    /// POST `body` to `path` on one HTTP/2 stream with the `h2` crate, as a
+    /// strict client would: the whole body is sent (as flow control allows)
+    /// while the response is read, and a stream reset by the server at any
+    /// point is an error, even after a complete response (hyper's client
+    /// forgives a `RST_STREAM(NO_ERROR)` there; curl 7.x and others do not).
+    pub async fn h2_post_strict(&self, path: &str, body: Vec<u8>) -> Result<Reply, String> {
+        let mut config = (*self.config).clone();
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        let tcp = tokio::net::TcpStream::connect(self.addr)
+            .await
+            .map_err(|e| e.to_string())?;
+        let name = ServerName::try_from("localhost").map_err(|e| e.to_string())?;
+        let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+            .connect(name, tcp)
+            .await
+            .map_err(|e| e.to_string())?;
+        let (client, conn) = h2::client::handshake(tls)
+            .await
+            .map_err(|e| e.to_string())?;
+        tokio::spawn(conn);
+        let mut client = client.ready().await.map_err(|e| e.to_string())?;
+        let req = hyper::Request::builder()
+            .method("POST")
+            .uri(format!("https://localhost{path}"))
+            .header("content-type", "application/json")
+            .header("content-length", body.len())
+            .body(())
+            .map_err(|e| e.to_string())?;
+        let (response, mut send) = client
+            .send_request(req, body.is_empty())
+            .map_err(|e| format!("sending the headers: {e}"))?;
+        let upload = async move {
+            let mut rest = Bytes::from(body);
+            while !rest.is_empty() {
+                send.reserve_capacity(rest.len());
+                let granted = std::future::poll_fn(|cx| send.poll_capacity(cx))
+                    .await
+                    .ok_or("the stream closed while sending the body")?
+                    .map_err(|e| format!("sending the body: {e}"))?;
+                let chunk = rest.split_to(granted.min(rest.len()));
+                send.send_data(chunk, rest.is_empty())
+                    .map_err(|e| format!("sending the body: {e}"))?;
+            }
+            Ok::<_, String>(())
+        };
+        let download = async move {
+            let resp = response.await.map_err(|e| format!("response: {e}"))?;
+            let status = resp.status().as_u16();
+            let content_type = resp
+                .headers()
+                .get("content-type")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned();
+            let mut recv = resp.into_body();
+            let mut body = Vec::new();
+            while let Some(chunk) = recv.data().await {
+                let chunk = chunk.map_err(|e| format!("response body: {e}"))?;
+                let _ = recv.flow_control().release_capacity(chunk.len());
+                body.extend_from_slice(&chunk);
+            }
+            Ok::<_, String>(Reply {
+                status,
+                content_type,
+                body: Bytes::from(body),
+                peer_cert: Vec::new(),
+                version: None,
+            })
+        };
+        let (sent, reply) = tokio::join!(upload, download);
+        let reply = reply?;
+        sent.map_err(|e| format!("{e} (after a {} response)", reply.status))?;
+        Ok(reply)
+    }
+
     /// Poll `/readyz` until 200.
     pub async fn wait_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(30);

@@ -43,8 +43,19 @@ pub const DEFAULT_NAMESPACE: &str = "nemutator";
 pub const DEFAULT_IMAGE: &str = concat!("ghcr.io/nemutator/nemutator:", env!("CARGO_PKG_VERSION"));
 /// `timeoutSeconds` of the webhook: the API server gives up after this long
 /// (and, with `failurePolicy: Ignore`, admits the pod unchanged). The server's
-/// own request timeout ([`crate::server`]) is shorter, so it answers first.
+/// own request timeout ([`crate::server::REQUEST_TIMEOUT`]) is derived from it
+/// and a second shorter, so it answers first.
 pub const WEBHOOK_TIMEOUT_SECONDS: i32 = 5;
+
+/// The DNS names of nemutator's Service in `namespace`.
+pub fn service_dns_names(namespace: &str) -> Vec<String> {
+    vec![
+        format!("{NAME}.{namespace}.svc"),
+        format!("{NAME}.{namespace}.svc.cluster.local"),
+        format!("{NAME}.{namespace}"),
+        NAME.to_owned(),
+    ]
+}
 
 /// Why the manifests could not be made.
 #[derive(Debug, thiserror::Error)]
@@ -78,7 +89,7 @@ pub enum InstallError {
         wanted: String,
     },
     /// Reading or writing a file.
-    #[error("{path}: {source}")]
+    #[error("{path}")]
     Io {
         /// The file.
         path: PathBuf,
@@ -169,13 +180,7 @@ impl InstallOptions {
 
     /// The Service's DNS names.
     pub fn dns_names(&self) -> Vec<String> {
-        let ns = &self.namespace;
-        vec![
-            format!("{NAME}.{ns}.svc"),
-            format!("{NAME}.{ns}.svc.cluster.local"),
-            format!("{NAME}.{ns}"),
-            NAME.to_owned(),
-        ]
+        service_dns_names(&self.namespace)
     }
 
     /// The names the serving certificate must hold: the Service's, and the

@@ -18,8 +18,14 @@ use std::collections::BTreeMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use serde::{Deserialize, Serialize};
 
+use crate::json::object::object_only;
+
+// No Kubernetes object is an array: see `crate::json::object`.
+object_only!(PodView, MetaView, PodSpecView, ContainerView);
+
 /// A pod as the mutation chain sees it.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(remote = "Self")]
 pub struct PodView {
     /// The metadata layers use.
     #[serde(default)]
@@ -32,6 +38,7 @@ pub struct PodView {
 /// The fields of a pod's metadata layers read or change (named and typed as
 /// in k8s-openapi's `ObjectMeta`; `managedFields` and the rest are skipped).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(remote = "Self")]
 #[serde(rename_all = "camelCase")]
 pub struct MetaView {
     /// `name` (usually unset at admission: `generateName` is the norm).
@@ -69,6 +76,7 @@ impl From<&ObjectMeta> for MetaView {
 
 /// The containers of a pod spec.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(remote = "Self")]
 #[serde(rename_all = "camelCase")]
 pub struct PodSpecView {
     /// `spec.containers`.
@@ -81,6 +89,7 @@ pub struct PodSpecView {
 
 /// The fields of a container layers read or change.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(remote = "Self")]
 #[serde(rename_all = "camelCase")]
 pub struct ContainerView {
     /// `name`.

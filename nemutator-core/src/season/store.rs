@@ -43,7 +43,7 @@ pub struct SeasonStore {
 #[derive(Debug, thiserror::Error)]
 pub enum SeasonStoreError {
     /// I/O on the state file.
-    #[error("season state {path}: {source}")]
+    #[error("season state {path}")]
     Io {
         /// The file.
         path: String,

@@ -5,6 +5,7 @@
 //! drive it with `ServiceExt::oneshot`; [`serve`] puts it behind rustls and
 //! hyper (HTTP/1.1 and HTTP/2) and drains connections on shutdown.
 
+pub mod body;
 pub mod telemetry;
 pub mod threads;
 pub mod tls;
@@ -18,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{header, Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::Full;
 use hyper_util::rt::TokioIo;
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
@@ -27,6 +28,7 @@ use tokio::net::TcpListener;
 use tower::Service;
 
 use crate::admission::{Admission, Outcome};
+use crate::install::WEBHOOK_TIMEOUT_SECONDS;
 use crate::recommend::RecommendationStore;
 pub use telemetry::Telemetry;
 pub use threads::ConnectionThreads;
@@ -34,6 +36,17 @@ pub use threads::ConnectionThreads;
 /// Largest accepted AdmissionReview body (the API server's own limit is 3 MiB
 /// per object).
 pub const MAX_BODY_BYTES: usize = 3 * 1024 * 1024;
+
+/// Time limit for one review: a second less than the webhook's
+/// `timeoutSeconds` ([`WEBHOOK_TIMEOUT_SECONDS`]), so that nemutator answers
+/// (503, `review timed out`) before the API server gives up on it, with a
+/// second left for the network and TLS in between. Derived from it, so the
+/// two cannot drift apart.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(WEBHOOK_TIMEOUT_SECONDS as u64 - 1);
+const _: () = assert!(
+    WEBHOOK_TIMEOUT_SECONDS >= 2,
+    "the webhook's timeoutSeconds must leave the server at least a second"
+);
 
 /// What the routes share.
 #[derive(Debug)]
@@ -48,17 +61,22 @@ pub struct WebhookState {
     pub max_body: usize,
     /// Time limit for one request.
     pub timeout: Duration,
+    /// `/readyz` fails when the last successful refresh of the store is
+    /// older than this (`None`: never, once loaded).
+    pub stale_after: Option<Duration>,
 }
 
 impl WebhookState {
-    /// State with the default limits (3 MiB, 10 s).
+    /// State with the default limits ([`MAX_BODY_BYTES`], [`REQUEST_TIMEOUT`])
+    /// and no staleness bound.
     pub fn new(admission: Admission, store: Arc<RecommendationStore>) -> Self {
         WebhookState {
             admission,
             store,
             telemetry: Telemetry::new(),
             max_body: MAX_BODY_BYTES,
-            timeout: Duration::from_secs(10),
+            timeout: REQUEST_TIMEOUT,
+            stale_after: None,
         }
     }
 }
@@ -99,40 +117,12 @@ fn json(body: Vec<u8>) -> Response<Full<Bytes>> {
 
 async fn mutate<B>(state: &WebhookState, req: Request<B>) -> (Outcome, Response<Full<Bytes>>)
 where
-    B: http_body::Body<Data = Bytes>,
+    B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
     B::Error: Into<BoxError>,
 {
-    let too_large = || {
-        text(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("request body larger than {} bytes\n", state.max_body),
-        )
-    };
-    let declared = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > state.max_body as u64) {
-        return (Outcome::Invalid, too_large());
-    }
-    let body = match Limited::new(req.into_body(), state.max_body)
-        .collect()
-        .await
-    {
-        Ok(b) => b.to_bytes(),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-            return (Outcome::Invalid, too_large())
-        }
-        Err(e) => {
-            return (
-                Outcome::Invalid,
-                text(
-                    StatusCode::BAD_REQUEST,
-                    format!("could not read the request body: {e}\n"),
-                ),
-            )
-        }
+    let body = match body::read_limited(req, state.max_body).await {
+        Ok(body) => body,
+        Err(e) => return (Outcome::Invalid, text(e.status(), format!("{e}\n"))),
     };
     match state.admission.review(&body).await {
         Ok(reviewed) => {
@@ -155,7 +145,7 @@ where
 
 async fn route<B>(state: Arc<WebhookState>, req: Request<B>) -> Response<Full<Bytes>>
 where
-    B: http_body::Body<Data = Bytes>,
+    B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
     B::Error: Into<BoxError>,
 {
     let path = req.uri().path();
@@ -174,16 +164,10 @@ where
             resp
         }
         (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
-        (&Method::GET, "/readyz") => {
-            if state.store.is_loaded() {
-                text(StatusCode::OK, "ready\n")
-            } else {
-                text(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "recommendations not loaded yet\n",
-                )
-            }
-        }
+        (&Method::GET, "/readyz") => match state.store.readiness(state.stale_after) {
+            Ok(()) => text(StatusCode::OK, "ready\n"),
+            Err(e) => text(StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")),
+        },
         (&Method::GET, "/metrics") => {
             let mut r = text(StatusCode::OK, state.telemetry.render(&state.store));
             r.headers_mut().insert(
@@ -201,7 +185,7 @@ where
 
 impl<B> Service<Request<B>> for Router
 where
-    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
     B::Error: Into<BoxError>,
 {
     type Response = Response<Full<Bytes>>;
@@ -302,4 +286,26 @@ pub async fn serve<S, B>(
         () = tokio::time::sleep(drain) => tracing::warn!("drain timed out"),
     }
     drop(threads);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mutate::Pipeline;
+
+    #[test]
+    fn the_server_gives_up_before_the_api_server() {
+        let state = WebhookState::new(
+            Admission::new(Pipeline::builder().build()),
+            Arc::new(RecommendationStore::new()),
+        );
+        let api_server = Duration::from_secs(WEBHOOK_TIMEOUT_SECONDS as u64);
+        // At least a second to spare for the network and TLS in between.
+        assert!(
+            state.timeout + Duration::from_secs(1) <= api_server,
+            "{:?} vs timeoutSeconds {WEBHOOK_TIMEOUT_SECONDS}",
+            state.timeout
+        );
+        assert!(state.timeout >= Duration::from_secs(1));
+    }
 }

@@ -4,6 +4,10 @@
 //! * `nemutator_admission_duration_seconds{outcome}` (histogram)
 //! * `nemutator_recommendations` (gauge: workload containers in the store)
 //! * `nemutator_recommendations_loaded` (gauge: 1 once the first load is done)
+//! * `nemutator_recommendations_age_seconds` (gauge: time since the last
+//!   successful refresh; absent before the first)
+//! * `nemutator_refresher_restarts_total` (counter: restarts of the refresher
+//!   after it panicked or ended)
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -125,6 +129,22 @@ impl Telemetry {
             "nemutator_recommendations_loaded {}",
             u8::from(store.is_loaded())
         );
+        s.push_str("# HELP nemutator_recommendations_age_seconds Time since the last successful refresh of the recommendations.\n");
+        s.push_str("# TYPE nemutator_recommendations_age_seconds gauge\n");
+        if let Some(age) = store.health().age() {
+            let _ = writeln!(
+                s,
+                "nemutator_recommendations_age_seconds {}",
+                age.as_secs_f64()
+            );
+        }
+        s.push_str("# HELP nemutator_refresher_restarts_total Restarts of the recommendation refresher after it panicked or ended.\n");
+        s.push_str("# TYPE nemutator_refresher_restarts_total counter\n");
+        let _ = writeln!(
+            s,
+            "nemutator_refresher_restarts_total {}",
+            store.health().restarts()
+        );
         s
     }
 }
@@ -150,5 +170,9 @@ mod tests {
         ));
         assert!(text.contains("nemutator_recommendations 0\n"));
         assert!(text.contains("nemutator_recommendations_loaded 0\n"));
+        assert!(!text
+            .lines()
+            .any(|l| l.starts_with("nemutator_recommendations_age_seconds")));
+        assert!(text.contains("nemutator_refresher_restarts_total 0\n"));
     }
 }

@@ -62,6 +62,27 @@ fn certified_key(
     Ok(ck)
 }
 
+/// The names every self-signed certificate of nemutator holds.
+pub const LOOPBACK_NAMES: [&str; 2] = ["localhost", "127.0.0.1"];
+
+/// `defaults` followed by each of `extra` they do not hold yet: a name given
+/// twice (DNS names compare without case) is kept once, blank ones are
+/// dropped. What `--tls-san` makes of its defaults.
+pub fn with_extra_names<'a>(
+    defaults: impl IntoIterator<Item = &'a str>,
+    extra: &[String],
+) -> Vec<String> {
+    let mut names: Vec<String> = Vec::new();
+    let extra = extra.iter().map(String::as_str);
+    for name in defaults.into_iter().map(|n| n as &str).chain(extra) {
+        let name = name.trim();
+        if !name.is_empty() && !names.iter().any(|n| n.eq_ignore_ascii_case(name)) {
+            names.push(name.to_owned());
+        }
+    }
+    names
+}
+
 /// A self-signed certificate for `names` (DNS names or IP addresses); returns
 /// the key pair for rustls and the certificate PEM (the CA bundle to give the
 /// API server).
@@ -169,6 +190,22 @@ pub fn server_config(certs: Arc<CertStore>) -> Result<rustls::ServerConfig, TlsE
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn extra_names_are_added_once() {
+        let extra = [
+            "b".to_string(),
+            "LOCALHOST".into(),
+            " ".into(),
+            "c".into(),
+            "b".into(),
+        ];
+        assert_eq!(
+            with_extra_names(LOOPBACK_NAMES, &extra),
+            ["localhost", "127.0.0.1", "b", "c"]
+        );
+        assert_eq!(with_extra_names(["a"], &[]), ["a"]);
+    }
 
     fn write_pair(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
         let g = rcgen::generate_simple_self_signed(vec![name.to_string()])
