@@ -15,6 +15,15 @@ go_cached_build() {
   local kind=$1 moddir=$2 pkg=$3 name=$4
   shift 4
   command -v go >/dev/null 2>&1 || { echo "$(basename "$0"): go is not on PATH" >&2; return 1; }
+  # An older Go (Debian 12's golang-go is 1.19) cannot read the module: say so
+  # in one line rather than with the go command's parse errors.
+  local want have
+  want=$(awk '$1 == "go" { print $2; exit }' "$moddir/go.mod")
+  have=$(go env GOVERSION 2>/dev/null | sed 's/^go//')
+  if [ "$(printf '%s\n%s\n' "$want" "$have" | sort -V | head -n1)" != "$want" ]; then
+    echo "$(basename "$0"): $moddir needs Go $want or newer, this is Go ${have:-unknown}" >&2
+    return 1
+  fi
   local hash
   hash=$(
     cd "$moddir" || exit 1
