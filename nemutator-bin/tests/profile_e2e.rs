@@ -307,3 +307,100 @@ fn agent_refuses_to_start_without_a_token() {
         "{stderr}"
     );
 }
+
+/// `profile --pod` with a kubeconfig (client-certificate auth) against the
+/// real API server: the test plays the kubelet, writing the container's ID
+/// into the pod's status through the status subresource.
+#[test]
+fn profile_pod_through_the_real_api_server_with_a_kubeconfig() {
+    require_root();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let test = "profile_pod_through_the_real_api_server_with_a_kubeconfig";
+    let Some(cluster) = rt.block_on(nemutator_testkit::cluster::TestCluster::from_env(test)) else {
+        return;
+    };
+    let _turn = serial();
+    let cgroup = ContainerCgroup::new("profile-kube");
+    let hot = Hot::start();
+    cgroup.add(hot.pid());
+    let ns = format!("prof-{}", std::process::id());
+    let name = "web-0";
+    rt.block_on(async {
+        use k8s_openapi::api::core::v1::{Namespace, Pod};
+        use kube::api::{Patch, PatchParams, PostParams};
+        use kube::Api;
+        let namespace: Namespace =
+            serde_json::from_value(serde_json::json!({"metadata": {"name": ns}}))
+                .unwrap_or_else(|e| panic!("{e}"));
+        Api::<Namespace>::all(cluster.client.clone())
+            .create(&PostParams::default(), &namespace)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), &ns);
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name},
+            "spec": {"containers": [{"name": "app", "image": "registry.invalid/app:1"}]},
+        }))
+        .unwrap_or_else(|e| panic!("{e}"));
+        pods.create(&PostParams::default(), &pod)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let status = serde_json::json!({"status": {"phase": "Running", "containerStatuses": [{
+            "name": "app", "ready": true, "restartCount": 0,
+            "image": "registry.invalid/app:1", "imageID": "registry.invalid/app@sha256:00",
+            "containerID": cgroup.container_id(),
+            "state": {"running": {"startedAt": "2026-12-04T00:00:00Z"}},
+        }]}});
+        pods.patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
+            .await
+            .unwrap_or_else(|e| panic!("kubelet's status write: {e}"));
+    });
+    let dir = tmpdir("profile-kube");
+    let out = dir.join("pod.folded").display().to_string();
+    let kubeconfig = cluster.kubeconfig.display().to_string();
+    let pod = format!("{ns}/{name}");
+    let (code, stdout, stderr) = run_cli(
+        &[
+            "profile",
+            "--pod",
+            &pod,
+            "--kubeconfig",
+            &kubeconfig,
+            "--duration",
+            "2s",
+            "--frequency",
+            "199",
+            "--output",
+            &out,
+        ],
+        None,
+    );
+    assert_eq!(code, 0, "stdout: {stdout} stderr: {stderr}");
+    let folded = std::fs::read_to_string(&out).unwrap_or_else(|e| panic!("{e}"));
+    let (share, total) = folded_share(&folded, C_HOT);
+    assert!(
+        total >= 10 && share > 0.5,
+        "{share:.2} of {total}:\n{folded}"
+    );
+
+    // A missing pod is the API server's own one-line message.
+    let missing = format!("{ns}/nope");
+    let (code, _, stderr) = run_cli(
+        &[
+            "profile",
+            "--pod",
+            &missing,
+            "--kubeconfig",
+            &kubeconfig,
+            "--output",
+            &out,
+        ],
+        None,
+    );
+    assert_eq!(code, 1);
+    assert_eq!(stderr.trim_end(), "nemutator: pods \"nope\" not found");
+    drop(hot);
+}
