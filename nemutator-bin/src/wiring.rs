@@ -14,6 +14,9 @@ use tracing_subscriber::EnvFilter;
 
 use crate::cli::{Global, LogFormat, TlsArgs};
 
+/// Crates whose events are never logged (see [`init_logging`]).
+const SILENCED: [&str; 2] = ["rustify=off", "vaultrs=off"];
+
 /// Logs go to stderr so that stdout stays machine-readable.
 pub fn init_logging(global: &Global, server: bool) {
     // rustls warns about every client that sends an IP address as SNI (curl
@@ -21,6 +24,14 @@ pub fn init_logging(global: &Global, server: bool) {
     let default = if server { "info,rustls=error" } else { "warn" };
     let filter = EnvFilter::try_new(global.log.as_deref().unwrap_or(default))
         .unwrap_or_else(|_| EnvFilter::new(default));
+    // The Vault client's layers log every failed request as an ERROR event
+    // (nemutator reports the failure itself, in one line) and describe
+    // requests at debug level: off whatever the filter, so that no request
+    // of a secrets backend is logged by a crate we do not control.
+    let filter = SILENCED
+        .iter()
+        .filter_map(|d| d.parse().ok())
+        .fold(filter, EnvFilter::add_directive);
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))

@@ -161,16 +161,7 @@ impl Default for MetricsConfig {
     }
 }
 
-/// `secrets:` (read and validated now; used by the secrets crate).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
-pub struct SecretsConfig {
-    /// `file` or `vault`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub resolver: Option<String>,
-    /// Everything else, kept as written.
-    #[serde(flatten)]
-    pub rest: serde_yaml::Mapping,
-}
+pub use crate::secret::SecretsConfig;
 
 /// `seasons:`: learning peak and off-peak per workload.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -364,7 +355,11 @@ secrets:
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(c.metrics.cache.as_ref().map(|c| c.ttl.as_secs()), Some(300));
         assert_eq!(c.policies.0.len(), 1);
-        assert_eq!(c.secrets.resolver.as_deref(), Some("file"));
+        assert_eq!(c.secrets.resolver, crate::secret::ResolverKind::File);
+        assert_eq!(
+            c.secrets.vault.as_ref().map(|v| v.mount.as_str()),
+            Some("kubernetes")
+        );
         // The explicit default policy equals the embedded one (plus brainsets).
         let mut p = c.policies.0[0].clone();
         p.brainsets = Default::default();

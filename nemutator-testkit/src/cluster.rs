@@ -33,19 +33,7 @@ impl TestCluster {
     /// The API server named by `NEMUTATOR_TEST_KUBECONFIG`, or `None` (with
     /// one printed line) when there is none and none is required.
     pub async fn from_env(test: &str) -> Option<TestCluster> {
-        let Some(path) = std::env::var_os(KUBECONFIG_ENV).map(PathBuf::from) else {
-            let why = format!(
-                "{KUBECONFIG_ENV} is not set (./scripts/test.sh starts a real API server and sets it)"
-            );
-            if std::env::var(REQUIRE_ENV).as_deref() == Ok("1") {
-                panic!("{test}: {REQUIRE_ENV}=1 but {why}");
-            }
-            // Straight to stderr: the test harness captures eprintln!, and
-            // a skip must show even when the test passes.
-            use std::io::Write as _;
-            let _ = writeln!(std::io::stderr(), "skipping {test}: {why}");
-            return None;
-        };
+        let path = PathBuf::from(harness_var(test, KUBECONFIG_ENV, "a real API server")?);
         let file = kube::config::Kubeconfig::read_from(&path)
             .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         let config = kube::Config::from_custom_kubeconfig(file, &Default::default())
@@ -98,6 +86,24 @@ impl TestCluster {
         }
         Ok(applied)
     }
+}
+
+/// The value of `var`, which `scripts/test.sh` sets when it started
+/// `what`; without it, `None` and one printed line saying the test skips, or
+/// a panic where `NEMUTATOR_REQUIRE_APISERVER=1` (CI).
+pub fn harness_var(test: &str, var: &str, what: &str) -> Option<String> {
+    if let Ok(value) = std::env::var(var) {
+        return Some(value);
+    }
+    let why = format!("{var} is not set (./scripts/test.sh starts {what} and sets it)");
+    if std::env::var(REQUIRE_ENV).as_deref() == Ok("1") {
+        panic!("{test}: {REQUIRE_ENV}=1 but {why}");
+    }
+    // Straight to stderr: the test harness captures eprintln!, and a skip
+    // must show even when the test passes.
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr(), "skipping {test}: {why}");
+    None
 }
 
 /// Polls `check` every 100 ms until it returns `Some`, for at most `limit`.

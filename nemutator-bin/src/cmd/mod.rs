@@ -2,6 +2,7 @@
 
 #[cfg(feature = "profiler")]
 pub mod agent;
+pub mod env;
 pub mod install;
 #[cfg(feature = "profiler")]
 pub mod profile;
@@ -29,6 +30,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             #[cfg(feature = "profiler")]
             Command::Agent(args) => agent::run(&cli.global, args).await,
             Command::Install(args) => install::run(&cli.global, args),
+            Command::Env(args) => env::run(&cli.global, args).await,
         }
     })
 }

@@ -1,0 +1,159 @@
+//! `secrets:` of the configuration (DESIGN.md, "Configuration").
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use super::AllowedPaths;
+use crate::units::HumanDuration;
+
+/// Where the service-account token of a pod is mounted.
+pub const SERVICE_ACCOUNT_TOKEN: &str = "/var/run/secrets/kubernetes.io/serviceaccount/token";
+
+/// Which backend resolves references.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ResolverKind {
+    /// A YAML file of path -> key -> value (the embedded sample without a path).
+    #[default]
+    File,
+    /// Vault or OpenBao, KV v2.
+    Vault,
+}
+
+/// How resolved values reach a container.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Injection {
+    /// Resolved in the pod at start by `nemutator env`; the webhook never
+    /// sees a value.
+    #[default]
+    Exec,
+    /// Resolved at admission and written into the pod spec (etcd, audit logs),
+    /// only in `env_namespaces`.
+    Env,
+}
+
+/// How nemutator logs in to Vault.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VaultAuth {
+    /// The service-account token, at `auth/<mount>/login` with `role`.
+    #[default]
+    Kubernetes,
+    /// A token from the environment variable `token_env`.
+    Token,
+}
+
+/// `secrets.file`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSecretsConfig {
+    /// The file; without it, the sample embedded in the binary.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathBuf>,
+}
+
+/// `secrets.vault`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VaultConfig {
+    /// `https://vault.example:8200`.
+    pub address: String,
+    /// `kubernetes` (default) or `token`.
+    #[serde(default)]
+    pub auth: VaultAuth,
+    /// The Kubernetes auth method's role.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    /// The Kubernetes auth method's mount.
+    #[serde(default = "default_auth_mount")]
+    pub mount: String,
+    /// With `auth: token`, the variable holding the token.
+    #[serde(default = "default_token_env")]
+    pub token_env: String,
+    /// The service-account token to log in with.
+    #[serde(default = "default_jwt_file")]
+    pub jwt_file: PathBuf,
+    /// CA bundle (PEM) for an https address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+    /// Limit of each request.
+    #[serde(default = "default_vault_timeout")]
+    pub timeout: HumanDuration,
+}
+
+fn default_auth_mount() -> String {
+    "kubernetes".to_owned()
+}
+fn default_token_env() -> String {
+    "VAULT_TOKEN".to_owned()
+}
+fn default_jwt_file() -> PathBuf {
+    PathBuf::from(SERVICE_ACCOUNT_TOKEN)
+}
+fn default_vault_timeout() -> HumanDuration {
+    HumanDuration::from_secs(5)
+}
+fn default_cache_ttl() -> HumanDuration {
+    HumanDuration::from_secs(60)
+}
+
+impl VaultConfig {
+    /// Vault at `address` with the defaults (Kubernetes auth at
+    /// `auth/kubernetes`, the pod's token).
+    pub fn new(address: impl Into<String>) -> Self {
+        VaultConfig {
+            address: address.into(),
+            auth: VaultAuth::default(),
+            role: None,
+            mount: default_auth_mount(),
+            token_env: default_token_env(),
+            jwt_file: default_jwt_file(),
+            ca_file: None,
+            timeout: default_vault_timeout(),
+        }
+    }
+}
+
+/// `secrets:`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretsConfig {
+    /// `file` or `vault`.
+    #[serde(default)]
+    pub resolver: ResolverKind,
+    /// The file resolver.
+    #[serde(default)]
+    pub file: FileSecretsConfig,
+    /// The Vault resolver.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vault: Option<VaultConfig>,
+    /// `exec` (default) or `env`.
+    #[serde(default)]
+    pub injection: Injection,
+    /// Namespaces allowed `env` injection.
+    #[serde(default)]
+    pub env_namespaces: Vec<String>,
+    /// Which paths each namespace may reference.
+    #[serde(default)]
+    pub allowed_paths: AllowedPaths,
+    /// How long the webhook keeps a resolved value (`env` injection only;
+    /// keyed by path and version, never shared through Redis).
+    #[serde(default = "default_cache_ttl")]
+    pub cache_ttl: HumanDuration,
+}
+
+impl Default for SecretsConfig {
+    fn default() -> Self {
+        SecretsConfig {
+            resolver: ResolverKind::default(),
+            file: FileSecretsConfig::default(),
+            vault: None,
+            injection: Injection::default(),
+            env_namespaces: Vec::new(),
+            allowed_paths: AllowedPaths::default(),
+            cache_ttl: default_cache_ttl(),
+        }
+    }
+}
