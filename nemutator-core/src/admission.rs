@@ -8,16 +8,17 @@
 //! with a one-line reason (an HTTP 400), never a panic.
 
 use std::borrow::Cow;
-use std::collections::BTreeMap;
 
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Deserializer};
 use serde_json::value::RawValue;
 use serde_json::Value;
 
 use crate::json::object::{object, Fields};
 use crate::mutate::{MutationError, Pipeline, PodReview, PodView};
 
-mod fast;
+mod response;
+
+pub use response::{AdmissionResponse, Outcome, ResponseStatus, Reviewed};
 
 /// The API version of the reviews this module reads and writes.
 pub const API_VERSION: &str = "admission.k8s.io/v1";
@@ -37,11 +38,9 @@ pub enum AdmissionError {
 }
 
 /// The envelope of a review, with the object as `O`: a [`PodView`] decoded
-/// in the same pass (the common case for a pod webhook; the `fast` decoder
-/// gives the same for the usual shape of the text, serde's derive is the
-/// reference and the fallback), or the raw JSON when that fails. Its strings
-/// borrow from the body where they have no escapes: they are only compared,
-/// or copied once.
+/// in the same pass by serde's derive (the common case for a pod webhook),
+/// or the raw JSON when that fails. Its strings borrow from the body where
+/// they have no escapes: they are only compared, or copied once.
 #[derive(Deserialize, Debug, PartialEq)]
 #[serde(remote = "Self")]
 struct ReviewIn<'a, O> {
@@ -114,7 +113,6 @@ fn none<T>() -> Option<T> {
 }
 
 type PodReviewIn<'a> = ReviewIn<'a, PodView>;
-type PodRequestIn<'a> = RequestIn<'a, PodView>;
 
 #[derive(Deserialize, Default, Debug, PartialEq)]
 #[serde(remote = "Self")]
@@ -125,155 +123,6 @@ struct Gvk<'a> {
     version: Cow<'a, str>,
     #[serde(default, borrow)]
     kind: Cow<'a, str>,
-}
-
-/// The `status` of a denied response.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct ResponseStatus {
-    /// HTTP-like status code.
-    pub code: u16,
-    /// One-line reason shown to the user.
-    pub message: String,
-}
-
-/// An AdmissionReview v1 `response`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct AdmissionResponse {
-    /// The request's `uid`, echoed.
-    pub uid: String,
-    /// Whether the object is admitted.
-    pub allowed: bool,
-    /// Why it was denied.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub status: Option<ResponseStatus>,
-    /// `JSONPatch` when `patch` is set.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub patch_type: Option<String>,
-    /// The base64 of the RFC 6902 patch.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub patch: Option<String>,
-    /// Notes for the audit log.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub audit_annotations: BTreeMap<String, String>,
-    /// Warnings for the client.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub warnings: Vec<String>,
-}
-
-impl AdmissionResponse {
-    /// Allow `uid` unchanged.
-    pub fn allow(uid: impl Into<String>) -> Self {
-        AdmissionResponse {
-            uid: uid.into(),
-            allowed: true,
-            status: None,
-            patch_type: None,
-            patch: None,
-            audit_annotations: BTreeMap::new(),
-            warnings: Vec::new(),
-        }
-    }
-
-    /// The whole AdmissionReview document carrying this response.
-    ///
-    /// Written directly rather than through serde: the base64 patch is most
-    /// of the document, and strings are checked for characters to escape
-    /// 32 bytes at a time. The result is the same JSON as the derived
-    /// `Serialize` gives (a test compares them).
-    pub fn into_review_json(self) -> Vec<u8> {
-        let patch_len = self.patch.as_ref().map_or(0, String::len);
-        let mut out = Vec::with_capacity(192 + self.uid.len() + patch_len);
-        out.extend_from_slice(br#"{"apiVersion":""#);
-        out.extend_from_slice(API_VERSION.as_bytes());
-        out.extend_from_slice(br#"","kind":"AdmissionReview","response":{"uid":"#);
-        crate::json::write_str(&mut out, &self.uid);
-        out.extend_from_slice(if self.allowed {
-            br#","allowed":true"#.as_slice()
-        } else {
-            br#","allowed":false"#.as_slice()
-        });
-        if let Some(status) = &self.status {
-            out.extend_from_slice(br#","status":"#);
-            write_json(&mut out, status);
-        }
-        if let Some(t) = &self.patch_type {
-            out.extend_from_slice(br#","patchType":"#);
-            crate::json::write_str(&mut out, t);
-        }
-        if let Some(p) = &self.patch {
-            out.extend_from_slice(br#","patch":"#);
-            crate::json::write_str(&mut out, p);
-        }
-        if !self.audit_annotations.is_empty() {
-            out.extend_from_slice(br#","auditAnnotations":"#);
-            write_json(&mut out, &self.audit_annotations);
-        }
-        if !self.warnings.is_empty() {
-            out.extend_from_slice(br#","warnings":"#);
-            write_json(&mut out, &self.warnings);
-        }
-        out.extend_from_slice(b"}}");
-        out
-    }
-}
-
-/// Check that the fast decoder, where it succeeds on `text`, gives what
-/// serde's derive gives (for the fuzz target and tests).
-#[cfg(any(test, feature = "fuzzing"))]
-#[doc(hidden)]
-pub fn check_fast_decoder(text: &str) {
-    if let Some(fast) = fast::pod_review(text) {
-        let reference = serde_json::from_str::<PodReviewIn>(text);
-        assert!(
-            reference.as_ref().is_ok_and(|r| *r == fast),
-            "the fast decoder disagrees with serde: {fast:?} vs {reference:?}"
-        );
-    }
-}
-
-/// Append `value` as JSON (plain strings, maps and lists: cannot fail).
-fn write_json<T: Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
-    let _ = serde_json::to_writer(&mut *out, value);
-}
-
-/// How a review ended, for metrics and logs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Outcome {
-    /// A pod was changed.
-    Patched,
-    /// A pod was reviewed and nothing needed to change.
-    Unchanged,
-    /// Not a pod creation: allowed without a look.
-    Skipped,
-    /// A layer denied the pod.
-    Denied,
-    /// The body was not a valid review.
-    Invalid,
-}
-
-impl Outcome {
-    /// Lower-case label.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Outcome::Patched => "patched",
-            Outcome::Unchanged => "unchanged",
-            Outcome::Skipped => "skipped",
-            Outcome::Denied => "denied",
-            Outcome::Invalid => "invalid",
-        }
-    }
-}
-
-/// A reviewed request.
-#[derive(Clone, Debug)]
-pub struct Reviewed {
-    /// The response to send.
-    pub response: AdmissionResponse,
-    /// How it ended.
-    pub outcome: Outcome,
-    /// The patch's operations (also base64-encoded in the response).
-    pub patch: Option<crate::patch::Ops>,
 }
 
 /// A source of "now", in unix seconds.
@@ -318,13 +167,7 @@ impl Admission {
             Prepared::Pod(p) => p,
         };
         let result = self.pipeline.run(prepared.review).await;
-        Ok(finish(
-            prepared.response,
-            prepared.snapshot,
-            #[cfg(debug_assertions)]
-            prepared.original,
-            result,
-        ))
+        finish(prepared.response, prepared.snapshot, result)
     }
 
     /// Decode `body`; pod creations come back ready for the pipeline.
@@ -354,11 +197,7 @@ impl Admission {
                 && operation == Some("CREATE")
                 && sub.is_none()
         };
-        let decoded = match fast::pod_review(body) {
-            Some(review) => Ok(review),
-            None => serde_json::from_str::<PodReviewIn>(body),
-        };
-        let (uid, namespace, pod) = match decoded {
+        let (uid, namespace, pod) = match serde_json::from_str::<PodReviewIn>(body) {
             Ok(review) => {
                 check_envelope(review.api_version.as_deref(), review.kind.as_deref())?;
                 let req = review.request.ok_or(AdmissionError::NoRequest)?;
@@ -401,17 +240,11 @@ impl Admission {
         };
         let namespace = namespace.unwrap_or_default();
         let snapshot = crate::patch::PodSnapshot::of(&pod);
-        // Debug builds (every test) check that layers only change what the
-        // snapshot covers, by comparing with a diff of the whole view.
-        #[cfg(debug_assertions)]
-        let original = Box::new(pod.clone());
         let mut review = PodReview::new(&namespace, pod);
         review.now = (self.clock)();
         Ok(Prepared::Pod(PodPrepared {
             response: AdmissionResponse::allow(uid),
             snapshot,
-            #[cfg(debug_assertions)]
-            original,
             review,
         }))
     }
@@ -421,8 +254,6 @@ impl Admission {
 struct PodPrepared {
     response: AdmissionResponse,
     snapshot: crate::patch::PodSnapshot,
-    #[cfg(debug_assertions)]
-    original: Box<PodView>,
     review: PodReview,
 }
 
@@ -439,19 +270,18 @@ enum Prepared {
 fn finish(
     mut response: AdmissionResponse,
     snapshot: crate::patch::PodSnapshot,
-    #[cfg(debug_assertions)] original: Box<PodView>,
     result: Result<PodReview, MutationError>,
-) -> Reviewed {
+) -> Result<Reviewed, AdmissionError> {
     let reviewed = match result {
         Ok(r) => r,
         Err(MutationError::Deny(message)) => {
             response.allowed = false;
             response.status = Some(ResponseStatus { code: 403, message });
-            return Reviewed {
+            return Ok(Reviewed {
                 response,
                 outcome: Outcome::Denied,
                 patch: None,
-            };
+            });
         }
     };
     response.warnings = reviewed.warnings;
@@ -464,42 +294,47 @@ fn finish(
             response
                 .audit_annotations
                 .insert("patch".into(), e.to_string());
-            return Reviewed {
+            return Ok(Reviewed {
                 response,
                 outcome: Outcome::Unchanged,
                 patch: None,
-            };
+            });
         }
     };
+    // Debug builds (every test) check that the patch turns the original view
+    // into the mutated one.
     #[cfg(debug_assertions)]
-    {
-        let full = crate::patch::diff_pods(&original, &reviewed.pod).ok();
-        let fast = patch.to_patch().ok();
-        let sorted = |p: &json_patch::Patch| {
-            let mut v: Vec<String> = p.0.iter().map(|op| format!("{op:?}")).collect();
-            v.sort();
-            v
-        };
-        debug_assert_eq!(
-            full.as_ref().map(sorted),
-            fast.as_ref().map(sorted),
-            "a mutation layer changed a field outside PodSnapshot"
-        );
-    }
+    check_patch(snapshot.original(), &reviewed.pod, &patch);
     if patch.is_empty() {
-        return Reviewed {
+        return Ok(Reviewed {
             response,
             outcome: Outcome::Unchanged,
             patch: None,
-        };
+        });
     }
     response.patch_type = Some("JSONPatch".to_string());
     response.patch = Some(base64_simd::STANDARD.encode_to_string(patch.as_json()));
-    Reviewed {
+    Ok(Reviewed {
         response,
         outcome: Outcome::Patched,
         patch: Some(patch),
+    })
+}
+
+/// Panic unless `patch` applied to `from` (as JSON) gives `to`.
+#[cfg(debug_assertions)]
+fn check_patch(from: &PodView, to: &PodView, patch: &crate::patch::Ops) {
+    let (Ok(mut from), Ok(to), Ok(ops)) = (
+        serde_json::to_value(from),
+        serde_json::to_value(to),
+        patch.to_patch(),
+    ) else {
+        panic!("a view or its patch does not serialise");
+    };
+    if let Err(e) = json_patch::patch(&mut from, &ops) {
+        panic!("the patch does not apply to its own view: {e}");
     }
+    assert_eq!(from, to, "the patch does not give the mutated view");
 }
 
 /// The object of a review body with `patch` applied (what `review --patched`
@@ -528,11 +363,6 @@ pub fn patched_object(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// What the derived `Serialize` writes for the same response.
-    fn by_serde(r: &AdmissionResponse) -> Value {
-        serde_json::json!({"apiVersion": API_VERSION, "kind": "AdmissionReview", "response": r})
-    }
 
     #[test]
     fn the_review_future_stays_small() {
@@ -621,32 +451,6 @@ mod tests {
                 }
                 other => panic!("{what} as an array: {:?}", other.map(|r| r.outcome)),
             }
-        }
-    }
-
-    #[test]
-    fn hand_written_review_json_matches_serde() {
-        let mut patched = AdmissionResponse::allow("705a\"b\\c\u{1}");
-        patched.patch_type = Some("JSONPatch".into());
-        patched.patch = Some("W3sib3AiOiJhZGQi+/==".into());
-        patched.warnings = vec!["a \"warning\"\nwith a newline".into()];
-        patched
-            .audit_annotations
-            .insert("resources".into(), "x: no recommendation; é".into());
-        let mut denied = AdmissionResponse::allow("u2");
-        denied.allowed = false;
-        denied.status = Some(ResponseStatus {
-            code: 403,
-            message: "secret path \"x\" not allowed".into(),
-        });
-        // Not base64 (a caller may set anything): escaped, not copied.
-        let mut odd = AdmissionResponse::allow("u3");
-        odd.patch = Some("not \"base64\" \\ \u{1}".into());
-        for r in [AdmissionResponse::allow("u1"), patched, denied, odd] {
-            let expected = by_serde(&r);
-            let bytes = r.into_review_json();
-            let got: Value = serde_json::from_slice(&bytes).expect("valid JSON");
-            assert_eq!(got, expected);
         }
     }
 }

@@ -68,9 +68,6 @@ fn mk_handler() -> Admission {
 pub fn admission(data: &[u8]) {
     static HANDLER: std::sync::OnceLock<Admission> = std::sync::OnceLock::new();
     let handler = HANDLER.get_or_init(mk_handler);
-    if let Ok(text) = std::str::from_utf8(data) {
-        crate::admission::check_fast_decoder(text);
-    }
     match now_or_never(handler.review(data)) {
         Some(Ok(reviewed)) => {
             // The check parses the whole body as a serde_json `Value`, which

@@ -38,7 +38,7 @@ use crate::workload::WorkloadKey;
 pub use resources::{
     right_size, Mode, NoSeasons, Resources, ResourcesLayer, RightSize, SeasonOracle,
 };
-pub use view::{ContainerView, MetaView, PodSpecView, PodView};
+pub use view::{ContainerView, Extra, MetaView, PodSpecView, PodView};
 
 /// A pod on its way through the mutation chain.
 #[derive(Clone, Debug, Default, PartialEq)]

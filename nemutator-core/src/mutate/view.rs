@@ -1,131 +1,143 @@
 //! The part of a Pod the mutation chain works on.
 //!
 //! Admission decodes a [`PodView`] instead of a whole `k8s_openapi` `Pod`:
-//! of the metadata and of each container only what layers read or change.
-//! Every other field of the object is skipped by the decoder and can never
-//! appear in the patch, because the patch is the difference
-//! between two views. Decoding a full Pod (every probe, volume, security
-//! context...) was the largest cost of a review; see docs/PERFORMANCE.md.
+//! of the metadata, the spec and each container only what layers read or
+//! change. Every other field of the object is skipped by the decoder (serde's
+//! derive of these structs is the one decoder) and never appears in the
+//! patch, because the patch is the difference between two views
+//! ([`crate::patch`]). Decoding a full Pod (every probe, security context...)
+//! was the largest cost of a review; see docs/PERFORMANCE.md.
 //!
-//! A layer that needs another field adds it here, with the k8s-openapi type
-//! of that field, and, if it changes it, to [`crate::patch::PodSnapshot`].
-//! Leaf types are k8s-openapi's, so values read and written are the
-//! familiar ones.
+//! A layer that needs another field adds one line to the struct's
+//! `view_struct!` below, with the k8s-openapi type of that field and its JSON
+//! name: that line is the decoder, the encoder and the patch of the field. If
+//! its type is one the patch does not know yet, the build fails until
+//! `crate::patch::diff` says how to patch it. Leaf types are k8s-openapi's, so
+//! values read and written are the familiar ones.
+//!
+//! A layer adds an element (a container, a volume, an env var, a volume
+//! mount) by pushing it onto its list, at the end or where it belongs; the
+//! patch adds it whole at that index. Elements are told apart by name (volume
+//! mounts by `mountPath`), so an element must keep its name, and the kept
+//! ones their order.
 
-use k8s_openapi::api::core::v1::{Container, EnvVar, Pod, PodSpec, ResourceRequirements};
 use std::collections::BTreeMap;
 
+use k8s_openapi::api::core::v1::{
+    EnvVar, LocalObjectReference, Pod, ResourceRequirements, Volume, VolumeMount,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
+use serde_json::{Map, Value};
 
-use crate::json::object::object_only;
+use crate::patch::view_struct;
 
-// No Kubernetes object is an array: see `crate::json::object`.
-object_only!(PodView, MetaView, PodSpecView, ContainerView);
-
-/// A pod as the mutation chain sees it.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(remote = "Self")]
-pub struct PodView {
-    /// The metadata layers use.
-    #[serde(default)]
-    pub metadata: MetaView,
-    /// The parts of the spec layers use (`None`: the object has no spec).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub spec: Option<PodSpecView>,
+view_struct! {
+    /// A pod as the mutation chain sees it.
+    pub struct PodView {
+        /// The metadata layers use.
+        #[serde(default)]
+        pub metadata: MetaView = "metadata",
+        /// The parts of the spec layers use (`None`: the object has no spec).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub spec: Option<PodSpecView> = "spec",
+    }
 }
 
-/// The fields of a pod's metadata layers read or change (named and typed as
-/// in k8s-openapi's `ObjectMeta`; `managedFields` and the rest are skipped).
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(remote = "Self")]
-#[serde(rename_all = "camelCase")]
-pub struct MetaView {
-    /// `name` (usually unset at admission: `generateName` is the norm).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
-    /// `generateName`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub generate_name: Option<String>,
-    /// `namespace` (the request's namespace applies when unset).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub namespace: Option<String>,
-    /// `labels`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub labels: Option<BTreeMap<String, String>>,
-    /// `annotations`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub annotations: Option<BTreeMap<String, String>>,
-    /// `ownerReferences`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub owner_references: Option<Vec<OwnerReference>>,
+view_struct! {
+    /// The fields of a pod's metadata layers read or change (typed as in
+    /// k8s-openapi's `ObjectMeta`; `managedFields` and the rest are skipped).
+    pub struct MetaView {
+        /// `name` (usually unset at admission: `generateName` is the norm).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub name: Option<String> = "name",
+        /// `generateName`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub generate_name: Option<String> = "generateName",
+        /// `namespace` (the request's namespace applies when unset).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub namespace: Option<String> = "namespace",
+        /// `labels`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub labels: Option<BTreeMap<String, String>> = "labels",
+        /// `annotations`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub annotations: Option<BTreeMap<String, String>> = "annotations",
+        /// `ownerReferences`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub owner_references: Option<Vec<OwnerReference>> = "ownerReferences",
+    }
 }
 
+view_struct! {
+    /// The parts of a pod spec layers read or change.
+    pub struct PodSpecView {
+        /// `spec.containers`.
+        #[serde(default)]
+        pub containers: Vec<ContainerView> = "containers",
+        /// `spec.initContainers` (native sidecars have `restartPolicy: Always`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub init_containers: Option<Vec<ContainerView>> = "initContainers",
+        /// `spec.volumes` (whole: every volume source is modelled).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub volumes: Option<Vec<Volume>> = "volumes",
+        /// `spec.imagePullSecrets`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub image_pull_secrets: Option<Vec<LocalObjectReference>> = "imagePullSecrets",
+        /// `spec.serviceAccountName`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub service_account_name: Option<String> = "serviceAccountName",
+    }
+}
+
+view_struct! {
+    /// The fields of a container (or init container) layers read or change.
+    pub struct ContainerView {
+        /// `name`: how the patch tells containers apart.
+        #[serde(default)]
+        pub name: String = "name",
+        /// `image`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub image: Option<String> = "image",
+        /// `command` (replaced whole when changed).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub command: Option<Vec<String>> = "command",
+        /// `args` (replaced whole when changed).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub args: Option<Vec<String>> = "args",
+        /// `restartPolicy` (init containers only: `Always` marks a native sidecar).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub restart_policy: Option<String> = "restartPolicy",
+        /// `resources`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub resources: Option<ResourceRequirements> = "resources",
+        /// `env` (each variable whole: `name`, `value`, `valueFrom`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub env: Option<Vec<EnvVar>> = "env",
+        /// `volumeMounts` (told apart by `mountPath`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub volume_mounts: Option<Vec<VolumeMount>> = "volumeMounts",
+        /// Fields the view does not model, for a layer to set whole (say the
+        /// `securityContext` of a container it adds). Never decoded, so empty
+        /// on the pod's own containers, whose other fields stay as they are.
+        /// Must not name a field above.
+        #[serde(skip_deserializing, flatten)]
+        pub extra: Extra = "",
+    }
+}
+
+/// Fields of a container that [`ContainerView`] does not model, set by a
+/// layer (JSON name -> value). Each is written whole: added to a new
+/// container with it, or set on an existing one (replacing what it had).
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[serde(transparent)]
+pub struct Extra(pub Map<String, Value>);
+
+/// The view of typed metadata (through its JSON form: for callers that hold
+/// a typed object, such as tests and controllers, not the admission path).
 impl From<&ObjectMeta> for MetaView {
     fn from(m: &ObjectMeta) -> Self {
-        MetaView {
-            name: m.name.clone(),
-            generate_name: m.generate_name.clone(),
-            namespace: m.namespace.clone(),
-            labels: m.labels.clone(),
-            annotations: m.annotations.clone(),
-            owner_references: m.owner_references.clone(),
-        }
-    }
-}
-
-/// The containers of a pod spec.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(remote = "Self")]
-#[serde(rename_all = "camelCase")]
-pub struct PodSpecView {
-    /// `spec.containers`.
-    #[serde(default)]
-    pub containers: Vec<ContainerView>,
-    /// `spec.initContainers` (native sidecars have `restartPolicy: Always`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub init_containers: Option<Vec<ContainerView>>,
-}
-
-/// The fields of a container layers read or change.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(remote = "Self")]
-#[serde(rename_all = "camelCase")]
-pub struct ContainerView {
-    /// `name`.
-    #[serde(default)]
-    pub name: String,
-    /// `restartPolicy` (init containers only: `Always` marks a native sidecar).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub restart_policy: Option<String>,
-    /// `resources`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub resources: Option<ResourceRequirements>,
-    /// `env`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub env: Option<Vec<EnvVar>>,
-}
-
-impl From<&Container> for ContainerView {
-    fn from(c: &Container) -> Self {
-        ContainerView {
-            name: c.name.clone(),
-            restart_policy: c.restart_policy.clone(),
-            resources: c.resources.clone(),
-            env: c.env.clone(),
-        }
-    }
-}
-
-impl From<&PodSpec> for PodSpecView {
-    fn from(s: &PodSpec) -> Self {
-        PodSpecView {
-            containers: s.containers.iter().map(ContainerView::from).collect(),
-            init_containers: s
-                .init_containers
-                .as_ref()
-                .map(|v| v.iter().map(ContainerView::from).collect()),
-        }
+        through_json(m)
     }
 }
 
@@ -139,11 +151,17 @@ impl From<Pod> for PodView {
 
 impl From<&Pod> for PodView {
     fn from(p: &Pod) -> Self {
-        PodView {
-            metadata: MetaView::from(&p.metadata),
-            spec: p.spec.as_ref().map(PodSpecView::from),
-        }
+        through_json(p)
     }
+}
+
+/// `value` read back as a view. The view's fields have the types of the
+/// same fields in k8s-openapi, so this cannot fail for a typed object (the
+/// default is unreachable).
+fn through_json<T: Serialize, V: serde::de::DeserializeOwned + Default>(value: &T) -> V {
+    serde_json::to_value(value)
+        .and_then(serde_json::from_value)
+        .unwrap_or_default()
 }
 
 #[cfg(test)]
