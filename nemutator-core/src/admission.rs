@@ -13,6 +13,7 @@ use serde::{Deserialize, Deserializer};
 use serde_json::value::RawValue;
 use serde_json::Value;
 
+use crate::error::Chain;
 use crate::json::object::{object, Fields};
 use crate::mutate::{MutationError, Pipeline, PodReview, PodView};
 
@@ -23,7 +24,9 @@ pub use response::{AdmissionResponse, Outcome, ResponseStatus, Reviewed};
 /// The API version of the reviews this module reads and writes.
 pub const API_VERSION: &str = "admission.k8s.io/v1";
 
-/// Why a body is not a review nemutator can answer.
+/// Why nemutator does not answer a body with a review: it is not a review
+/// nemutator can read (a 400), or a backend a layer needs is unreachable
+/// (a 503, so that the API server applies the webhook's `failurePolicy`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AdmissionError {
     /// Not JSON, or not shaped like an AdmissionReview.
@@ -35,6 +38,38 @@ pub enum AdmissionError {
     /// Another API version or kind.
     #[error("unsupported review {0:?}: expected admission.k8s.io/v1 AdmissionReview")]
     Unsupported(String),
+    /// A layer could not reach a backend ([`MutationError::Unavailable`],
+    /// with its cause). An AdmissionReview answer would be a decision (with
+    /// `allowed: false` a denial, whatever its `status.code`); an HTTP error
+    /// is a failure to call the webhook, which the API server settles by
+    /// the webhook's `failurePolicy`: `Ignore` admits the pod unchanged,
+    /// `Fail` refuses it.
+    #[error("not reviewed: {0}")]
+    Unavailable(String),
+}
+
+impl AdmissionError {
+    /// The HTTP status to answer with: 503 for [`AdmissionError::Unavailable`]
+    /// (without `Retry-After`, which would make the API server retry within
+    /// its timeout), else 400.
+    pub fn status(&self) -> u16 {
+        match self {
+            AdmissionError::Unavailable(_) => 503,
+            AdmissionError::Malformed(_)
+            | AdmissionError::NoRequest
+            | AdmissionError::Unsupported(_) => 400,
+        }
+    }
+
+    /// The outcome to count.
+    pub fn outcome(&self) -> Outcome {
+        match self {
+            AdmissionError::Unavailable(_) => Outcome::Unavailable,
+            AdmissionError::Malformed(_)
+            | AdmissionError::NoRequest
+            | AdmissionError::Unsupported(_) => Outcome::Invalid,
+        }
+    }
 }
 
 /// The envelope of a review, with the object as `O`: a [`PodView`] decoded
@@ -282,6 +317,10 @@ fn finish(
                 outcome: Outcome::Denied,
                 patch: None,
             });
+        }
+        // Not an answer: see `AdmissionError::Unavailable`.
+        Err(e @ MutationError::Unavailable { .. }) => {
+            return Err(AdmissionError::Unavailable(Chain(&e).to_string()))
         }
     };
     response.warnings = reviewed.warnings;

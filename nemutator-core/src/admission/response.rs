@@ -116,9 +116,21 @@ pub enum Outcome {
     Denied,
     /// The body was not a valid review.
     Invalid,
+    /// A backend a layer needs was unreachable: not answered (HTTP 503).
+    Unavailable,
 }
 
 impl Outcome {
+    /// Every outcome, in the order metrics list them.
+    pub const ALL: [Outcome; 6] = [
+        Outcome::Patched,
+        Outcome::Unchanged,
+        Outcome::Skipped,
+        Outcome::Denied,
+        Outcome::Invalid,
+        Outcome::Unavailable,
+    ];
+
     /// Lower-case label.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -127,6 +139,7 @@ impl Outcome {
             Outcome::Skipped => "skipped",
             Outcome::Denied => "denied",
             Outcome::Invalid => "invalid",
+            Outcome::Unavailable => "unavailable",
         }
     }
 }

@@ -81,14 +81,43 @@ impl PodReview {
     }
 }
 
-/// Mutation layers do not fail: a layer that cannot do its job leaves the pod
-/// alone and says why in [`PodReview::audit`]. The error type is kept for
-/// layers that must deny (e.g. a secret reference outside the allowed paths).
+/// Why a layer stops the review. A layer that merely cannot do its job
+/// leaves the pod alone and says why in [`PodReview::audit`]; these are for
+/// the cases where letting the pod through would be wrong.
 #[derive(Debug, thiserror::Error)]
 pub enum MutationError {
-    /// The pod must be rejected, with a one-line reason for the user.
+    /// The pod must be rejected (e.g. a secret reference outside the allowed
+    /// paths), with a one-line reason for the user: an AdmissionReview with
+    /// `allowed: false`, whatever the webhook's `failurePolicy`.
     #[error("{0}")]
     Deny(String),
+    /// A backend the layer needs (a secret store, a registry) cannot be
+    /// reached, so the layer can neither do its job nor tell that the pod
+    /// is wrong. The review is not answered (HTTP 503), and the API server
+    /// applies the webhook's `failurePolicy`: `Ignore` admits the pod
+    /// unchanged, `Fail` refuses it (docs/ARCHITECTURE.md). The source must
+    /// hold no secret value: its text reaches logs and the API server.
+    #[error("{backend} unreachable")]
+    Unavailable {
+        /// What could not be reached, e.g. `vault at https://vault:8200`.
+        backend: String,
+        /// Why.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+impl MutationError {
+    /// [`MutationError::Unavailable`] of `backend`, because of `source`.
+    pub fn unavailable(
+        backend: impl Into<String>,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        MutationError::Unavailable {
+            backend: backend.into(),
+            source: source.into(),
+        }
+    }
 }
 
 /// The innermost service: returns the review as the layers left it.

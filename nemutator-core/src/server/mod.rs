@@ -134,11 +134,14 @@ where
             (reviewed.outcome, json(reviewed.response.into_review_json()))
         }
         Err(e) => {
-            tracing::info!(error = %e, "rejected a malformed review");
-            (
-                Outcome::Invalid,
-                text(StatusCode::BAD_REQUEST, format!("{e}\n")),
-            )
+            let outcome = e.outcome();
+            if outcome == Outcome::Unavailable {
+                tracing::warn!(error = %e, "not reviewed (503): the failurePolicy decides");
+            } else {
+                tracing::info!(error = %e, "rejected a malformed review");
+            }
+            let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST);
+            (outcome, text(status, format!("{e}\n")))
         }
     }
 }

@@ -20,13 +20,7 @@ use crate::recommend::RecommendationStore;
 const BUCKETS: [f64; 12] = [
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0,
 ];
-const OUTCOMES: [Outcome; 5] = [
-    Outcome::Patched,
-    Outcome::Unchanged,
-    Outcome::Skipped,
-    Outcome::Denied,
-    Outcome::Invalid,
-];
+const OUTCOMES: [Outcome; Outcome::ALL.len()] = Outcome::ALL;
 
 #[derive(Debug, Default)]
 struct Histogram {
