@@ -284,7 +284,10 @@ async fn layers_add_elements_and_an_unreachable_backend_leaves_it_to_the_failure
     ] {
         assert_eq!(app[kept], plain_app[kept], "{kept}");
     }
-    assert_eq!(spec["initContainers"][1], plain["spec"]["initContainers"][0]);
+    assert_eq!(
+        spec["initContainers"][1],
+        plain["spec"]["initContainers"][0]
+    );
     // The second webhook reviewed the patched pod and changed nothing.
     assert_eq!(state.telemetry.count(Outcome::Patched), patched_before + 1);
     assert!(state.telemetry.count(Outcome::Unchanged) > unchanged_before);

@@ -4,8 +4,10 @@
 //!
 //! Adding a field to the view is one line in its `view_struct!`; if the
 //! field's type has no [`Diff`] yet, the build fails until a list says how to
-//! patch it: `whole!` below (a value diffed as JSON), or in `lists.rs`
-//! `keyed!` (a list of named elements) or `atomic!` (a list replaced whole).
+//! patch it: `k8s_struct!` below (a struct of k8s-openapi, member by member;
+//! destructured whole, so a field k8s-openapi adds fails to compile too),
+//! `whole!` (a value diffed as JSON), or in `lists.rs` `keyed!` (a list of
+//! named elements) or `atomic!` (a list replaced whole).
 //!
 //! A snapshot copies the strings of the view into one buffer, an
 //! [`Arena`], instead of cloning the view (an allocation per string, then
@@ -16,9 +18,11 @@ use std::collections::BTreeMap;
 use std::ops::Range;
 
 use k8s_openapi::api::core::v1::{
-    EnvVar, LocalObjectReference, ResourceClaim, ResourceRequirements, Volume, VolumeMount,
+    EnvVar, EnvVarSource, LocalObjectReference, ResourceClaim, ResourceRequirements, Volume,
+    VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use serde::Serialize;
 
 use super::{walk, OpKind, Ops, Path, SnapshotError};
@@ -104,23 +108,38 @@ pub(crate) trait Diff {
     /// once, not once per level above it.
     const COMPOSITE: bool = false;
 
-    /// [`Diff::diff`] as member `key` of the object at `path`.
+    /// [`Diff::diff`] as member `key` of the object at `path` (a JSON field
+    /// name: no character of it needs escaping, see [`plain_key`]).
     fn diff_member(
         &self,
         snap: &Self::Snap,
         arena: &Arena,
-        key: &str,
+        key: &'static str,
         path: &mut Path,
         ops: &mut Ops,
     ) -> Result<(), SnapshotError> {
         if !Self::COMPOSITE && self.same(snap, arena) {
             return Ok(());
         }
-        let at = path.push(key);
+        let at = path.push_plain(key);
         let result = self.diff(snap, arena, path, ops);
         path.truncate(at);
         result
     }
+}
+
+/// Whether `key` can go into a JSON Pointer as it is (no `~`, no `/`): the
+/// macros below check each field name at compile time.
+pub(crate) const fn plain_key(key: &str) -> bool {
+    let b = key.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'~' || b[i] == b'/' {
+            return false;
+        }
+        i += 1;
+    }
+    true
 }
 
 /// Defines a struct of the pod view from one list of fields, each
@@ -151,6 +170,8 @@ macro_rules! view_struct {
         }
 
         $crate::json::object::object_only!($name);
+
+        const _: () = {$(assert!($crate::patch::plain_key($key), "a JSON field name to escape");)*};
 
         impl $crate::patch::Diff for $name {
             type Snap = ($(<$ty as $crate::patch::Diff>::Snap,)*);
@@ -221,26 +242,27 @@ impl<T: Diff + Serialize> Diff for Option<T> {
         &self,
         snap: &Self::Snap,
         arena: &Arena,
-        key: &str,
+        key: &'static str,
         path: &mut Path,
         ops: &mut Ops,
     ) -> Result<(), SnapshotError> {
         match (self, snap) {
             (Some(v), Some(s)) => v.diff_member(s, arena, key, path, ops),
             (None, None) => Ok(()),
-            _ => path.at(key, |p| match self {
-                Some(v) => ops.with_serde(OpKind::Add, p, v),
-                None => {
-                    ops.remove(p);
-                    Ok(())
-                }
-            }),
+            _ => {
+                let at = path.push_plain(key);
+                let result = self.diff(snap, arena, path, ops);
+                path.truncate(at);
+                result
+            }
         }
     }
 }
 
-/// A string: `add`, which RFC 6902 defines as a replacement where the member
-/// exists, so that it also applies where the view defaulted a missing one.
+/// A string: `replace`. The strings that are not optional in the view are
+/// required fields of their object (a name, a mount path) that the API
+/// server would refuse missing, and the keys of their lists, never changed
+/// in place.
 impl Diff for String {
     type Snap = Span;
 
@@ -260,7 +282,7 @@ impl Diff for String {
         ops: &mut Ops,
     ) -> Result<(), SnapshotError> {
         if !self.same(snap, arena) {
-            ops.with_str(OpKind::Add, &path.text, self);
+            ops.with_str(OpKind::Replace, &path.text, self);
         }
         Ok(())
     }
@@ -343,44 +365,100 @@ impl<V: MapValue> Diff for BTreeMap<String, V> {
     }
 }
 
-/// Requests and limits key by key (a struct of k8s-openapi, destructured so
-/// that a field it gains must be handled here).
-impl Diff for ResourceRequirements {
-    type Snap = (
-        <Option<Vec<ResourceClaim>> as Diff>::Snap,
-        <Option<BTreeMap<String, Quantity>> as Diff>::Snap,
-        <Option<BTreeMap<String, Quantity>> as Diff>::Snap,
-    );
-    const COMPOSITE: bool = true;
+/// A bool: `replace` (optional bools are `Option<bool>`).
+impl Diff for bool {
+    type Snap = bool;
 
-    fn snap(&self, arena: &mut Arena) -> Self::Snap {
-        let ResourceRequirements {
-            claims,
-            limits,
-            requests,
-        } = self;
-        (claims.snap(arena), limits.snap(arena), requests.snap(arena))
+    fn snap(&self, _: &mut Arena) -> bool {
+        *self
     }
 
-    fn same(&self, (claims, limits, requests): &Self::Snap, arena: &Arena) -> bool {
-        self.claims.same(claims, arena)
-            && self.limits.same(limits, arena)
-            && self.requests.same(requests, arena)
+    fn same(&self, snap: &bool, _: &Arena) -> bool {
+        self == snap
     }
 
     fn diff(
         &self,
-        (claims, limits, requests): &Self::Snap,
-        arena: &Arena,
+        snap: &bool,
+        _: &Arena,
         path: &mut Path,
         ops: &mut Ops,
     ) -> Result<(), SnapshotError> {
-        self.claims
-            .diff_member(claims, arena, "claims", path, ops)?;
-        self.limits
-            .diff_member(limits, arena, "limits", path, ops)?;
-        self.requests
-            .diff_member(requests, arena, "requests", path, ops)
+        if self != snap {
+            ops.with_serde(OpKind::Replace, &path.text, self)?;
+        }
+        Ok(())
+    }
+}
+
+/// [`Diff`] of a struct of k8s-openapi, member by member, its strings kept
+/// in the arena rather than cloned. Each is destructured whole, so a field
+/// a new k8s-openapi adds fails to compile here until it is listed.
+macro_rules! k8s_struct {
+    ($($ty:ident { $($field:ident: $fty:ty = $key:literal),+ $(,)? })+) => {$(
+        const _: () = {$(assert!(plain_key($key), "a JSON field name to escape");)+};
+
+        impl Diff for $ty {
+            // Small: compared whole first, member by member only when changed.
+            type Snap = ($(<$fty as Diff>::Snap,)+);
+
+            fn snap(&self, arena: &mut Arena) -> Self::Snap {
+                let $ty { $($field,)+ } = self;
+                ($($field.snap(arena),)+)
+            }
+
+            fn same(&self, ($($field,)+): &Self::Snap, arena: &Arena) -> bool {
+                true $(&& self.$field.same($field, arena))+
+            }
+
+            fn diff(
+                &self,
+                ($($field,)+): &Self::Snap,
+                arena: &Arena,
+                path: &mut Path,
+                ops: &mut Ops,
+            ) -> Result<(), SnapshotError> {
+                $(self.$field.diff_member($field, arena, $key, path, ops)?;)+
+                Ok(())
+            }
+        }
+    )+};
+}
+
+k8s_struct! {
+    ResourceRequirements {
+        claims: Option<Vec<ResourceClaim>> = "claims",
+        limits: Option<BTreeMap<String, Quantity>> = "limits",
+        requests: Option<BTreeMap<String, Quantity>> = "requests",
+    }
+    ResourceClaim {
+        name: String = "name",
+        request: Option<String> = "request",
+    }
+    EnvVar {
+        name: String = "name",
+        value: Option<String> = "value",
+        value_from: Option<EnvVarSource> = "valueFrom",
+    }
+    VolumeMount {
+        mount_path: String = "mountPath",
+        mount_propagation: Option<String> = "mountPropagation",
+        name: String = "name",
+        read_only: Option<bool> = "readOnly",
+        recursive_read_only: Option<String> = "recursiveReadOnly",
+        sub_path: Option<String> = "subPath",
+        sub_path_expr: Option<String> = "subPathExpr",
+    }
+    OwnerReference {
+        api_version: String = "apiVersion",
+        block_owner_deletion: Option<bool> = "blockOwnerDeletion",
+        controller: Option<bool> = "controller",
+        kind: String = "kind",
+        name: String = "name",
+        uid: String = "uid",
+    }
+    LocalObjectReference {
+        name: String = "name",
     }
 }
 
@@ -423,7 +501,7 @@ impl Diff for Extra {
         &self,
         snap: &Extra,
         arena: &Arena,
-        _flattened: &str,
+        _flattened: &'static str,
         path: &mut Path,
         ops: &mut Ops,
     ) -> Result<(), SnapshotError> {
@@ -432,7 +510,9 @@ impl Diff for Extra {
 }
 
 /// Types kept as clones and diffed as JSON values: every field of theirs is
-/// modelled (they are k8s-openapi's), so walking them never drops one.
+/// modelled (they are k8s-openapi's), so walking them never drops one. For
+/// the ones with many variants (a volume's sources), where a struct-by-struct
+/// [`Diff`] would be long for little gain.
 macro_rules! whole {
     ($($ty:ty),+ $(,)?) => {$(
         impl Diff for $ty {
@@ -453,7 +533,7 @@ macro_rules! whole {
         }
     )+};
 }
-whole!(EnvVar, Volume, VolumeMount, LocalObjectReference);
+whole!(Volume, EnvVarSource);
 
 #[cfg(test)]
 mod tests {

@@ -52,17 +52,18 @@ impl Diff for Vec<String> {
 macro_rules! atomic {
     ($($ty:ty),+ $(,)?) => {$(
         impl Diff for Vec<$ty> {
-            type Snap = Vec<$ty>;
+            type Snap = Vec<<$ty as Diff>::Snap>;
+            const COMPOSITE: bool = false;
 
-            fn snap(&self, _: &mut Arena) -> Vec<$ty> {
-                self.clone()
+            fn snap(&self, arena: &mut Arena) -> Self::Snap {
+                self.iter().map(|e| e.snap(arena)).collect()
             }
 
-            fn same(&self, snap: &Vec<$ty>, _: &Arena) -> bool {
-                self == snap
+            fn same(&self, snap: &Self::Snap, arena: &Arena) -> bool {
+                snap.len() == self.len() && self.iter().zip(snap).all(|(e, s)| e.same(s, arena))
             }
 
-            fn diff(&self, _: &Vec<$ty>, _: &Arena, path: &mut Path, ops: &mut Ops) -> Result<(), SnapshotError> {
+            fn diff(&self, _: &Self::Snap, _: &Arena, path: &mut Path, ops: &mut Ops) -> Result<(), SnapshotError> {
                 ops.with_serde(OpKind::Replace, &path.text, self)
             }
         }

@@ -28,7 +28,7 @@ mod ops;
 use json_patch::Patch;
 use serde_json::Value;
 
-pub(crate) use diff::{view_struct, Arena, Diff};
+pub(crate) use diff::{plain_key, view_struct, Arena, Diff};
 pub(crate) use ops::Path;
 pub use ops::{OpKind, Ops};
 

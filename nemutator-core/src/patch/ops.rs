@@ -151,6 +151,15 @@ impl Path {
         len
     }
 
+    /// Append `key`, a JSON field name known to need no escaping (checked
+    /// at compile time by the macros that pass one, see `plain_key`).
+    pub(crate) fn push_plain(&mut self, key: &'static str) -> usize {
+        let len = self.text.len();
+        self.text.push('/');
+        self.text.push_str(key);
+        len
+    }
+
     pub(crate) fn push_index(&mut self, i: usize) -> usize {
         let len = self.text.len();
         self.text.push('/');
