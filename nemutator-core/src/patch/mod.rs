@@ -22,6 +22,7 @@
 //! path again).
 
 mod diff;
+mod k8s;
 mod lists;
 mod ops;
 
