@@ -81,8 +81,9 @@ impl App {
             }
             resources = resources.with_seasons(s.store.clone());
         }
-        let refresher =
-            Refresher::new(loader, policies, store.clone()).with_seasons(seasons.clone(), state);
+        let refresher = Refresher::new(loader, policies, store.clone())
+            .with_seasons(seasons.clone(), state)
+            .with_resolution(config.metrics.resolution());
         let pipeline = Pipeline::builder().layer(resources).build();
         Ok(App {
             config,

@@ -32,6 +32,7 @@ fn mk_res(q: Quantity) -> Option<ResourceRecommendation> {
         usage: q.as_f64(),
         samples: 1000,
         history_secs: 604_800,
+        oom_killed: false,
     })
 }
 

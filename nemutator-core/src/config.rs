@@ -35,18 +35,93 @@ pub struct FileMetricsConfig {
     pub path: Option<PathBuf>,
 }
 
-/// `metrics.prometheus`.
+/// `metrics.prometheus`: a Prometheus server, or anything that speaks its
+/// HTTP API (Thanos, Mimir, VictoriaMetrics).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PrometheusConfig {
-    /// Base URL.
+    /// Base URL (`http://` or `https://`), with a path prefix if the API is
+    /// served under one (e.g. Mimir's `/prometheus`).
     pub url: String,
+    /// A file holding a bearer token (read on every refresh, so a rotated
+    /// token is picked up; never logged).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bearer_token_file: Option<PathBuf>,
+    /// An environment variable holding a bearer token (never logged).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bearer_token_env: Option<String>,
+    /// HTTP basic authentication.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub basic_auth: Option<BasicAuthConfig>,
+    /// PEM file of the CA(s) to trust for `https://` (default: the system's
+    /// roots).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+    /// Longest wait for one query (also sent to Prometheus as `timeout`).
+    #[serde(default = "default_prometheus_timeout")]
+    pub timeout: HumanDuration,
+    /// Retries of a query that failed transiently (connection error, 5xx,
+    /// 429, timeout), with exponential backoff from 500 ms.
+    #[serde(default = "default_retries")]
+    pub retries: u32,
+    /// Queries in flight at most.
+    #[serde(default = "default_concurrency")]
+    pub concurrency: usize,
+    /// Windows end at this time (unix seconds) instead of now: for history
+    /// backfilled from a recording, which Prometheus only answers about at
+    /// an explicit time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end: Option<i64>,
+    /// Use the kubernetes-mixin recording rules when the server has them
+    /// (default), or always the raw cAdvisor series.
+    #[serde(default = "default_true")]
+    pub recording_rules: bool,
+}
+
+/// `metrics.prometheus.basic_auth`: the password from a file or an
+/// environment variable, never from the configuration itself.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BasicAuthConfig {
+    /// User name.
+    pub username: String,
+    /// A file holding the password.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_file: Option<PathBuf>,
+    /// An environment variable holding the password.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_env: Option<String>,
+}
+
+fn default_prometheus_timeout() -> HumanDuration {
+    HumanDuration::from_secs(60)
+}
+
+fn default_retries() -> u32 {
+    2
+}
+
+fn default_concurrency() -> usize {
+    4
+}
+
+fn default_true() -> bool {
+    true
 }
 
 impl Default for PrometheusConfig {
     fn default() -> Self {
         PrometheusConfig {
             url: "http://127.0.0.1:9090".into(),
+            bearer_token_file: None,
+            bearer_token_env: None,
+            basic_auth: None,
+            ca_file: None,
+            timeout: default_prometheus_timeout(),
+            retries: default_retries(),
+            concurrency: default_concurrency(),
+            end: None,
+            recording_rules: true,
         }
     }
 }
@@ -119,6 +194,14 @@ pub struct MetricsConfig {
     /// older than this (default: 3 × the refresh interval).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stale_after: Option<HumanDuration>,
+    /// Spacing of the steps the usage statistic is taken at (default: the
+    /// source's: the sample interval of a file, 1m for Prometheus).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<HumanDuration>,
+    /// Window of the CPU rate at each step (default: the source's: two
+    /// sample intervals of a file and at least 5m, 5m for Prometheus).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_window: Option<HumanDuration>,
 }
 
 /// How often a file source is checked for changes.
@@ -145,6 +228,22 @@ impl MetricsConfig {
         self.stale_after
             .map_or(self.refresh_interval() * STALE_AFTER_REFRESHES, |d| d.0)
     }
+
+    /// The statistic's resolution when `step` or `rate_window` is set
+    /// (`None`: the source's own).
+    pub fn resolution(&self) -> Option<crate::metrics::Resolution> {
+        if self.step.is_none() && self.rate_window.is_none() {
+            return None;
+        }
+        let step = self
+            .step
+            .map_or(std::time::Duration::from_secs(60), |d| d.0);
+        let rate = self.rate_window.map_or_else(
+            || (2 * step).max(std::time::Duration::from_secs(300)),
+            |d| d.0,
+        );
+        Some(crate::metrics::Resolution::new(step, rate))
+    }
 }
 
 impl Default for MetricsConfig {
@@ -157,6 +256,8 @@ impl Default for MetricsConfig {
             cache: None,
             refresh: default_refresh(),
             stale_after: None,
+            step: None,
+            rate_window: None,
         }
     }
 }
@@ -350,10 +451,45 @@ secrets:
 "#;
 
     #[test]
+    fn prometheus_keys() {
+        let yaml = r#"
+metrics:
+  source: prometheus
+  step: 2m
+  prometheus:
+    url: https://prom.example:9090/prometheus
+    bearer_token_file: /var/run/secrets/prom/token
+    basic_auth: { username: nemutator, password_env: PROM_PASSWORD }
+    ca_file: /etc/prom/ca.pem
+    timeout: 30s
+    end: 1764547200
+"#;
+        let c = Config::from_yaml(yaml, Path::new("x")).unwrap_or_else(|e| panic!("{e}"));
+        let p = &c.metrics.prometheus;
+        assert_eq!(p.timeout.as_secs(), 30);
+        assert_eq!(
+            (p.retries, p.concurrency, p.end),
+            (2, 4, Some(1_764_547_200))
+        );
+        assert_eq!(
+            p.basic_auth.as_ref().map(|b| b.username.as_str()),
+            Some("nemutator")
+        );
+        let res = c.metrics.resolution().unwrap_or_default();
+        assert_eq!((res.step.as_secs(), res.rate_window.as_secs()), (120, 300));
+        let bad = Config::from_yaml(
+            "metrics: { prometheus: { url: x, token: y } }",
+            Path::new("x"),
+        );
+        assert!(bad.is_err(), "unknown keys are errors");
+    }
+
+    #[test]
     fn accepts_the_design_example() {
         let c = Config::from_yaml(DESIGN_EXAMPLE, Path::new("x.yaml"))
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(c.metrics.cache.as_ref().map(|c| c.ttl.as_secs()), Some(300));
+        assert_eq!(c.metrics.resolution(), None);
         assert_eq!(c.policies.0.len(), 1);
         assert_eq!(c.secrets.resolver, crate::secret::ResolverKind::File);
         assert_eq!(

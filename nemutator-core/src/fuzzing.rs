@@ -39,6 +39,7 @@ fn mk_handler() -> Admission {
             usage: 0.2,
             samples: 100,
             history_secs: 604_800,
+            oom_killed: false,
         }),
         memory: Some(ResourceRecommendation {
             request: Quantity::from_units(640 << 20),
@@ -46,6 +47,7 @@ fn mk_handler() -> Admission {
             usage: 5e8,
             samples: 100,
             history_secs: 604_800,
+            oom_killed: false,
         }),
         skipped: vec![],
     };

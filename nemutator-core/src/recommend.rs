@@ -1,24 +1,29 @@
 //! The recommender: turns usage history into recommended requests, ahead of
 //! admission.
 //!
-//! For each workload container the [`MetricsSource`] knows, the recommender
-//! finds the policy of its namespace, asks the source for the policy's usage
-//! percentile over the window (pushed down to the backend), applies headroom
-//! and bounds, and stores the result in a [`RecommendationStore`] that the
-//! admission path reads without waiting on anything.
+//! For each namespace a policy covers, the recommender asks the metrics
+//! client for the policy's usage percentiles over the window, one batched
+//! request per resource answering every container (the statistic of
+//! [`crate::metrics::stat`], pushed down to the backend), applies the OOM
+//! bump, headroom and bounds, and stores the result in a
+//! [`RecommendationStore`] that the admission path reads without waiting on
+//! anything.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use serde::{Deserialize, Serialize};
 
-use crate::metrics::{MetricsError, MetricsSource, Resource, SeriesQuery, UsageQuery};
+use crate::metrics::{
+    ContainerUsage, ContainersRequest, MetricsClient, MetricsError, PeriodicMask, Resolution,
+    Resource, SeriesRequest, StatSpec, UsageRequest,
+};
 use crate::policy::{EffectivePolicy, PolicySet};
 use crate::quantity::Quantity;
-use crate::season::{season_ranges, FittedProfile, Season, SeasonModel, SeasonStore};
+use crate::season::{FittedProfile, Season, SeasonModel, SeasonStore};
 use crate::units::HumanDuration;
-use crate::workload::{ContainerRef, WorkloadKey};
+use crate::workload::ContainerRef;
 
 mod refresh;
 pub use refresh::{NotReady, RefreshHealth, Refresher, MAX_BACKOFF, MIN_BACKOFF};
@@ -36,8 +41,12 @@ pub struct ResourceRecommendation {
     pub usage: f64,
     /// Samples behind the percentile.
     pub samples: u64,
-    /// Seconds of history behind the percentile.
+    /// Seconds of history behind the percentile (steps with a value × step).
     pub history_secs: i64,
+    /// A container was OOM-killed in the window, so the request is sized
+    /// from max(usage + 100Mi, usage × 1.2), as VPA does.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub oom_killed: bool,
 }
 
 /// What nemutator recommends for one workload container in one season.
@@ -72,6 +81,8 @@ struct ResourceJson {
     usage: f64,
     samples: u64,
     history_secs: i64,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    oom_killed: bool,
 }
 
 impl ResourceRecommendation {
@@ -83,6 +94,7 @@ impl ResourceRecommendation {
             usage,
             samples,
             history_secs,
+            oom_killed,
         } = self;
         ResourceJson {
             request: resource.quantity_string(*request),
@@ -90,6 +102,7 @@ impl ResourceRecommendation {
             usage: *usage,
             samples: *samples,
             history_secs: *history_secs,
+            oom_killed: *oom_killed,
         }
     }
 }
@@ -255,21 +268,69 @@ fn wall_clock() -> i64 {
         .unwrap_or_default()
 }
 
-/// Computes recommendations from a metrics source and a policy set.
-#[derive(Debug, Clone)]
+/// Called after each namespace of a run with (namespaces done, total).
+pub type Progress = Arc<dyn Fn(usize, usize) + Send + Sync>;
+
+/// What one pass of the recommender produced.
+#[derive(Debug, Default)]
+pub struct RecommendRun {
+    /// Recommendations, sorted by container (peak before off-peak).
+    pub recommendations: Vec<Recommendation>,
+    /// Namespaces whose queries failed, with the error: their workloads
+    /// have no recommendation in this run (the [`Refresher`] keeps their
+    /// last good ones).
+    pub failed: Vec<(String, MetricsError)>,
+}
+
+/// VPA's OOM bump: after an OOM kill, memory usage is taken as
+/// max(usage + 100Mi, usage × 1.2).
+pub fn oom_bump(usage: f64) -> f64 {
+    (usage + 100.0 * 1024.0 * 1024.0).max(usage * 1.2)
+}
+
+/// Which statistics of a namespace's [`UsageRequest`] a container reads.
+#[derive(Clone, Copy, Debug)]
+enum Slots {
+    /// One season-less statistic.
+    Any(usize),
+    /// Peak and off-peak statistics.
+    Seasons { peak: usize, off: usize },
+}
+
+/// Computes recommendations from a metrics client and a policy set, with
+/// batched requests: per namespace, one [`UsageRequest`] per resource
+/// answers every container (namespaces run concurrently, up to a bound).
+#[derive(Clone)]
 pub struct Recommender {
-    source: Arc<dyn MetricsSource>,
+    client: MetricsClient,
     policies: Arc<PolicySet>,
     seasons: Option<Seasons>,
+    resolution: Option<Resolution>,
+    concurrency: usize,
+    progress: Option<Progress>,
+}
+
+impl std::fmt::Debug for Recommender {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Recommender")
+            .field("policies", &self.policies)
+            .field("resolution", &self.resolution)
+            .field("concurrency", &self.concurrency)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Recommender {
-    /// A recommender over `source` with `policies`.
-    pub fn new(source: Arc<dyn MetricsSource>, policies: Arc<PolicySet>) -> Self {
+    /// A recommender over `client` (a [`MetricsClient`], or an
+    /// `Arc<dyn MetricsSource>` used without layers) with `policies`.
+    pub fn new(client: impl Into<MetricsClient>, policies: Arc<PolicySet>) -> Self {
         Recommender {
-            source,
+            client: client.into(),
             policies,
             seasons: None,
+            resolution: None,
+            concurrency: 4,
+            progress: None,
         }
     }
 
@@ -280,41 +341,246 @@ impl Recommender {
         self
     }
 
-    /// The workload-total CPU series of `containers` (cores per step).
-    async fn workload_series(
+    /// The statistic's resolution (`None`, the default: what the source
+    /// says suits its data).
+    pub fn with_resolution(mut self, resolution: Option<Resolution>) -> Self {
+        self.resolution = resolution;
+        self
+    }
+
+    /// How many namespaces are queried at once (at least 1; default 4).
+    pub fn with_concurrency(mut self, n: usize) -> Self {
+        self.concurrency = n.max(1);
+        self
+    }
+
+    /// Report progress after each namespace.
+    pub fn with_progress(mut self, progress: Option<Progress>) -> Self {
+        self.progress = progress;
+        self
+    }
+
+    /// The metrics client.
+    pub fn client(&self) -> &MetricsClient {
+        &self.client
+    }
+
+    /// The longest policy window (what listing containers looks back over).
+    fn listing_window(&self) -> std::time::Duration {
+        self.policies
+            .0
+            .iter()
+            .map(|p| p.window.0)
+            .max()
+            .unwrap_or(std::time::Duration::from_secs(7 * 86_400))
+    }
+
+    /// The namespaces the source has history for, sorted.
+    pub async fn namespaces(&self) -> Result<Vec<String>, MetricsError> {
+        let info = self.client.info().await?;
+        let containers = self
+            .client
+            .containers(ContainersRequest {
+                namespace: None,
+                window: self.listing_window(),
+                end: info.now,
+            })
+            .await?;
+        let mut namespaces: Vec<String> = containers
+            .into_iter()
+            .map(|c| c.workload.namespace)
+            .collect();
+        namespaces.sort();
+        namespaces.dedup();
+        Ok(namespaces)
+    }
+
+    /// Recommendations for every workload container the source knows (in one
+    /// namespace if given) that a policy covers; an error if any namespace
+    /// failed.
+    pub async fn recommend_all(
         &self,
-        containers: &[&ContainerRef],
-        seasons: &Seasons,
-    ) -> Result<Vec<(i64, f64)>, MetricsError> {
-        let mut sum: std::collections::BTreeMap<i64, f64> = Default::default();
-        for target in containers {
-            let query = SeriesQuery {
-                target: (*target).clone(),
-                resource: Resource::Cpu,
-                window: seasons.history,
-                end: None,
-                step: seasons.step,
-            };
-            for (t, v) in self.source.usage_series(&query).await? {
-                *sum.entry(t).or_default() += v;
+        namespace: Option<&str>,
+    ) -> Result<Vec<Recommendation>, MetricsError> {
+        let run = self.run(namespace).await?;
+        match run.failed.into_iter().next() {
+            Some((_, e)) => Err(e),
+            None => Ok(run.recommendations),
+        }
+    }
+
+    /// One pass: list the containers, learn seasons, then per namespace (a
+    /// few at once) one usage request per resource. A namespace whose
+    /// requests fail is reported in [`RecommendRun::failed`]; only a failed
+    /// listing fails the pass.
+    pub async fn run(&self, namespace: Option<&str>) -> Result<RecommendRun, MetricsError> {
+        use futures_util::StreamExt as _;
+
+        let info = self.client.info().await?;
+        let resolution = self.resolution.unwrap_or(info.resolution);
+        let end = info.now;
+        let mut containers = self
+            .client
+            .containers(ContainersRequest {
+                namespace: namespace.map(str::to_string),
+                window: self.listing_window(),
+                end,
+            })
+            .await?;
+        containers.sort();
+        let mut by_ns: BTreeMap<String, Vec<ContainerRef>> = BTreeMap::new();
+        for c in containers {
+            if self.policies.select(&c.workload.namespace).is_some() {
+                by_ns
+                    .entry(c.workload.namespace.clone())
+                    .or_default()
+                    .push(c);
             }
         }
-        Ok(sum.into_iter().collect())
+        self.learn_seasons(&by_ns, end, &resolution).await;
+        let total = by_ns.len();
+        let mut done = 0;
+        let mut run = RecommendRun::default();
+        let mut results = futures_util::stream::iter(by_ns)
+            .map(|(ns, members)| async move {
+                let result = self.namespace(&ns, &members, end, &resolution).await;
+                (ns, result)
+            })
+            .buffer_unordered(self.concurrency);
+        while let Some((ns, result)) = results.next().await {
+            match result {
+                Ok(recs) => run.recommendations.extend(recs),
+                Err(e) => {
+                    tracing::warn!(namespace = %ns, error = %crate::error::Chain(&e), "usage queries failed");
+                    run.failed.push((ns, e));
+                }
+            }
+            done += 1;
+            if let Some(progress) = &self.progress {
+                progress(done, total);
+            }
+        }
+        // Peak before off-peak within a container: the order they were pushed.
+        run.recommendations.sort_by(|a, b| a.target.cmp(&b.target));
+        run.failed.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(run)
+    }
+
+    /// The profile a container's recommendations follow, if its policy has
+    /// brainsets and it (or the cluster) has a rhythm.
+    fn profile_of(
+        &self,
+        policy: &crate::policy::Policy,
+        target: &ContainerRef,
+    ) -> Option<PeriodicMask> {
+        let seasons = self.seasons.as_ref().filter(|_| policy.has_brainsets())?;
+        let fitted = seasons
+            .store
+            .get(&target.workload)
+            .or_else(|| seasons.store.cluster())?;
+        fitted.profile.peak_mask()
+    }
+
+    /// The recommendations of one namespace: two requests (CPU, memory).
+    async fn namespace(
+        &self,
+        ns: &str,
+        members: &[ContainerRef],
+        end: i64,
+        resolution: &Resolution,
+    ) -> Result<Vec<Recommendation>, MetricsError> {
+        let Some(policy) = self.policies.select(ns) else {
+            return Ok(Vec::new());
+        };
+        // Statistics shared by containers with the same mask.
+        let mut masks: Vec<PeriodicMask> = Vec::new();
+        let assigned: Vec<Option<usize>> = members
+            .iter()
+            .map(|target| {
+                let mask = self.profile_of(policy, target)?;
+                Some(masks.iter().position(|m| *m == mask).unwrap_or_else(|| {
+                    masks.push(mask);
+                    masks.len() - 1
+                }))
+            })
+            .collect();
+        // The season-less statistic (slot 0) only when a container needs it.
+        let base = usize::from(assigned.iter().any(Option::is_none));
+        let slots = assigned.iter().map(|a| match a {
+            None => Slots::Any(0),
+            Some(i) => Slots::Seasons {
+                peak: base + 2 * i,
+                off: base + 2 * i + 1,
+            },
+        });
+        let plain = policy.effective(None);
+        let (peak, off) = (
+            policy.effective(Some(Season::Peak)),
+            policy.effective(Some(Season::OffPeak)),
+        );
+        let request = |resource: Resource| {
+            let mut stats = Vec::with_capacity(base + 2 * masks.len());
+            if base == 1 {
+                stats.push(StatSpec {
+                    quantile: plain.resource(resource).percentile / 100.0,
+                    mask: None,
+                });
+            }
+            for m in &masks {
+                stats.push(StatSpec {
+                    quantile: peak.resource(resource).percentile / 100.0,
+                    mask: Some(m.clone()),
+                });
+                stats.push(StatSpec {
+                    quantile: off.resource(resource).percentile / 100.0,
+                    mask: Some(m.complement()),
+                });
+            }
+            UsageRequest {
+                namespace: ns.to_string(),
+                resource,
+                window: policy.window.0,
+                end,
+                resolution: *resolution,
+                stats,
+                oom: resource == Resource::Memory,
+            }
+        };
+        let (cpu, memory) = futures_util::future::try_join(
+            self.client.usage(request(Resource::Cpu)),
+            self.client.usage(request(Resource::Memory)),
+        )
+        .await?;
+        let mut out = Vec::with_capacity(members.len());
+        for (target, slot) in members.iter().zip(slots) {
+            let (cpu, memory) = (cpu.containers.get(target), memory.containers.get(target));
+            match slot {
+                Slots::Any(i) => out.push(build(target, &plain, i, cpu, memory)),
+                Slots::Seasons { peak: p, off: o } => {
+                    out.push(build(target, &peak, p, cpu, memory));
+                    out.push(build(target, &off, o, cpu, memory));
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// Fit (or keep, when younger than `refit`) the season profile of every
-    /// workload whose policy has brainsets, and the cluster-wide profile.
-    pub async fn learn_seasons(&self, containers: &[ContainerRef]) -> Result<(), MetricsError> {
+    /// workload whose policy has brainsets, and the cluster-wide profile, from
+    /// one series request per namespace. A namespace whose request fails keeps
+    /// its profiles.
+    async fn learn_seasons(
+        &self,
+        by_ns: &BTreeMap<String, Vec<ContainerRef>>,
+        end: i64,
+        resolution: &Resolution,
+    ) {
         let Some(seasons) = &self.seasons else {
-            return Ok(());
+            return;
         };
         let now = wall_clock();
         let refit = seasons.refit.as_secs() as i64;
         let lead = seasons.lead.as_secs() as i64;
-        let mut by_workload: HashMap<&WorkloadKey, Vec<&ContainerRef>> = HashMap::new();
-        for c in containers {
-            by_workload.entry(&c.workload).or_default().push(c);
-        }
         let fit = |series: &[(i64, f64)]| -> Option<FittedProfile> {
             match seasons.model.fit(series) {
                 Ok(profile) => Some(FittedProfile {
@@ -328,31 +594,55 @@ impl Recommender {
             }
         };
         let fresh = |f: &Arc<FittedProfile>| now - f.fitted_at < refit;
-        let mut cluster: std::collections::BTreeMap<i64, f64> = Default::default();
-        let mut profiles = HashMap::new();
         let cluster_fresh = seasons.store.cluster().is_some_and(|f| fresh(&f));
-        for (workload, members) in by_workload {
-            let wants = self
-                .policies
-                .select(&workload.namespace)
-                .is_some_and(|p| p.has_brainsets());
-            let existing = seasons.store.get(workload).filter(fresh);
-            if let (true, Some(f)) = (wants, &existing) {
-                profiles.insert(workload.clone(), (**f).clone());
-            }
-            let need_fit = wants && existing.is_none();
-            if !need_fit && cluster_fresh {
-                continue;
-            }
-            let series = self.workload_series(&members, seasons).await?;
-            if !cluster_fresh {
-                for &(t, v) in &series {
-                    *cluster.entry(t).or_default() += v;
+        let mut cluster: BTreeMap<i64, f64> = BTreeMap::new();
+        let mut profiles = HashMap::new();
+        let series_resolution =
+            Resolution::new(seasons.step, resolution.rate_window.max(seasons.step));
+        for (ns, members) in by_ns {
+            let wants = self.policies.select(ns).is_some_and(|p| p.has_brainsets());
+            let mut need_fit = Vec::new();
+            for workload in members.iter().map(|c| &c.workload) {
+                match seasons.store.get(workload).filter(|_| wants) {
+                    Some(f) if fresh(&f) => {
+                        profiles.insert(workload.clone(), (*f).clone());
+                    }
+                    _ if wants && !need_fit.contains(&workload) => need_fit.push(workload),
+                    _ => {}
                 }
             }
-            if need_fit {
-                if let Some(f) = fit(&series) {
-                    profiles.insert(workload.clone(), f);
+            if need_fit.is_empty() && cluster_fresh {
+                continue;
+            }
+            let request = SeriesRequest {
+                namespace: ns.clone(),
+                resource: Resource::Cpu,
+                window: seasons.history,
+                end,
+                resolution: series_resolution,
+            };
+            let batch = match self.client.series(request).await {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::warn!(namespace = %ns, error = %crate::error::Chain(&e), "season series failed; keeping the profiles");
+                    for w in need_fit {
+                        if let Some(f) = seasons.store.get(w) {
+                            profiles.insert(w.clone(), (*f).clone());
+                        }
+                    }
+                    continue;
+                }
+            };
+            for (workload, series) in &batch.workloads {
+                if !cluster_fresh {
+                    for &(t, v) in series {
+                        *cluster.entry(t).or_default() += v;
+                    }
+                }
+                if need_fit.contains(&workload) {
+                    if let Some(f) = fit(series) {
+                        profiles.insert(workload.clone(), f);
+                    }
                 }
             }
         }
@@ -362,131 +652,69 @@ impl Recommender {
             let series: Vec<(i64, f64)> = cluster.into_iter().collect();
             seasons.store.set_cluster(fit(&series));
         }
-        Ok(())
     }
+}
 
-    /// The metrics source.
-    pub fn source(&self) -> &Arc<dyn MetricsSource> {
-        &self.source
-    }
-
-    /// The namespaces the source has history for, sorted.
-    pub async fn namespaces(&self) -> Result<Vec<String>, MetricsError> {
-        let mut namespaces: Vec<String> = self
-            .source
-            .containers(None)
-            .await?
-            .into_iter()
-            .map(|c| c.workload.namespace)
-            .collect();
-        namespaces.sort();
-        namespaces.dedup();
-        Ok(namespaces)
-    }
-
-    /// Recommendations for every workload container the source knows (in one
-    /// namespace if given) that a policy covers, season-less.
-    pub async fn recommend_all(
-        &self,
-        namespace: Option<&str>,
-    ) -> Result<Vec<Recommendation>, MetricsError> {
-        let mut containers = self.source.containers(namespace).await?;
-        containers.sort();
-        self.learn_seasons(&containers).await?;
-        let mut out = Vec::with_capacity(containers.len());
-        for target in containers {
-            let Some(policy) = self.policies.select(&target.workload.namespace) else {
-                continue;
-            };
-            let profile = match &self.seasons {
-                Some(s) if policy.has_brainsets() => {
-                    s.store.get(&target.workload).or_else(|| s.store.cluster())
-                }
-                _ => None,
-            };
-            match (
-                profile.filter(|p| !p.profile.periods().is_empty()),
-                &self.seasons,
-            ) {
-                (Some(fitted), Some(seasons)) => {
-                    let end = self.source.now();
-                    let from = end - policy.window.as_secs() as i64;
-                    let step = seasons.step.as_secs() as i64;
-                    let (peak, off) = season_ranges(&fitted.profile, from, end + 1, step);
-                    for (season, ranges) in [(Season::Peak, peak), (Season::OffPeak, off)] {
-                        let eff = policy.effective(Some(season));
-                        out.push(self.recommend(&target, &eff, &ranges).await?);
-                    }
-                }
-                _ => out.push(
-                    self.recommend(&target, &policy.effective(None), &[])
-                        .await?,
-                ),
-            }
-        }
-        Ok(out)
-    }
-
-    /// The recommendation for one workload container under an effective policy.
-    pub async fn recommend(
-        &self,
-        target: &ContainerRef,
-        policy: &EffectivePolicy,
-        ranges: &[(i64, i64)],
-    ) -> Result<Recommendation, MetricsError> {
-        let mut rec = Recommendation {
-            target: target.clone(),
-            policy: policy.name.clone(),
-            season: policy.season,
-            window: policy.window,
-            cpu: None,
-            memory: None,
-            skipped: Vec::new(),
+/// The recommendation of one container under an effective policy, from the
+/// statistics at `slot` of its CPU and memory answers.
+fn build(
+    target: &ContainerRef,
+    policy: &EffectivePolicy,
+    slot: usize,
+    cpu: Option<&ContainerUsage>,
+    memory: Option<&ContainerUsage>,
+) -> Recommendation {
+    let mut rec = Recommendation {
+        target: target.clone(),
+        policy: policy.name.clone(),
+        season: policy.season,
+        window: policy.window,
+        cpu: None,
+        memory: None,
+        skipped: Vec::new(),
+    };
+    for (resource, usage) in [(Resource::Cpu, cpu), (Resource::Memory, memory)] {
+        let rp = policy.resource(resource);
+        let Some(stat) = usage.and_then(|u| u.stats.get(slot).copied().flatten()) else {
+            rec.skipped
+                .push(format!("{resource}: no samples in {}", policy.window));
+            continue;
         };
-        for resource in Resource::ALL {
-            let rp = policy.resource(resource);
-            let query = UsageQuery {
-                target: target.clone(),
-                resource,
-                quantile: rp.percentile / 100.0,
-                window: policy.window.0,
-                end: None,
-                ranges: ranges.to_vec(),
-            };
-            let Some(stat) = self.source.usage_quantile(&query).await? else {
-                rec.skipped
-                    .push(format!("{resource}: no samples in {}", policy.window));
-                continue;
-            };
-            let min_history = policy.min_history.as_secs() as i64;
-            if stat.span_secs() < min_history {
-                rec.skipped.push(format!(
-                    "{resource}: {} of history < min_history {}",
-                    HumanDuration::from_secs(stat.span_secs().max(0) as u64),
-                    policy.min_history
-                ));
-                continue;
-            }
-            let r = ResourceRecommendation {
-                request: rp.target(resource, stat.value),
-                percentile: rp.percentile,
-                usage: stat.value,
-                samples: stat.samples,
-                history_secs: stat.span_secs(),
-            };
-            match resource {
-                Resource::Cpu => rec.cpu = Some(r),
-                Resource::Memory => rec.memory = Some(r),
-            }
+        let min_history = policy.min_history.as_secs() as i64;
+        if stat.history_secs < min_history {
+            rec.skipped.push(format!(
+                "{resource}: {} of history < min_history {}",
+                HumanDuration::from_secs(stat.history_secs.max(0) as u64),
+                policy.min_history
+            ));
+            continue;
         }
-        Ok(rec)
+        let oom_killed = resource == Resource::Memory && usage.is_some_and(|u| u.oom_killed);
+        let basis = if oom_killed {
+            oom_bump(stat.value)
+        } else {
+            stat.value
+        };
+        let r = ResourceRecommendation {
+            request: rp.target(resource, basis),
+            percentile: rp.percentile,
+            usage: stat.value,
+            samples: stat.samples,
+            history_secs: stat.history_secs,
+            oom_killed,
+        };
+        match resource {
+            Resource::Cpu => rec.cpu = Some(r),
+            Resource::Memory => rec.memory = Some(r),
+        }
     }
+    rec
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::workload::WorkloadKind;
+    use crate::workload::{WorkloadKey, WorkloadKind};
 
     fn mk_res(request: &str) -> ResourceRecommendation {
         ResourceRecommendation {
@@ -495,6 +723,7 @@ mod tests {
             usage: 1.0,
             samples: 10,
             history_secs: 86_400,
+            oom_killed: false,
         }
     }
 

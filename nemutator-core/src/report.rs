@@ -198,6 +198,7 @@ mod tests {
                 usage: 0.2,
                 samples: 10,
                 history_secs: 86_400,
+                oom_killed: false,
             }),
             memory: None,
             skipped: vec!["memory: no samples, \"x\"".into()],

@@ -32,6 +32,7 @@ fn mk_res(request: Quantity, percentile: f64) -> ResourceRecommendation {
         usage: request.as_f64(),
         samples: 1000,
         history_secs: 7 * 86_400,
+        oom_killed: false,
     }
 }
 

@@ -1,36 +1,49 @@
 //! The OpenMetrics file source: usage history recorded in a file, in the
 //! format `promtool tsdb create-blocks-from openmetrics` accepts, with the
 //! cAdvisor metric names. The same file backfilled into Prometheus gives the
-//! same recommendations.
+//! same recommendations: the source computes the statistic of
+//! [`nemutator_core::metrics::stat`] from the raw samples exactly as the
+//! Prometheus backend's PromQL does.
 //!
-//! * `container_cpu_usage_seconds_total` (counter, seconds): CPU usage is its
-//!   per-interval rate (counter resets handled), in cores.
+//! * `container_cpu_usage_seconds_total` (counter, seconds).
 //! * `container_memory_working_set_bytes` (gauge, bytes).
 //! * labels `namespace`, `pod`, `container`; series with an empty container or
 //!   `POD` (the pause container, cAdvisor's pod totals) are ignored.
 //! * optionally `kube_pod_owner{namespace,pod,owner_kind,owner_name}` (as
 //!   kube-state-metrics exports it) to tell a pod's workload exactly instead of
 //!   from its name.
+//! * optionally `kube_pod_container_status_last_terminated_reason{namespace,
+//!   pod,container,reason="OOMKilled"}` (kube-state-metrics): a sample of 1 in
+//!   a window marks the container OOM-killed there.
 //!
-//! A window ends at the newest sample in the file, not at the wall clock, so a
-//! recording keeps giving the same answers.
+//! The file must end with `# EOF`, as OpenMetrics requires: a file without it
+//! (empty, or truncated while being written) is an error, so the last good
+//! data stays in use. A window ends at the newest sample in the file, not at
+//! the wall clock, so a recording keeps giving the same answers.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use nemutator_core::error::Chain;
 use nemutator_core::metrics::{
-    quantile, BoxFuture, MetricsError, MetricsSource, Resource, SeriesQuery, SourceLoader,
-    UsageQuery, UsageStat,
+    stat, BoxFuture, ContainerUsage, ContainersRequest, MetricsClient, MetricsError, MetricsSource,
+    Resolution, Resource, SeriesBatch, SeriesRequest, SourceInfo, SourceLoader, UsageBatch,
+    UsageRequest,
 };
 use nemutator_core::workload::{ContainerRef, WorkloadKey};
 
 use crate::openmetrics::{self, ParseError};
 
-const CPU: &str = "container_cpu_usage_seconds_total";
-const MEMORY: &str = "container_memory_working_set_bytes";
-const OWNER: &str = "kube_pod_owner";
+/// cAdvisor's CPU counter.
+pub const CPU: &str = "container_cpu_usage_seconds_total";
+/// cAdvisor's working set gauge.
+pub const MEMORY: &str = "container_memory_working_set_bytes";
+/// kube-state-metrics' pod owners.
+pub const OWNER: &str = "kube_pod_owner";
+/// kube-state-metrics' last termination reason of a container.
+pub const TERMINATED: &str = "kube_pod_container_status_last_terminated_reason";
 
 /// Why a file could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -55,36 +68,45 @@ pub enum FileSourceError {
     },
 }
 
-/// Samples of one container of one workload, every pod pooled.
-#[derive(Debug, Default, Clone)]
-struct ContainerHistory {
-    /// CPU rate samples (time, cores), sorted by time.
-    cpu: Vec<(i64, f64)>,
-    /// Working-set samples (time, bytes), sorted by time.
-    memory: Vec<(i64, f64)>,
-    /// Per-pod series, for summing into a workload series.
-    pods: Vec<PodHistory>,
-}
-
+/// Raw samples of one pod's container, `(milliseconds, value)` sorted by time.
 #[derive(Debug, Default, Clone)]
 struct PodHistory {
+    /// The CPU counter.
     cpu: Vec<(i64, f64)>,
+    /// The working set.
     memory: Vec<(i64, f64)>,
+    /// Times of OOM-kill samples (value 1).
+    oom: Vec<i64>,
+}
+
+impl PodHistory {
+    fn series(&self, resource: Resource) -> &[(i64, f64)] {
+        match resource {
+            Resource::Cpu => &self.cpu,
+            Resource::Memory => &self.memory,
+        }
+    }
+
+    /// Whether the pod has a sample in `(start, end]` (milliseconds).
+    fn has_sample(&self, start: i64, end: i64) -> bool {
+        [&self.cpu, &self.memory]
+            .iter()
+            .any(|s| s.iter().any(|p| p.0 > start && p.0 <= end))
+    }
 }
 
 /// Usage history loaded from an OpenMetrics file.
 #[derive(Debug, Clone)]
 pub struct FileSource {
-    data: Arc<HashMap<ContainerRef, ContainerHistory>>,
+    /// Pods of each workload container.
+    data: Arc<HashMap<ContainerRef, Vec<PodHistory>>>,
     newest: i64,
     samples: usize,
+    interval: Duration,
 }
 
-#[derive(Default)]
-struct RawSeries {
-    cpu: Vec<(i64, f64)>,
-    memory: Vec<(i64, f64)>,
-}
+/// `(namespace, pod, container)`.
+type PodKey = (String, String, String);
 
 impl FileSource {
     /// Load a file.
@@ -99,15 +121,13 @@ impl FileSource {
         })
     }
 
-    /// Load from text.
+    /// Load from text, which must end with `# EOF`.
     pub fn from_text(text: &str) -> Result<Self, ParseError> {
-        // (namespace, pod, container) -> raw series
-        let mut raw: HashMap<(String, String, String), RawSeries> = HashMap::new();
+        let mut raw: HashMap<PodKey, PodHistory> = HashMap::new();
         let mut owners: HashMap<(String, String), WorkloadKey> = HashMap::new();
         let mut samples = 0usize;
         let mut newest = i64::MIN;
-        openmetrics::parse(text, |s| {
-            let is_cpu = s.name == CPU;
+        let eof = openmetrics::parse(text, |s| {
             if s.name == OWNER {
                 if let (Some(ns), Some(pod), Some(kind), Some(name)) = (
                     s.label("namespace"),
@@ -122,7 +142,8 @@ impl FileSource {
                 }
                 return;
             }
-            if !is_cpu && s.name != MEMORY {
+            let is_oom = s.name == TERMINATED && s.label("reason") == Some("OOMKilled");
+            if !is_oom && s.name != CPU && s.name != MEMORY {
                 return;
             }
             let (Some(ns), Some(pod), Some(container), Some(ts)) = (
@@ -136,19 +157,34 @@ impl FileSource {
             if container.is_empty() || container == "POD" || !s.value.is_finite() || s.value < 0.0 {
                 return;
             }
-            let ts = ts.floor() as i64;
-            newest = newest.max(ts);
-            samples += 1;
+            let ms = (ts * 1000.0).round() as i64;
             let series = raw
                 .entry((ns.to_string(), pod.to_string(), container.to_string()))
                 .or_default();
-            if is_cpu {
-                series.cpu.push((ts, s.value));
+            if is_oom {
+                if s.value >= 1.0 {
+                    series.oom.push(ms);
+                }
+                return;
+            }
+            newest = newest.max(ms.div_euclid(1000));
+            samples += 1;
+            if s.name == CPU {
+                series.cpu.push((ms, s.value));
             } else {
-                series.memory.push((ts, s.value));
+                series.memory.push((ms, s.value));
             }
         })?;
-        let mut data: HashMap<ContainerRef, ContainerHistory> = HashMap::new();
+        if !eof {
+            return Err(ParseError {
+                line: text.lines().count() + 1,
+                message:
+                    "no `# EOF`: the file is empty or truncated (OpenMetrics ends with `# EOF`)"
+                        .into(),
+            });
+        }
+        let mut gaps: Vec<i64> = Vec::new();
+        let mut data: HashMap<ContainerRef, Vec<PodHistory>> = HashMap::new();
         for ((ns, pod, container), mut series) in raw {
             let workload = owners
                 .get(&(ns.clone(), pod.clone()))
@@ -156,25 +192,24 @@ impl FileSource {
                 .unwrap_or_else(|| WorkloadKey::from_pod_name(&ns, &pod));
             sort_dedup(&mut series.cpu);
             sort_dedup(&mut series.memory);
-            let rates = counter_rates(&series.cpu);
-            let hist = data
-                .entry(ContainerRef::new(workload, container))
-                .or_default();
-            hist.cpu.extend_from_slice(&rates);
-            hist.memory.extend_from_slice(&series.memory);
-            hist.pods.push(PodHistory {
-                cpu: rates,
-                memory: series.memory,
-            });
+            series.oom.sort_unstable();
+            gaps.extend(series.memory.windows(2).map(|w| w[1].0 - w[0].0));
+            data.entry(ContainerRef::new(workload, container))
+                .or_default()
+                .push(series);
         }
-        for hist in data.values_mut() {
-            hist.cpu.sort_by_key(|p| p.0);
-            hist.memory.sort_by_key(|p| p.0);
-        }
+        // The sample interval: the median gap between samples of a series.
+        let interval = if gaps.is_empty() {
+            60
+        } else {
+            let mid = gaps.len() / 2;
+            (*gaps.select_nth_unstable(mid).1 / 1000).max(1)
+        };
         Ok(FileSource {
             data: Arc::new(data),
             newest: if newest == i64::MIN { 0 } else { newest },
             samples,
+            interval: Duration::from_secs(interval.unsigned_abs()),
         })
     }
 
@@ -188,16 +223,19 @@ impl FileSource {
         self.newest
     }
 
-    fn window(series: &[(i64, f64)], start: i64, end: i64) -> &[(i64, f64)] {
-        let lo = series.partition_point(|p| p.0 < start);
-        let hi = series.partition_point(|p| p.0 <= end);
-        &series[lo..hi.max(lo)]
+    /// The median interval between samples of a series.
+    pub fn interval(&self) -> Duration {
+        self.interval
     }
 
-    fn range(&self, window: std::time::Duration, end: Option<i64>) -> (i64, i64) {
-        let end = end.unwrap_or(self.newest);
-        let secs = i64::try_from(window.as_secs()).unwrap_or(i64::MAX);
-        (end.saturating_sub(secs), end)
+    /// The workload containers of a namespace and their pods.
+    fn in_namespace<'a>(
+        &'a self,
+        namespace: &'a str,
+    ) -> impl Iterator<Item = (&'a ContainerRef, &'a Vec<PodHistory>)> + 'a {
+        self.data
+            .iter()
+            .filter(move |(k, _)| k.workload.namespace == namespace)
     }
 }
 
@@ -214,104 +252,102 @@ fn sort_dedup(v: &mut Vec<(i64, f64)>) {
     });
 }
 
-/// Per-interval rates of a counter, stamped at the end of each interval. A drop
-/// is a counter reset: the new value is the increase since the reset.
-pub fn counter_rates(counter: &[(i64, f64)]) -> Vec<(i64, f64)> {
-    counter
-        .windows(2)
-        .filter_map(|w| {
-            let ((t0, v0), (t1, v1)) = (w[0], w[1]);
-            let dt = (t1 - t0) as f64;
-            if dt <= 0.0 {
-                return None;
-            }
-            let inc = if v1 >= v0 { v1 - v0 } else { v1 };
-            Some((t1, inc / dt))
-        })
-        .collect()
+/// `(end - window, end]` in milliseconds.
+fn window_ms(end: i64, window: Duration) -> (i64, i64) {
+    let w = i64::try_from(window.as_millis()).unwrap_or(i64::MAX);
+    let end = end.saturating_mul(1000);
+    (end.saturating_sub(w), end)
 }
 
 impl MetricsSource for FileSource {
-    fn name(&self) -> &'static str {
-        "file"
+    fn info(&self) -> SourceInfo {
+        SourceInfo {
+            name: "file".into(),
+            now: self.newest,
+            resolution: Resolution::for_interval(self.interval),
+        }
     }
 
     fn containers<'a>(
         &'a self,
-        namespace: Option<&'a str>,
+        request: &'a ContainersRequest,
     ) -> BoxFuture<'a, Result<Vec<ContainerRef>, MetricsError>> {
+        let (start, end) = window_ms(request.end, request.window);
         let mut out: Vec<ContainerRef> = self
             .data
-            .keys()
-            .filter(|k| namespace.is_none_or(|ns| k.workload.namespace == ns))
-            .cloned()
+            .iter()
+            .filter(|(k, _)| {
+                request
+                    .namespace
+                    .as_deref()
+                    .is_none_or(|ns| k.workload.namespace == ns)
+            })
+            .filter(|(_, pods)| pods.iter().any(|p| p.has_sample(start, end)))
+            .map(|(k, _)| k.clone())
             .collect();
         out.sort();
         Box::pin(std::future::ready(Ok(out)))
     }
 
-    fn usage_quantile<'a>(
+    fn usage<'a>(
         &'a self,
-        query: &'a UsageQuery,
-    ) -> BoxFuture<'a, Result<Option<UsageStat>, MetricsError>> {
-        let stat = self.data.get(&query.target).and_then(|h| {
-            let series = match query.resource {
-                Resource::Cpu => &h.cpu,
-                Resource::Memory => &h.memory,
-            };
-            let (start, end) = self.range(query.window, query.end);
-            let win = Self::window(series, start, end);
-            let in_ranges = |t: i64| {
-                query.ranges.is_empty() || query.ranges.iter().any(|&(a, b)| t >= a && t < b)
-            };
-            let (mut first, mut last) = (i64::MAX, i64::MIN);
-            let mut values: Vec<f64> = Vec::with_capacity(win.len());
-            for &(t, v) in win.iter().filter(|p| in_ranges(p.0)) {
-                first = first.min(t);
-                last = last.max(t);
-                values.push(v);
-            }
-            let value = quantile(&mut values, query.quantile)?;
-            Some(UsageStat {
-                value,
-                samples: values.len() as u64,
-                first,
-                last,
-            })
-        });
-        Box::pin(std::future::ready(Ok(stat)))
-    }
-
-    fn usage_series<'a>(
-        &'a self,
-        query: &'a SeriesQuery,
-    ) -> BoxFuture<'a, Result<Vec<(i64, f64)>, MetricsError>> {
-        let step = (query.step.as_secs() as i64).max(1);
-        let (start, end) = self.range(query.window, query.end);
-        let mut buckets: std::collections::BTreeMap<i64, f64> = Default::default();
-        if let Some(h) = self.data.get(&query.target) {
-            for pod in &h.pods {
-                let series = match query.resource {
-                    Resource::Cpu => &pod.cpu,
-                    Resource::Memory => &pod.memory,
-                };
-                // Average each pod within a step, then sum the pods.
-                let mut acc: HashMap<i64, (f64, u32)> = HashMap::new();
-                for &(t, v) in Self::window(series, start, end) {
-                    let e = acc.entry(t - t.rem_euclid(step)).or_default();
-                    e.0 += v;
-                    e.1 += 1;
-                }
-                for (b, (sum, n)) in acc {
-                    *buckets.entry(b).or_default() += sum / f64::from(n);
-                }
+        request: &'a UsageRequest,
+    ) -> BoxFuture<'a, Result<UsageBatch, MetricsError>> {
+        let (start, end) = window_ms(request.end, request.window);
+        let mut batch = UsageBatch::default();
+        for (target, pods) in self.in_namespace(&request.namespace) {
+            let series: Vec<&[(i64, f64)]> =
+                pods.iter().map(|p| p.series(request.resource)).collect();
+            let steps = stat::workload_steps(
+                request.resource,
+                &series,
+                request.end,
+                request.window,
+                &request.resolution,
+            );
+            let stats: Vec<_> = request
+                .stats
+                .iter()
+                .map(|spec| stat::summarize(&steps, spec, &request.resolution))
+                .collect();
+            let oom_killed = request.oom
+                && pods
+                    .iter()
+                    .any(|p| p.oom.iter().any(|&t| t > start && t <= end));
+            if stats.iter().any(Option::is_some) || oom_killed {
+                batch
+                    .containers
+                    .insert(target.clone(), ContainerUsage { stats, oom_killed });
             }
         }
-        Box::pin(std::future::ready(Ok(buckets.into_iter().collect())))
+        Box::pin(std::future::ready(Ok(batch)))
     }
 
-    fn now(&self) -> i64 {
-        self.newest
+    fn series<'a>(
+        &'a self,
+        request: &'a SeriesRequest,
+    ) -> BoxFuture<'a, Result<SeriesBatch, MetricsError>> {
+        let mut by_workload: HashMap<&WorkloadKey, Vec<&[(i64, f64)]>> = HashMap::new();
+        for (target, pods) in self.in_namespace(&request.namespace) {
+            by_workload
+                .entry(&target.workload)
+                .or_default()
+                .extend(pods.iter().map(|p| p.series(request.resource)));
+        }
+        let mut batch = SeriesBatch::default();
+        for (workload, series) in by_workload {
+            let sum = stat::workload_sum(
+                request.resource,
+                &series,
+                request.end,
+                request.window,
+                &request.resolution,
+            );
+            if !sum.is_empty() {
+                batch.workloads.insert(workload.clone(), sum);
+            }
+        }
+        Box::pin(std::future::ready(Ok(batch)))
     }
 }
 
@@ -335,12 +371,9 @@ impl FileLoader {
 }
 
 impl SourceLoader for FileLoader {
-    fn load(&self) -> BoxFuture<'_, Result<Option<Arc<dyn MetricsSource>>, MetricsError>> {
+    fn load(&self) -> BoxFuture<'_, Result<Option<MetricsClient>, MetricsError>> {
         Box::pin(async move {
-            let backend_err = |message: String| MetricsError::Backend {
-                backend: "file",
-                message,
-            };
+            let backend_err = |message: String| MetricsError::permanent("file", message);
             let meta = tokio::fs::metadata(&self.path)
                 .await
                 .map_err(|e| backend_err(format!("{}: {e}", self.path.display())))?;
@@ -358,7 +391,9 @@ impl SourceLoader for FileLoader {
                 .map_err(|e| backend_err(e.to_string()))?
                 .map_err(|e| MetricsError::Data(Chain(&e).to_string()))?;
             tracing::info!(path = %self.path.display(), samples = loaded.samples(), "metrics file loaded");
-            Ok(Some(Arc::new(loaded) as Arc<dyn MetricsSource>))
+            Ok(Some(MetricsClient::from(
+                Arc::new(loaded) as Arc<dyn MetricsSource>
+            )))
         })
     }
 }
@@ -366,9 +401,13 @@ impl SourceLoader for FileLoader {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use nemutator_core::metrics::{PeriodicMask, StatSpec};
     use nemutator_core::workload::WorkloadKind;
-    use std::time::Duration;
 
+    const T0: i64 = 1_700_000_000;
+
+    /// `minutes` + 1 one-minute samples per pod (30 s past each minute) of
+    /// `cpu_cores` and `mem` (+ the minute) bytes.
     fn mk_file(pods: &[&str], minutes: i64, cpu_cores: f64, mem: f64) -> String {
         let mut s = String::from("# TYPE container_cpu_usage_seconds counter\n");
         for pod in pods {
@@ -376,7 +415,7 @@ mod tests {
                 s += &format!(
                     "container_cpu_usage_seconds_total{{namespace=\"ns\",pod=\"{pod}\",container=\"app\"}} {} {}\n",
                     cpu_cores * 60.0 * m as f64,
-                    1_700_000_000 + m * 60
+                    T0 + 30 + m * 60
                 );
             }
         }
@@ -386,7 +425,7 @@ mod tests {
                 s += &format!(
                     "container_memory_working_set_bytes{{namespace=\"ns\",pod=\"{pod}\",container=\"app\"}} {} {}\n",
                     mem + m as f64,
-                    1_700_000_000 + m * 60
+                    T0 + 30 + m * 60
                 );
             }
         }
@@ -400,35 +439,37 @@ mod tests {
             .unwrap_or_else(|e| panic!("runtime: {e}"))
     }
 
-    fn q(resource: Resource, quantile: f64) -> UsageQuery {
-        UsageQuery {
-            target: ContainerRef::new(
-                WorkloadKey::new("ns", WorkloadKind::Deployment, "web"),
-                "app",
-            ),
+    fn web() -> ContainerRef {
+        ContainerRef::new(
+            WorkloadKey::new("ns", WorkloadKind::Deployment, "web"),
+            "app",
+        )
+    }
+
+    fn mk_request(src: &FileSource, resource: Resource, stats: Vec<StatSpec>) -> UsageRequest {
+        UsageRequest {
+            namespace: "ns".into(),
             resource,
-            quantile,
             window: Duration::from_secs(86_400),
-            end: None,
-            ranges: Vec::new(),
+            end: src.info().now,
+            resolution: src.info().resolution,
+            stats,
+            oom: true,
         }
     }
 
-    #[test]
-    fn ranges_restrict_the_quantile() {
-        let text = mk_file(&["web-7d9f8b6c5d-x2k9p"], 60, 0.25, 1e8);
-        let src = FileSource::from_text(&text).unwrap_or_else(|e| panic!("{e}"));
-        let mut query = q(Resource::Memory, 1.0);
-        query.ranges = vec![(1_700_000_000, 1_700_000_000 + 10 * 60)];
-        let stat = block_on(src.usage_quantile(&query)).ok().flatten();
-        // Samples at minutes 0..=9 only: the largest is 1e8 + 9.
-        assert_eq!(stat.map(|s| (s.value, s.samples)), Some((1e8 + 9.0, 10)));
+    fn q(quantile: f64) -> StatSpec {
+        StatSpec {
+            quantile,
+            mask: None,
+        }
     }
 
-    #[test]
-    fn rates_handle_resets() {
-        let r = counter_rates(&[(0, 0.0), (10, 5.0), (20, 2.0), (30, 4.0)]);
-        assert_eq!(r, vec![(10, 0.5), (20, 0.2), (30, 0.2)]);
+    fn usage(src: &FileSource, req: &UsageRequest) -> ContainerUsage {
+        block_on(src.usage(req))
+            .ok()
+            .and_then(|b| b.containers.get(&web()).cloned())
+            .unwrap_or_default()
     }
 
     #[test]
@@ -440,19 +481,53 @@ mod tests {
             1e8,
         );
         let src = FileSource::from_text(&text).unwrap_or_else(|e| panic!("{e}"));
-        let containers = block_on(src.containers(None)).unwrap_or_default();
-        assert_eq!(containers.len(), 1, "{containers:?}");
-        let stat = block_on(src.usage_quantile(&q(Resource::Cpu, 0.95)))
-            .ok()
-            .flatten()
-            .unwrap_or_else(|| panic!("no stat"));
-        assert!((stat.value - 0.25).abs() < 1e-9, "{stat:?}");
-        assert_eq!(stat.samples, 120);
-        assert_eq!(stat.span_secs(), 59 * 60);
-        let mem = block_on(src.usage_quantile(&q(Resource::Memory, 1.0)))
-            .ok()
-            .flatten();
-        assert_eq!(mem.map(|m| m.value), Some(1e8 + 60.0));
+        assert_eq!(src.interval(), Duration::from_secs(60));
+        assert_eq!(src.info().resolution, Resolution::DEFAULT);
+        let req = ContainersRequest {
+            namespace: None,
+            window: Duration::from_secs(86_400),
+            end: src.newest(),
+        };
+        assert_eq!(
+            block_on(src.containers(&req)).unwrap_or_default(),
+            vec![web()]
+        );
+        let cpu = usage(&src, &mk_request(&src, Resource::Cpu, vec![q(0.95)]));
+        let stat = cpu.stats[0].unwrap_or_else(|| panic!("no stat"));
+        assert!((stat.value - 0.25).abs() < 1e-6, "{stat:?}");
+        // A rate needs two samples in its 5-minute window: every step from
+        // the second sample to the last.
+        assert_eq!((stat.samples, stat.history_secs), (59, 59 * 60));
+        let mem = usage(
+            &src,
+            &mk_request(&src, Resource::Memory, vec![q(1.0), q(0.0)]),
+        );
+        let values: Vec<_> = mem.stats.iter().map(|s| s.map(|s| s.value)).collect();
+        // The per-step maximum over the two pods; the newest samples are
+        // after the last whole step (the window ends at the newest sample).
+        assert_eq!(values, vec![Some(1e8 + 59.0), Some(1e8)]);
+        assert!(!mem.oom_killed);
+    }
+
+    #[test]
+    fn masks_restrict_the_statistic() {
+        let text = mk_file(&["web-7d9f8b6c5d-x2k9p"], 60, 0.25, 1e8);
+        let src = FileSource::from_text(&text).unwrap_or_else(|e| panic!("{e}"));
+        // The first ten minutes of every day: T0 is 22:13:20 UTC.
+        let first = T0 + 60 - T0 % 60;
+        let phase = (first - 345_600).rem_euclid(86_400);
+        let mask = PeriodicMask::new(86_400, [(phase, phase + 600)]);
+        let req = mk_request(
+            &src,
+            Resource::Memory,
+            vec![StatSpec {
+                quantile: 1.0,
+                mask,
+            }],
+        );
+        let stat = usage(&src, &req).stats[0];
+        // Steps at minutes 1..=10: the sample 30 s before each.
+        assert_eq!(stat.map(|s| (s.value, s.samples)), Some((1e8 + 9.0, 10)));
     }
 
     #[test]
@@ -464,17 +539,24 @@ mod tests {
             100.0,
         );
         let src = FileSource::from_text(&text).unwrap_or_else(|e| panic!("{e}"));
-        let query = SeriesQuery {
-            target: q(Resource::Cpu, 0.5).target,
+        let req = SeriesRequest {
+            namespace: "ns".into(),
             resource: Resource::Cpu,
             window: Duration::from_secs(3600),
-            end: None,
-            step: Duration::from_secs(300),
+            end: src.newest(),
+            resolution: Resolution::new(Duration::from_secs(300), Duration::from_secs(300)),
         };
-        let series = block_on(src.usage_series(&query)).unwrap_or_default();
-        assert!(!series.is_empty());
+        let batch = block_on(src.series(&req)).unwrap_or_default();
+        let series = batch
+            .workloads
+            .get(&web().workload)
+            .cloned()
+            .unwrap_or_default();
+        // The first step's window starts before the counters do: a part of
+        // a rate, as in PromQL.
+        assert!(series.len() > 3 && series[0].1 < 1.0, "{series:?}");
         assert!(
-            series.iter().all(|&(_, v)| (v - 1.0).abs() < 1e-9),
+            series[1..].iter().all(|&(_, v)| (v - 1.0).abs() < 1e-6),
             "{series:?}"
         );
     }
@@ -482,9 +564,14 @@ mod tests {
     #[test]
     fn owner_series_override_name_guessing() {
         let text = "kube_pod_owner{namespace=\"ns\",pod=\"api-0\",owner_kind=\"ReplicaSet\",owner_name=\"api-6b7c9d8f5\"} 1 1700000000\n\
-            container_memory_working_set_bytes{namespace=\"ns\",pod=\"api-0\",container=\"app\"} 5 1700000000\n";
+            container_memory_working_set_bytes{namespace=\"ns\",pod=\"api-0\",container=\"app\"} 5 1700000000\n# EOF\n";
         let src = FileSource::from_text(text).unwrap_or_else(|e| panic!("{e}"));
-        let c = block_on(src.containers(None)).unwrap_or_default();
+        let req = ContainersRequest {
+            namespace: Some("ns".into()),
+            window: Duration::from_secs(60),
+            end: src.newest(),
+        };
+        let c = block_on(src.containers(&req)).unwrap_or_default();
         assert_eq!(
             c[0].workload,
             WorkloadKey::new("ns", WorkloadKind::Deployment, "api")
@@ -492,22 +579,55 @@ mod tests {
     }
 
     #[test]
+    fn oom_kills_in_the_window_are_reported() {
+        let mut text = mk_file(&["web-7d9f8b6c5d-x2k9p"], 60, 0.25, 1e8).replace("# EOF\n", "");
+        text += "kube_pod_container_status_last_terminated_reason{namespace=\"ns\",pod=\"web-7d9f8b6c5d-x2k9p\",container=\"app\",reason=\"OOMKilled\"} 1 1700001000\n# EOF\n";
+        let src = FileSource::from_text(&text).unwrap_or_else(|e| panic!("{e}"));
+        let mut req = mk_request(&src, Resource::Memory, vec![q(1.0)]);
+        assert!(usage(&src, &req).oom_killed);
+        req.window = Duration::from_secs(600);
+        assert!(
+            !usage(&src, &req).oom_killed,
+            "the kill is older than the window"
+        );
+    }
+
+    #[test]
     fn ignores_pause_and_pod_totals() {
         let text = "container_memory_working_set_bytes{namespace=\"ns\",pod=\"p\",container=\"POD\"} 5 1\n\
-            container_memory_working_set_bytes{namespace=\"ns\",pod=\"p\",container=\"\"} 5 1\n";
+            container_memory_working_set_bytes{namespace=\"ns\",pod=\"p\",container=\"\"} 5 1\n# EOF\n";
         let src = FileSource::from_text(text).unwrap_or_else(|e| panic!("{e}"));
-        assert!(block_on(src.containers(None))
+        let req = ContainersRequest {
+            namespace: None,
+            window: Duration::from_secs(60),
+            end: 1,
+        };
+        assert!(block_on(src.containers(&req))
             .unwrap_or_default()
             .is_empty());
+    }
+
+    #[test]
+    fn empty_and_truncated_files_are_errors() {
+        let full = mk_file(&["web-7d9f8b6c5d-x2k9p"], 10, 0.25, 1e8);
+        let cut = &full[..full.len() / 2];
+        let cut = &cut[..cut.rfind('\n').unwrap_or(0) + 1];
+        for text in ["", "\n", cut] {
+            let e = FileSource::from_text(text).expect_err("no # EOF");
+            assert!(e.to_string().contains("no `# EOF`"), "{e}");
+        }
+        assert!(
+            FileSource::from_text("# EOF\n").is_ok(),
+            "empty but complete"
+        );
     }
 
     #[test]
     fn loader_rereads_on_change_and_keeps_the_last_good_data() {
         use nemutator_core::policy::{Policy, PolicySet};
         use nemutator_core::recommend::{RecommendationStore, Refresher};
-        let dir = std::env::temp_dir().join(format!("nemutator-loader-{}", std::process::id()));
-        let _ = std::fs::create_dir_all(&dir);
-        let path = dir.join("usage.om");
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("usage.om");
         std::fs::write(&path, mk_file(&["web-7d9f8b6c5d-x2k9p"], 1500, 0.25, 1e8))
             .unwrap_or_else(|e| panic!("{e}"));
         let store = Arc::new(RecommendationStore::new());
@@ -523,14 +643,18 @@ mod tests {
         // A second workload appears.
         let mut text = mk_file(&["web-7d9f8b6c5d-x2k9p"], 1500, 0.25, 1e8).replace("# EOF\n", "");
         text += "container_memory_working_set_bytes{namespace=\"ns\",pod=\"db-0\",container=\"pg\"} 5 1700000000\n# EOF\n";
-        std::fs::write(&path, text).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(&path, &text).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(block_on(refresher.refresh_once()).ok().flatten(), Some(2));
-        // A broken file is an error and the store keeps its recommendations.
-        std::fs::write(&path, "container_memory_working_set_bytes{ 1 2\n")
-            .unwrap_or_else(|e| panic!("{e}"));
-        let err = block_on(refresher.refresh_once()).expect_err("bad file");
-        assert!(err.to_string().contains("line 1"), "{err}");
-        assert_eq!(store.len(), 2);
+        let before = store.snapshot();
+        // A broken file, an emptied one, a truncated one: errors, and the
+        // store keeps its recommendations.
+        let truncated = &text[..text.len() - 200];
+        for bad in ["container_memory_working_set_bytes{ 1 2\n", "", truncated] {
+            std::fs::write(&path, bad).unwrap_or_else(|e| panic!("{e}"));
+            let err = block_on(refresher.refresh_once()).expect_err("bad file");
+            assert!(!err.to_string().contains('\n'), "{err}");
+            assert_eq!(store.snapshot(), before);
+        }
     }
 
     #[test]

@@ -4,7 +4,9 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use nemutator_core::metrics::{BoxFuture, MetricsError, MetricsSource, SourceLoader};
+use nemutator_core::metrics::{
+    BoxFuture, MetricsClient, MetricsError, MetricsSource, SourceLoader,
+};
 
 use crate::file::FileSource;
 
@@ -18,13 +20,16 @@ pub const SAMPLE_USAGE: &str = include_str!("../data/usage.om");
 /// [`SAMPLE_USAGE`]: parsed on the first successful load, unchanged after.
 ///
 /// ```
-/// use nemutator_core::metrics::SourceLoader;
+/// use std::time::Duration;
+/// use nemutator_core::metrics::{ContainersRequest, SourceLoader};
 /// use nemutator_metrics::TextLoader;
 ///
 /// # tokio::runtime::Builder::new_current_thread().build()?.block_on(async {
 /// let loader = TextLoader::sample();
-/// let source = loader.load().await?.expect("first load");
-/// assert!(!source.containers(None).await?.is_empty());
+/// let client = loader.load().await?.expect("first load");
+/// let info = client.info().await?;
+/// let request = ContainersRequest { namespace: None, window: Duration::from_secs(7 * 86_400), end: info.now };
+/// assert!(!client.containers(request).await?.is_empty());
 /// assert!(loader.load().await?.is_none(), "the text does not change");
 /// # Ok::<(), nemutator_core::metrics::MetricsError>(())
 /// # })?;
@@ -54,7 +59,7 @@ impl TextLoader {
 }
 
 impl SourceLoader for TextLoader {
-    fn load(&self) -> BoxFuture<'_, Result<Option<Arc<dyn MetricsSource>>, MetricsError>> {
+    fn load(&self) -> BoxFuture<'_, Result<Option<MetricsClient>, MetricsError>> {
         Box::pin(async move {
             if self.loaded.load(Ordering::Acquire) {
                 return Ok(None);
@@ -62,10 +67,7 @@ impl SourceLoader for TextLoader {
             let text = self.text;
             let loaded = tokio::task::spawn_blocking(move || FileSource::from_text(text))
                 .await
-                .map_err(|e| MetricsError::Backend {
-                    backend: "file",
-                    message: e.to_string(),
-                })?
+                .map_err(|e| MetricsError::permanent("file", e.to_string()))?
                 .map_err(|e| MetricsError::Data(format!("{}: {e}", self.name)))?;
             self.loaded.store(true, Ordering::Release);
             tracing::info!(
@@ -73,7 +75,9 @@ impl SourceLoader for TextLoader {
                 samples = loaded.samples(),
                 "metrics loaded"
             );
-            Ok(Some(Arc::new(loaded) as Arc<dyn MetricsSource>))
+            Ok(Some(MetricsClient::from(
+                Arc::new(loaded) as Arc<dyn MetricsSource>
+            )))
         })
     }
 }
@@ -92,11 +96,17 @@ mod tests {
     #[test]
     fn the_sample_loads_once() {
         let loader = TextLoader::sample();
-        let source = block_on(loader.load())
+        let client = block_on(loader.load())
             .ok()
             .flatten()
             .unwrap_or_else(|| panic!("the sample does not load"));
-        let containers = block_on(source.containers(None)).unwrap_or_default();
+        let now = block_on(client.info()).map(|i| i.now).unwrap_or_default();
+        let request = nemutator_core::metrics::ContainersRequest {
+            namespace: None,
+            window: std::time::Duration::from_secs(7 * 86_400),
+            end: now,
+        };
+        let containers = block_on(client.containers(request)).unwrap_or_default();
         assert!(containers.len() >= 3, "{containers:?}");
         assert!(matches!(block_on(loader.load()), Ok(None)));
     }

@@ -11,17 +11,47 @@ use nemutator_core::report;
 use crate::cli::{Global, Output, RecommendArgs};
 use crate::wiring::App;
 
+/// A progress line on stderr (`recommend: 12/40 namespaces`), only when
+/// stderr is a terminal; cleared when dropped.
+struct Progress;
+
+impl Progress {
+    fn on_terminal() -> Option<Progress> {
+        std::io::IsTerminal::is_terminal(&std::io::stderr()).then(|| Progress)
+    }
+
+    fn callback(&self) -> nemutator_core::recommend::Progress {
+        Arc::new(|done, total| {
+            let mut err = std::io::stderr().lock();
+            let _ = write!(err, "\r\x1b[2Krecommend: {done}/{total} namespaces");
+            let _ = err.flush();
+        })
+    }
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        let _ = write!(std::io::stderr().lock(), "\r\x1b[2K");
+    }
+}
+
 pub async fn run(global: &Global, args: RecommendArgs) -> anyhow::Result<ExitCode> {
     let app = App::new(global)?;
     let loader = nemutator_metrics::loader_from_config(&app.config.metrics)?;
-    let source = loader
+    let client = loader
         .load()
         .await
         .context("loading usage history")?
         .context("no metrics source")?;
-    let recommender = Recommender::new(source, Arc::new(app.config.policies.clone()))
-        .with_seasons(app.seasons.clone());
-    let recs = recommender.recommend_all(args.namespace.as_deref()).await?;
+    let progress = Progress::on_terminal();
+    let recommender = Recommender::new(client, Arc::new(app.config.policies.clone()))
+        .with_seasons(app.seasons.clone())
+        .with_resolution(app.config.metrics.resolution())
+        .with_concurrency(app.config.metrics.prometheus.concurrency)
+        .with_progress(progress.as_ref().map(Progress::callback));
+    let recs = recommender.recommend_all(args.namespace.as_deref()).await;
+    drop(progress);
+    let recs = recs?;
     if let (Some(ns), true) = (&args.namespace, recs.is_empty()) {
         // An empty answer about one namespace says why.
         let known = recommender.namespaces().await?;

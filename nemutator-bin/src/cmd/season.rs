@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::ValueEnum;
 use nemutator_core::config::Config;
-use nemutator_core::metrics::{Resource, SeriesQuery};
+use nemutator_core::metrics::{ContainersRequest, Resolution, Resource, SeriesRequest};
 use nemutator_core::season::{
     heatmap_html, heatmap_svg, parse_series_csv, predictions_csv, season_report_json,
     DefaultSeasonModel, SeasonConfig, SeasonModel, SeasonProfile,
@@ -64,20 +64,46 @@ fn parse_step(s: &str) -> anyhow::Result<i64> {
 }
 
 /// The cluster-wide CPU usage of the metrics source over `seasons.history`,
-/// at `seasons.step`, as the webhook fits it.
+/// at `seasons.step`, as the webhook fits it: one series request per
+/// namespace.
 async fn cluster_series(config: &Config) -> anyhow::Result<Vec<(i64, f64)>> {
     let loader = nemutator_metrics::loader_from_config(&config.metrics)?;
-    let source = loader.load().await?.context("no metrics source")?;
-    let mut sum = std::collections::BTreeMap::<i64, f64>::new();
-    for target in source.containers(None).await? {
-        let query = SeriesQuery {
-            target,
-            resource: Resource::Cpu,
+    let client = loader.load().await?.context("no metrics source")?;
+    let info = client.info().await?;
+    let rate_window = config
+        .metrics
+        .resolution()
+        .unwrap_or(info.resolution)
+        .rate_window;
+    let resolution = Resolution::new(
+        config.seasons.step.0,
+        rate_window.max(config.seasons.step.0),
+    );
+    let containers = client
+        .containers(ContainersRequest {
+            namespace: None,
             window: config.seasons.history.0,
-            end: None,
-            step: config.seasons.step.0,
-        };
-        for (t, v) in source.usage_series(&query).await? {
+            end: info.now,
+        })
+        .await?;
+    let mut namespaces: Vec<String> = containers
+        .into_iter()
+        .map(|c| c.workload.namespace)
+        .collect();
+    namespaces.sort();
+    namespaces.dedup();
+    let mut sum = std::collections::BTreeMap::<i64, f64>::new();
+    for namespace in namespaces {
+        let batch = client
+            .series(SeriesRequest {
+                namespace,
+                resource: Resource::Cpu,
+                window: config.seasons.history.0,
+                end: info.now,
+                resolution,
+            })
+            .await?;
+        for (t, v) in batch.workloads.into_values().flatten() {
             *sum.entry(t).or_default() += v;
         }
     }

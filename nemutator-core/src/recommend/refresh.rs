@@ -18,7 +18,7 @@ use tokio::time::Instant;
 
 use super::{RecommendationStore, Recommender, Seasons};
 use crate::error::Chain;
-use crate::metrics::{MetricsError, SourceLoader};
+use crate::metrics::{MetricsError, Resolution, SourceLoader};
 use crate::policy::PolicySet;
 use crate::units::HumanDuration;
 
@@ -114,6 +114,7 @@ pub struct Refresher {
     store: Arc<RecommendationStore>,
     seasons: Option<Seasons>,
     season_state: Option<std::path::PathBuf>,
+    resolution: Option<Resolution>,
 }
 
 impl Refresher {
@@ -129,7 +130,14 @@ impl Refresher {
             store,
             seasons: None,
             season_state: None,
+            resolution: None,
         }
+    }
+
+    /// The statistic's resolution (`None`: the source's own).
+    pub fn with_resolution(mut self, resolution: Option<Resolution>) -> Self {
+        self.resolution = resolution;
+        self
     }
 
     /// Learn seasons on every refresh; save the profiles to `state` if given.
@@ -144,16 +152,36 @@ impl Refresher {
     }
 
     /// One tick: returns the number of recommendations stored, or `None` when
-    /// nothing changed. Either is a successful refresh.
+    /// nothing changed. Either is a successful refresh. A namespace whose
+    /// queries fail keeps its last good recommendations (the others are
+    /// replaced); a failed load or listing keeps them all.
     pub async fn refresh_once(&self) -> Result<Option<usize>, MetricsError> {
-        let Some(source) = self.loader.load().await? else {
+        let Some(client) = self.loader.load().await? else {
             self.store.health().record_success();
             return Ok(None);
         };
-        let recs = Recommender::new(source, self.policies.clone())
+        let run = Recommender::new(client, self.policies.clone())
             .with_seasons(self.seasons.clone())
-            .recommend_all(None)
+            .with_resolution(self.resolution)
+            .run(None)
             .await?;
+        let mut recs = run.recommendations;
+        if !run.failed.is_empty() {
+            let failed: std::collections::HashSet<&str> =
+                run.failed.iter().map(|(ns, _)| ns.as_str()).collect();
+            let kept: Vec<_> = self
+                .store
+                .snapshot()
+                .into_iter()
+                .filter(|r| failed.contains(r.target.workload.namespace.as_str()))
+                .collect();
+            tracing::warn!(
+                namespaces = failed.len(),
+                kept = kept.len(),
+                "some namespaces failed; keeping their last good recommendations"
+            );
+            recs.extend(kept);
+        }
         let n = recs.len();
         self.store.replace(recs);
         if let (Some(seasons), Some(path)) = (&self.seasons, &self.season_state) {
@@ -233,7 +261,10 @@ mod tests {
     use super::*;
     use std::collections::VecDeque;
 
-    use crate::metrics::{BoxFuture, MetricsSource, SeriesQuery, UsageQuery, UsageStat};
+    use crate::metrics::{
+        BoxFuture, ContainersRequest, MetricsClient, MetricsSource, SeriesBatch, SeriesRequest,
+        SourceInfo, UsageBatch, UsageRequest,
+    };
     use crate::workload::ContainerRef;
 
     /// A source with no history.
@@ -241,29 +272,30 @@ mod tests {
     struct EmptySource;
 
     impl MetricsSource for EmptySource {
-        fn name(&self) -> &'static str {
-            "empty"
+        fn info(&self) -> SourceInfo {
+            SourceInfo {
+                name: "empty".into(),
+                now: 0,
+                resolution: Default::default(),
+            }
         }
         fn containers<'a>(
             &'a self,
-            _: Option<&'a str>,
+            _: &'a ContainersRequest,
         ) -> BoxFuture<'a, Result<Vec<ContainerRef>, MetricsError>> {
             Box::pin(std::future::ready(Ok(Vec::new())))
         }
-        fn usage_quantile<'a>(
+        fn usage<'a>(
             &'a self,
-            _: &'a UsageQuery,
-        ) -> BoxFuture<'a, Result<Option<UsageStat>, MetricsError>> {
-            Box::pin(std::future::ready(Ok(None)))
+            _: &'a UsageRequest,
+        ) -> BoxFuture<'a, Result<UsageBatch, MetricsError>> {
+            Box::pin(std::future::ready(Ok(UsageBatch::default())))
         }
-        fn usage_series<'a>(
+        fn series<'a>(
             &'a self,
-            _: &'a SeriesQuery,
-        ) -> BoxFuture<'a, Result<Vec<(i64, f64)>, MetricsError>> {
-            Box::pin(std::future::ready(Ok(Vec::new())))
-        }
-        fn now(&self) -> i64 {
-            0
+            _: &'a SeriesRequest,
+        ) -> BoxFuture<'a, Result<SeriesBatch, MetricsError>> {
+            Box::pin(std::future::ready(Ok(SeriesBatch::default())))
         }
     }
 
@@ -280,7 +312,7 @@ mod tests {
     struct Scripted(Mutex<VecDeque<Step>>);
 
     impl SourceLoader for Scripted {
-        fn load(&self) -> BoxFuture<'_, Result<Option<Arc<dyn MetricsSource>>, MetricsError>> {
+        fn load(&self) -> BoxFuture<'_, Result<Option<MetricsClient>, MetricsError>> {
             let step = {
                 let mut script = self.0.lock().unwrap_or_else(|p| p.into_inner());
                 match script.len() {
@@ -291,11 +323,10 @@ mod tests {
             };
             Box::pin(async move {
                 match step {
-                    Step::Load => Ok(Some(Arc::new(EmptySource) as Arc<dyn MetricsSource>)),
-                    Step::Fail => Err(MetricsError::Backend {
-                        backend: "scripted",
-                        message: "connection refused".into(),
-                    }),
+                    Step::Load => Ok(Some(MetricsClient::from(
+                        Arc::new(EmptySource) as Arc<dyn MetricsSource>
+                    ))),
+                    Step::Fail => Err(MetricsError::transient("scripted", "connection refused")),
                     Step::Panic => panic!("the loader broke"),
                 }
             })

@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use super::prep::phase;
 use super::{Sample, Season};
+use crate::metrics::PeriodicMask;
 
 /// Version of the serialised [`SeasonProfile`] layout.
 pub(super) const PROFILE_VERSION: u32 = 1;
@@ -294,6 +295,19 @@ impl SeasonProfile {
                 }
             })
             .collect()
+    }
+
+    /// The peak windows as a periodic mask (no lead time), what a season's
+    /// recommendation is computed over; the off-peak one is its
+    /// [complement](PeriodicMask::complement). `None` without rhythm.
+    pub fn peak_mask(&self) -> Option<PeriodicMask> {
+        if self.cycle <= 0 || self.periods.is_empty() {
+            return None;
+        }
+        PeriodicMask::new(
+            self.cycle,
+            self.peak_windows.iter().map(|w| (w.start, w.end)),
+        )
     }
 
     /// Splits history into (peak, off-peak) samples by the peak windows,

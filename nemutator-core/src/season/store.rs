@@ -155,31 +155,6 @@ impl SeasonOracle for SeasonStore {
     }
 }
 
-/// Time ranges `[start, end)`, unix seconds.
-pub type Ranges = Vec<(i64, i64)>;
-
-/// The time ranges within `[from, to)` where `profile` is in its peak
-/// (without lead time) and where it is not, at `step` resolution.
-pub fn season_ranges(profile: &SeasonProfile, from: i64, to: i64, step: i64) -> (Ranges, Ranges) {
-    let step = step.max(60);
-    let (mut peak, mut off) = (Ranges::new(), Ranges::new());
-    let mut t = from;
-    while t < to {
-        let end = (t + step).min(to);
-        let ranges = if profile.is_peak(t) {
-            &mut peak
-        } else {
-            &mut off
-        };
-        match ranges.last_mut() {
-            Some(last) if last.1 == t => last.1 = end,
-            _ => ranges.push((t, end)),
-        }
-        t = end;
-    }
-    (peak, off)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -274,15 +249,17 @@ mod tests {
     }
 
     #[test]
-    fn ranges_partition_the_window() {
+    fn the_peak_mask_is_the_peak_windows() {
         let profile = DefaultSeasonModel::default()
             .fit(&mk_daily(21))
             .unwrap_or_else(|e| panic!("{e}"));
+        let mask = profile.peak_mask().unwrap_or_else(|| panic!("no mask"));
+        let off = mask.complement();
         let from = 1_702_000_000 - 1_702_000_000 % 86_400;
-        let (peak, off) = season_ranges(&profile, from, from + 2 * 86_400, 300);
-        let total: i64 = peak.iter().chain(&off).map(|(a, b)| b - a).sum();
-        assert_eq!(total, 2 * 86_400);
-        assert!((2..=4).contains(&peak.len()), "{peak:?}");
-        assert!(peak.iter().all(|(a, _)| profile.is_peak(*a)));
+        for t in (from..from + 2 * 86_400).step_by(300) {
+            assert_eq!(mask.contains(t), profile.is_peak(t), "{t}");
+            assert_ne!(mask.contains(t), off.contains(t));
+        }
+        assert_eq!(SeasonProfile::flat(1.0, 0).peak_mask(), None);
     }
 }
