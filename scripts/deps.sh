@@ -23,6 +23,10 @@ case "${1:-tests}" in
     have gcc || need_apt+=(gcc)
     [ -e /usr/include/stdio.h ] || need_apt+=(libc6-dev)
     have go || need_apt+=(golang-go)
+    # The Prometheus backend's tests: a real Prometheus and promtool
+    # (backfill), curl for its readiness.
+    have prometheus && have promtool || need_apt+=(prometheus)
+    have curl || need_apt+=(curl)
     ;;
   bpf)
     # clang with the BPF target, against the libbpf and kernel UAPI headers.

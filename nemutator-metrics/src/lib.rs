@@ -1,17 +1,21 @@
 //! # nemutator-metrics
 //!
 //! [`MetricsSource`](nemutator_core::metrics::MetricsSource) backends for
-//! nemutator. Today: the OpenMetrics file source ([`file::FileSource`]), which
+//! nemutator: the OpenMetrics file source ([`file::FileSource`]), which
 //! reads the format `promtool tsdb create-blocks-from openmetrics` accepts,
-//! and the sample usage history embedded in the crate
-//! ([`sample::SAMPLE_USAGE`]), the default source.
+//! the sample usage history embedded in the crate
+//! ([`sample::SAMPLE_USAGE`]), the default source, and Prometheus
+//! ([`prometheus::PrometheusSource`]). Both compute the statistic of
+//! [`nemutator_core::metrics::stat`]: on the same data they agree.
 #![warn(missing_docs)]
 
 pub mod file;
 pub mod openmetrics;
+pub mod prometheus;
 pub mod sample;
 
 pub use file::{FileLoader, FileSource};
+pub use prometheus::{LiveLoader, PrometheusSource};
 pub use sample::{TextLoader, SAMPLE_USAGE};
 
 use std::sync::Arc;
@@ -28,19 +32,24 @@ struct ReadmeDoctests;
 #[derive(Debug, thiserror::Error)]
 pub enum SetupError {
     /// The configured backend is not available in this build yet.
-    #[error("metrics.source {0:?} is not available yet; use `file`")]
+    #[error("metrics.source {0:?} is not available yet; use `file` or `prometheus`")]
     Unavailable(&'static str),
+    /// The Prometheus backend's configuration is wrong.
+    #[error(transparent)]
+    Prometheus(#[from] prometheus::PrometheusError),
 }
 
 /// The [`SourceLoader`] for a `metrics:` configuration section: the file at
-/// `metrics.file.path`, or the embedded [`SAMPLE_USAGE`] when no path is set.
+/// `metrics.file.path`, or the embedded [`SAMPLE_USAGE`] when no path is set;
+/// for Prometheus, its client behind the timeout, retry and concurrency
+/// layers of `metrics.prometheus`.
 pub fn loader_from_config(config: &MetricsConfig) -> Result<Arc<dyn SourceLoader>, SetupError> {
     match config.source {
         MetricsBackend::File => Ok(match &config.file.path {
             Some(path) => Arc::new(FileLoader::new(path.clone())),
             None => Arc::new(TextLoader::sample()),
         }),
-        MetricsBackend::Prometheus => Err(SetupError::Unavailable("prometheus")),
+        MetricsBackend::Prometheus => Ok(Arc::new(LiveLoader::prometheus(&config.prometheus)?)),
         MetricsBackend::Datadog => Err(SetupError::Unavailable("datadog")),
     }
 }

@@ -1,0 +1,341 @@
+//! The PromQL of the Prometheus backend: the statistic of
+//! [`nemutator_core::metrics::stat`] for every container of a namespace in
+//! one query.
+//!
+//! * **Workload identity.** A chain of `label_replace` derives the workload
+//!   (`nemutator_workload`) and its kind (`nemutator_kind`) from the pod name
+//!   by the naming rules of [`WorkloadKey::from_pod_name`](nemutator_core::workload::WorkloadKey::from_pod_name),
+//!   later rules winning: bare pod, StatefulSet `<name>-<ordinal>`,
+//!   DaemonSet/Job `<name>-<5>`, Deployment `<name>-<hash>-<5>`, CronJob
+//!   `<name>-<8 digits>-<5>`. `max by (namespace, nemutator_workload,
+//!   nemutator_kind, container)` then pools every pod of a workload, every
+//!   ReplicaSet generation included.
+//! * **Per step.** Memory: `max_over_time(working_set[step])`; CPU:
+//!   `rate(counter[rate_window])`, or, where the kubernetes-mixin recording
+//!   rules exist and the rate window is their 5 minutes, the last value of
+//!   `...:sum_rate5m` (then `...:sum_irate`) in the step.
+//! * **Statistics.** `quantile_over_time` and `count_over_time` over a
+//!   subquery `[window:step]` of the per-step maximum, `and on()` the season
+//!   mask; each tagged with `nemutator_stat` (`q0`, `c0`, `q1`, ...) and
+//!   joined with `or`, so one HTTP request answers them all. OOM kills come
+//!   in the same request (`nemutator_stat="oom"`).
+//!
+//! Ranges are written `d - 1ms`, so Prometheus 2 (closed ranges) and 3
+//! (left-open) select the samples of `(t - d, t]` alike.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use nemutator_core::metrics::{PeriodicMask, Resolution, Resource, StatSpec};
+
+/// cAdvisor's CPU counter.
+pub const RAW_CPU: &str = "container_cpu_usage_seconds_total";
+/// cAdvisor's working set.
+pub const RAW_MEMORY: &str = "container_memory_working_set_bytes";
+/// kubernetes-mixin: CPU rate over 5 minutes per container.
+pub const RULE_CPU_RATE5M: &str =
+    "node_namespace_pod_container:container_cpu_usage_seconds_total:sum_rate5m";
+/// kubernetes-mixin (older): instant CPU rate per container.
+pub const RULE_CPU_IRATE: &str =
+    "node_namespace_pod_container:container_cpu_usage_seconds_total:sum_irate";
+/// kubernetes-mixin: working set per container.
+pub const RULE_MEMORY: &str = "node_namespace_pod_container:container_memory_working_set_bytes";
+/// kube-state-metrics: the reason of a container's last termination.
+pub const TERMINATED: &str = "kube_pod_container_status_last_terminated_reason";
+
+/// The label holding the derived workload name.
+pub const WORKLOAD_LABEL: &str = "nemutator_workload";
+/// The label holding the derived workload kind.
+pub const KIND_LABEL: &str = "nemutator_kind";
+/// The label naming a statistic in a combined answer.
+pub const STAT_LABEL: &str = "nemutator_stat";
+
+/// The alphabet of generated name suffixes.
+const SAFE: &str = "[bcdfghjklmnpqrstvwxz2456789]";
+
+/// Which recording rules the server has.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Rules {
+    /// `...:sum_rate5m`.
+    pub cpu_rate5m: bool,
+    /// `...:sum_irate`.
+    pub cpu_irate: bool,
+    /// `node_namespace_pod_container:container_memory_working_set_bytes`.
+    pub memory: bool,
+}
+
+/// The query that finds which recording rules exist.
+pub fn rules_query() -> String {
+    format!(
+        "count by (__name__) ({{__name__=~\"{RULE_CPU_RATE5M}|{RULE_CPU_IRATE}|{RULE_MEMORY}\"}})"
+    )
+}
+
+/// A PromQL string literal.
+pub fn quote(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// `d - 1ms` as a PromQL duration.
+fn range(d: Duration) -> String {
+    format!("{}ms", d.as_millis().saturating_sub(1).max(1))
+}
+
+/// The selector of cAdvisor's per-container series of a namespace.
+pub fn container_selector(metric: &str, namespace: &str) -> String {
+    format!(
+        "{metric}{{namespace={},container!=\"\",container!=\"POD\"}}",
+        quote(namespace)
+    )
+}
+
+/// `expr` with the workload and kind labels derived from `pod`.
+pub fn with_workload(expr: &str) -> String {
+    let rules = [
+        ("Pod", "(.+)".to_string()),
+        ("StatefulSet", "(.+)-[0-9]{1,5}".to_string()),
+        ("DaemonSet", format!("(.+)-{SAFE}{{5}}")),
+        ("Deployment", format!("(.+)-{SAFE}{{6,10}}-{SAFE}{{5}}")),
+        ("CronJob", format!("(.+)-[0-9]{{8}}-{SAFE}{{5}}")),
+    ];
+    let mut out = expr.to_string();
+    for (kind, regex) in rules {
+        out = format!(
+            "label_replace(label_replace({out}, \"{WORKLOAD_LABEL}\", \"$1\", \"pod\", \"{regex}\"), \"{KIND_LABEL}\", \"{kind}\", \"pod\", \"{regex}\")"
+        );
+    }
+    out
+}
+
+/// The per-pod value at each step (see the module docs).
+pub fn per_pod(resource: Resource, namespace: &str, res: &Resolution, rules: Rules) -> String {
+    let step = range(res.step);
+    match resource {
+        Resource::Memory if rules.memory => format!(
+            "max_over_time({RULE_MEMORY}{{namespace={}}}[{step}])",
+            quote(namespace)
+        ),
+        Resource::Memory => format!(
+            "max_over_time({}[{step}])",
+            container_selector(RAW_MEMORY, namespace)
+        ),
+        Resource::Cpu if res.rate_window == Duration::from_secs(300) && rules.cpu_rate5m => {
+            format!(
+                "last_over_time({RULE_CPU_RATE5M}{{namespace={}}}[{step}])",
+                quote(namespace)
+            )
+        }
+        Resource::Cpu if res.rate_window == Duration::from_secs(300) && rules.cpu_irate => {
+            format!(
+                "last_over_time({RULE_CPU_IRATE}{{namespace={}}}[{step}])",
+                quote(namespace)
+            )
+        }
+        Resource::Cpu => format!(
+            "rate({}[{}])",
+            container_selector(RAW_CPU, namespace),
+            range(res.rate_window)
+        ),
+    }
+}
+
+/// The per-step maximum over each workload container's pods.
+pub fn per_workload(resource: Resource, namespace: &str, res: &Resolution, rules: Rules) -> String {
+    format!(
+        "max by (namespace, {WORKLOAD_LABEL}, {KIND_LABEL}, container) ({})",
+        with_workload(&per_pod(resource, namespace, res, rules))
+    )
+}
+
+/// The phase of the evaluation time in a mask's cycle, in seconds.
+fn phase(mask: &PeriodicMask) -> String {
+    if mask.is_weekly() {
+        // Seconds since Monday 00:00 UTC (day_of_week: 0 is Sunday); the
+        // steps are whole minutes, so minute() loses nothing.
+        let of_week = "((day_of_week() + 6) % 7) * 86400 + hour() * 3600 + minute() * 60";
+        if mask.period() == 86_400 {
+            "(hour() * 3600 + minute() * 60)".to_string()
+        } else if mask.period() == nemutator_core::metrics::stat::WEEK {
+            format!("({of_week})")
+        } else {
+            format!("(({of_week}) % {})", mask.period())
+        }
+    } else {
+        format!(
+            "((time() - {}) % {})",
+            nemutator_core::metrics::stat::EPOCH_MONDAY,
+            mask.period()
+        )
+    }
+}
+
+/// A condition that is a non-empty vector exactly when the evaluation time
+/// is inside `mask`; `None` for a mask that is never true.
+pub fn mask_condition(mask: &PeriodicMask) -> Option<String> {
+    let p = phase(mask);
+    let parts: Vec<String> = mask
+        .windows()
+        .iter()
+        .map(|&(a, b)| format!("({p} >= {a} < {b})"))
+        .collect();
+    (!parts.is_empty()).then(|| parts.join(" or "))
+}
+
+/// Tag `expr`'s series with `nemutator_stat="{tag}"`.
+fn tagged(expr: &str, tag: &str) -> String {
+    format!("label_replace({expr}, \"{STAT_LABEL}\", \"{tag}\", \"\", \"\")")
+}
+
+/// One query answering every statistic of `stats` (and OOM kills when
+/// `oom`) for every container of `namespace`; `None` when nothing can be
+/// true (every mask empty, no OOM asked).
+pub fn usage_query(
+    resource: Resource,
+    namespace: &str,
+    window: Duration,
+    res: &Resolution,
+    stats: &[StatSpec],
+    oom: bool,
+    rules: Rules,
+) -> Option<String> {
+    let inner = per_workload(resource, namespace, res, rules);
+    let sub = format!("[{}:{}s]", range(window), res.step.as_secs());
+    let mut parts = Vec::new();
+    for (i, spec) in stats.iter().enumerate() {
+        let masked = match &spec.mask {
+            None => inner.clone(),
+            Some(mask) => match mask_condition(mask) {
+                Some(cond) => format!("{inner} and on() ({cond})"),
+                None => continue,
+            },
+        };
+        let q = spec.quantile.clamp(0.0, 1.0);
+        let mut quantile = String::new();
+        let _ = write!(quantile, "quantile_over_time({q}, ({masked}){sub})");
+        parts.push(tagged(&quantile, &format!("q{i}")));
+        parts.push(tagged(
+            &format!("count_over_time(({masked}){sub})"),
+            &format!("c{i}"),
+        ));
+    }
+    if oom {
+        let oom = format!(
+            "max by (namespace, {WORKLOAD_LABEL}, {KIND_LABEL}, container) ({}) > 0",
+            with_workload(&format!(
+                "max_over_time({TERMINATED}{{namespace={},reason=\"OOMKilled\"}}[{}])",
+                quote(namespace),
+                range(window)
+            ))
+        );
+        parts.push(tagged(&oom, "oom"));
+    }
+    (!parts.is_empty()).then(|| parts.join(" or "))
+}
+
+/// The per-workload total (every container and pod summed) at each step: a
+/// range query's expression for season learning.
+pub fn series_query(resource: Resource, namespace: &str, res: &Resolution, rules: Rules) -> String {
+    format!(
+        "sum by (namespace, {WORKLOAD_LABEL}, {KIND_LABEL}) ({})",
+        with_workload(&per_pod(resource, namespace, res, rules))
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mk_res() -> Resolution {
+        Resolution::DEFAULT
+    }
+
+    #[test]
+    fn raw_and_rule_selectors() {
+        let raw = per_pod(Resource::Cpu, "shop", &mk_res(), Rules::default());
+        assert_eq!(
+            raw,
+            "rate(container_cpu_usage_seconds_total{namespace=\"shop\",container!=\"\",container!=\"POD\"}[299999ms])"
+        );
+        let rules = Rules {
+            cpu_rate5m: true,
+            cpu_irate: true,
+            memory: true,
+        };
+        let cpu = per_pod(Resource::Cpu, "shop", &mk_res(), rules);
+        assert!(cpu.starts_with("last_over_time(node_namespace_pod_container:container_cpu_usage_seconds_total:sum_rate5m{namespace=\"shop\"}[59999ms])"), "{cpu}");
+        let other = Resolution::new(Duration::from_secs(60), Duration::from_secs(120));
+        assert!(
+            per_pod(Resource::Cpu, "shop", &other, rules).starts_with("rate("),
+            "a rule's 5m window only"
+        );
+        let mem = per_pod(Resource::Memory, "a\"b", &mk_res(), Rules::default());
+        assert!(mem.contains("namespace=\"a\\\"b\""), "{mem}");
+    }
+
+    #[test]
+    fn masks_use_weekday_and_time_of_day() {
+        let day = PeriodicMask::new(86_400, [(9 * 3600, 17 * 3600)]);
+        let cond = day.as_ref().and_then(mask_condition).unwrap_or_default();
+        assert_eq!(cond, "((hour() * 3600 + minute() * 60) >= 32400 < 61200)");
+        let week = PeriodicMask::new(604_800, [(0, 3600), (86_400, 90_000)]);
+        let cond = week.as_ref().and_then(mask_condition).unwrap_or_default();
+        assert!(
+            cond.contains("day_of_week()") && cond.contains(" or "),
+            "{cond}"
+        );
+        let odd = PeriodicMask::new(5 * 86_400, [(0, 3600)]);
+        let cond = odd.as_ref().and_then(mask_condition).unwrap_or_default();
+        assert_eq!(cond, "(((time() - 345600) % 432000) >= 0 < 3600)");
+        assert_eq!(
+            PeriodicMask::new(86_400, [])
+                .as_ref()
+                .and_then(mask_condition),
+            None
+        );
+    }
+
+    #[test]
+    fn one_query_holds_every_statistic() {
+        let stats = [
+            StatSpec {
+                quantile: 0.95,
+                mask: None,
+            },
+            StatSpec {
+                quantile: 0.99,
+                mask: PeriodicMask::new(86_400, [(0, 60)]),
+            },
+        ];
+        let q = usage_query(
+            Resource::Memory,
+            "ns",
+            Duration::from_secs(7 * 86_400),
+            &mk_res(),
+            &stats,
+            true,
+            Rules::default(),
+        )
+        .unwrap_or_default();
+        for tag in ["q0", "c0", "q1", "c1", "oom"] {
+            assert!(
+                q.contains(&format!("\"{STAT_LABEL}\", \"{tag}\"")),
+                "{tag}: {q}"
+            );
+        }
+        assert!(q.contains("[604799999ms:60s]"), "{q}");
+        assert!(q.contains("quantile_over_time(0.95, "), "{q}");
+        assert!(q.contains("and on() ("), "{q}");
+        assert_eq!(q.matches("label_replace(label_replace(").count(), 5 * 5);
+    }
+}
