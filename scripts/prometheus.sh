@@ -6,6 +6,7 @@
 #   scripts/prometheus.sh start DIR FILE...   backfill FILEs into DIR/tsdb, start
 #                                             Prometheus on a free loopback port,
 #                                             wait until ready; writes DIR/env
+#   scripts/prometheus.sh start DIR           the same on the TSDB already in DIR
 #   scripts/prometheus.sh stop DIR            stop it (TERM, then KILL)
 #
 # DIR/env exports NEMUTATOR_TEST_PROMETHEUS (the URL) and
@@ -57,9 +58,14 @@ start() {
     exit 1
   }
   local t0=$SECONDS
-  rm -rf "$dir/tsdb"
-  mkdir -p "$dir/tsdb"
   local data="" f part
+  if [ $# -eq 0 ]; then
+    [ -d "$dir/tsdb" ] || { echo "$me: no FILE and no $dir/tsdb to reuse" >&2; exit 2; }
+    data=$(cat "$dir/data" 2>/dev/null || true)
+  else
+    rm -rf "$dir/tsdb"
+    mkdir -p "$dir/tsdb"
+  fi
   for f in "$@"; do
     f=$(cd "$(dirname "$f")" && pwd)/$(basename "$f")
     if [ -d "$f" ]; then
@@ -71,6 +77,7 @@ start() {
     fi
     data=${data:+$data:}$f
   done
+  printf '%s\n' "$data" >"$dir/data"
   local backfill=$((SECONDS - t0))
   printf 'global: { scrape_interval: 1m }\nscrape_configs: []\n' >"$dir/prometheus.yml"
   local port
@@ -106,7 +113,7 @@ start() {
 
 case "${1:-}" in
 start)
-  [ $# -ge 3 ] || { echo "usage: $0 start DIR FILE..." >&2; exit 2; }
+  [ $# -ge 2 ] || { echo "usage: $0 start DIR [FILE...]" >&2; exit 2; }
   shift
   start "$@"
   ;;
@@ -116,7 +123,7 @@ stop)
   stop "$(cd "$2" && pwd)"
   ;;
 *)
-  echo "usage: $0 start DIR FILE... | stop DIR" >&2
+  echo "usage: $0 start DIR [FILE...] | stop DIR" >&2
   exit 2
   ;;
 esac

@@ -39,6 +39,8 @@ ap.add_argument("--workloads", type=int, default=3, help="Deployments per namesp
 ap.add_argument("--pods", type=int, default=2, help="pods per ReplicaSet generation")
 ap.add_argument("--offset", type=int, default=0, help="seconds past each step")
 ap.add_argument("--out-dir", default="", help="one file per 2-hour block in this directory")
+ap.add_argument("--only-deployments", action="store_true",
+                help="no StatefulSet, DaemonSet, CronJob, bare pod nor OOM kill (benchmarks)")
 args = ap.parse_args()
 rng = random.Random(42)
 start = args.end - args.days * 86400
@@ -75,15 +77,16 @@ def cluster():
             for t0, t1 in [(start, mid), (mid, args.end)]:
                 rs = suffix(9 if w % 2 else 10)
                 pods += [(f"svc{w:04d}-{rs}-{suffix(5)}", t0, t1, w) for _ in range(args.pods)]
-        pods += [(f"db-{i}", start, args.end, "db") for i in range(2)]
-        pods += [(f"agent-{suffix(5)}", start, args.end, "agent") for _ in range(2)]
-        pods += [(f"backup-2924{d:04d}-{suffix(5)}", start + d * 86400, start + d * 86400 + 3 * 3600, "backup")
-                 for d in range(args.days)]
-        pods.append(("debug", start, args.end, "debug"))
+        if not args.only_deployments:
+            pods += [(f"db-{i}", start, args.end, "db") for i in range(2)]
+            pods += [(f"agent-{suffix(5)}", start, args.end, "agent") for _ in range(2)]
+            pods += [(f"backup-2924{d:04d}-{suffix(5)}", start + d * 86400, start + d * 86400 + 3 * 3600, "backup")
+                     for d in range(args.days)]
+            pods.append(("debug", start, args.end, "debug"))
         for pod, t0, t1, w in pods:
             seed = random.Random(f"{n}-{w}").random()
             for i, c in enumerate(containers):
-                oom = w == 0 and i == 0 and pod.endswith(pods[0][0][-5:])
+                oom = w == 0 and i == 0 and pod == pods[0][0] and not args.only_deployments
                 rows.append((ns, pod, c, 0.05 + 0.5 * seed / (i + 1), (100 + 400 * seed) * mi / (i + 1), t0, t1, oom))
     return rows
 

@@ -84,6 +84,7 @@ pub struct FaultProxy {
     addr: SocketAddr,
     fault: Arc<Mutex<Fault>>,
     requests: Arc<Mutex<Vec<String>>>,
+    authorizations: Arc<Mutex<Vec<String>>>,
 }
 
 const UNAVAILABLE: &str =
@@ -102,6 +103,7 @@ impl FaultProxy {
             addr: listener.local_addr()?,
             fault: Arc::new(Mutex::new(Fault::None)),
             requests: Arc::default(),
+            authorizations: Arc::default(),
         };
         let state = proxy.clone();
         tokio::spawn(async move {
@@ -141,8 +143,27 @@ impl FaultProxy {
             .clone()
     }
 
+    /// The `Authorization` headers of the requests seen so far (empty for
+    /// a request without one): what a test checks credentials with.
+    pub fn authorizations(&self) -> Vec<String> {
+        self.authorizations
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     async fn handle(&self, req: Request<Incoming>, upstream: &str) -> Response<Full<Bytes>> {
         let (parts, body) = req.into_parts();
+        let auth = parts
+            .headers
+            .get(hyper::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        self.authorizations
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(auth);
         let body = body
             .collect()
             .await

@@ -33,11 +33,11 @@ use nemutator_core::metrics::{
     MetricsSource, Resolution, SeriesBatch, SeriesRequest, SourceInfo, SourceLoader, UsageBatch,
     UsageRequest, UsageStat,
 };
-use nemutator_core::workload::{ContainerRef, WorkloadKey, WorkloadKind};
+use nemutator_core::workload::{ContainerRef, WorkloadKey};
 use secrecy::SecretString;
 
 use self::http::{Auth, Http};
-use self::promql::{Rules, KIND_LABEL, STAT_LABEL, WORKLOAD_LABEL};
+use self::promql::{Rules, STAT_LABEL, WORKLOAD_LABEL};
 
 /// Steps per range query: under Prometheus' 11,000 points per series.
 pub const MAX_POINTS: i64 = 10_000;
@@ -217,15 +217,20 @@ fn wall_clock() -> i64 {
         .unwrap_or_default()
 }
 
-/// The workload container a series with the derived labels belongs to.
+/// The workload of a series with the derived label.
+fn workload_of(labels: &HashMap<String, String>) -> Option<WorkloadKey> {
+    let (kind, name) = promql::parse_workload(labels.get(WORKLOAD_LABEL)?)?;
+    Some(WorkloadKey::new(
+        labels.get("namespace")?.as_str(),
+        kind,
+        name,
+    ))
+}
+
+/// The workload container of a series with the derived label.
 fn container_of(labels: &HashMap<String, String>) -> Option<ContainerRef> {
-    let kind: WorkloadKind = labels.get(KIND_LABEL)?.parse().ok()?;
     Some(ContainerRef::new(
-        WorkloadKey::new(
-            labels.get("namespace")?.as_str(),
-            kind,
-            labels.get(WORKLOAD_LABEL)?.as_str(),
-        ),
+        workload_of(labels)?,
         labels.get("container")?.as_str(),
     ))
 }
@@ -373,14 +378,10 @@ impl MetricsSource for PrometheusSource {
                     continue;
                 };
                 for series in self.http.range(&query, start, end, step).await? {
-                    let Some(target) = container_of(&{
-                        let mut labels = series.metric;
-                        labels.insert("container".into(), String::new());
-                        labels
-                    }) else {
+                    let Some(workload) = workload_of(&series.metric) else {
                         continue;
                     };
-                    let points = merged.entry(target.workload).or_default();
+                    let points = merged.entry(workload).or_default();
                     for (t, v) in series.values {
                         if let Some(v) = value(&v) {
                             points.insert(t as i64, v);
@@ -436,6 +437,7 @@ impl SourceLoader for LiveLoader {
 mod tests {
     use super::*;
     use nemutator_core::config::BasicAuthConfig;
+    use nemutator_core::workload::WorkloadKind;
 
     fn mk_config(url: &str) -> PrometheusConfig {
         PrometheusConfig {
@@ -481,8 +483,10 @@ mod tests {
     fn derived_labels_name_the_container() {
         let labels: HashMap<String, String> = [
             ("namespace", "shop"),
-            (WORKLOAD_LABEL, "api"),
-            (KIND_LABEL, "Deployment"),
+            (
+                WORKLOAD_LABEL,
+                "CronJob=,Deployment=api,DaemonSet=,StatefulSet=,Pod=",
+            ),
             ("container", "app"),
         ]
         .into_iter()
@@ -490,6 +494,7 @@ mod tests {
         .collect();
         assert_eq!(
             container_of(&labels),
+            // The kind comes from the one non-empty capture.
             Some(ContainerRef::new(
                 WorkloadKey::new("shop", WorkloadKind::Deployment, "api"),
                 "app"

@@ -2,14 +2,14 @@
 //! [`nemutator_core::metrics::stat`] for every container of a namespace in
 //! one query.
 //!
-//! * **Workload identity.** A chain of `label_replace` derives the workload
-//!   (`nemutator_workload`) and its kind (`nemutator_kind`) from the pod name
-//!   by the naming rules of [`WorkloadKey::from_pod_name`](nemutator_core::workload::WorkloadKey::from_pod_name),
-//!   later rules winning: bare pod, StatefulSet `<name>-<ordinal>`,
-//!   DaemonSet/Job `<name>-<5>`, Deployment `<name>-<hash>-<5>`, CronJob
-//!   `<name>-<8 digits>-<5>`. `max by (namespace, nemutator_workload,
-//!   nemutator_kind, container)` then pools every pod of a workload, every
-//!   ReplicaSet generation included.
+//! * **Workload identity.** One `label_replace` derives the workload's kind
+//!   and name (`nemutator_workload`) from the pod name by the naming rules of
+//!   [`WorkloadKey::from_pod_name`](nemutator_core::workload::WorkloadKey::from_pod_name),
+//!   first match winning: CronJob `<name>-<8 digits>-<5>`, Deployment
+//!   `<name>-<hash>-<5>`, DaemonSet/Job `<name>-<5>`, StatefulSet
+//!   `<name>-<ordinal>`, else a bare pod. `max by (namespace,
+//!   nemutator_workload, container)` then pools every pod of a workload,
+//!   every ReplicaSet generation included.
 //! * **Per step.** Memory: `max_over_time(working_set[step])`; CPU:
 //!   `rate(counter[rate_window])`, or, where the kubernetes-mixin recording
 //!   rules exist and the rate window is their 5 minutes, the last value of
@@ -27,6 +27,7 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use nemutator_core::metrics::{PeriodicMask, Resolution, Resource, StatSpec};
+use nemutator_core::workload::WorkloadKind;
 
 /// cAdvisor's CPU counter.
 pub const RAW_CPU: &str = "container_cpu_usage_seconds_total";
@@ -43,10 +44,8 @@ pub const RULE_MEMORY: &str = "node_namespace_pod_container:container_memory_wor
 /// kube-state-metrics: the reason of a container's last termination.
 pub const TERMINATED: &str = "kube_pod_container_status_last_terminated_reason";
 
-/// The label holding the derived workload name.
+/// The label holding the derived workload kind and name.
 pub const WORKLOAD_LABEL: &str = "nemutator_workload";
-/// The label holding the derived workload kind.
-pub const KIND_LABEL: &str = "nemutator_kind";
 /// The label naming a statistic in a combined answer.
 pub const STAT_LABEL: &str = "nemutator_stat";
 
@@ -100,22 +99,47 @@ pub fn container_selector(metric: &str, namespace: &str) -> String {
     )
 }
 
-/// `expr` with the workload and kind labels derived from `pod`.
-pub fn with_workload(expr: &str) -> String {
-    let rules = [
-        ("Pod", "(.+)".to_string()),
-        ("StatefulSet", "(.+)-[0-9]{1,5}".to_string()),
-        ("DaemonSet", format!("(.+)-{SAFE}{{5}}")),
-        ("Deployment", format!("(.+)-{SAFE}{{6,10}}-{SAFE}{{5}}")),
+/// The naming rules of [`WorkloadKey::from_pod_name`](nemutator_core::workload::WorkloadKey::from_pod_name),
+/// first match winning, each capturing the workload's name.
+fn naming_rules() -> [(&'static str, String); 5] {
+    [
         ("CronJob", format!("(.+)-[0-9]{{8}}-{SAFE}{{5}}")),
-    ];
-    let mut out = expr.to_string();
-    for (kind, regex) in rules {
-        out = format!(
-            "label_replace(label_replace({out}, \"{WORKLOAD_LABEL}\", \"$1\", \"pod\", \"{regex}\"), \"{KIND_LABEL}\", \"{kind}\", \"pod\", \"{regex}\")"
-        );
-    }
-    out
+        ("Deployment", format!("(.+)-{SAFE}{{6,10}}-{SAFE}{{5}}")),
+        ("DaemonSet", format!("(.+)-{SAFE}{{5}}")),
+        ("StatefulSet", "(.+)-[0-9]{1,5}".to_string()),
+        ("Pod", "(.+)".to_string()),
+    ]
+}
+
+/// `expr` with the label `nemutator_workload` derived from `pod` by one
+/// `label_replace`: the naming rules as alternatives of one regex (Go's
+/// regexp takes the first alternative that matches the whole name), the
+/// replacement naming every kind with its capture, such as
+/// `CronJob=,Deployment=web,DaemonSet=,StatefulSet=,Pod=` (pod names hold
+/// neither `=` nor `,`); [`parse_workload`] reads it back. One call instead
+/// of one per rule: Prometheus hashes every series at every step for each.
+pub fn with_workload(expr: &str) -> String {
+    let rules = naming_rules();
+    let regex: Vec<&str> = rules.iter().map(|(_, r)| r.as_str()).collect();
+    let replacement: Vec<String> = rules
+        .iter()
+        .enumerate()
+        .map(|(i, (kind, _))| format!("{kind}=${}", i + 1))
+        .collect();
+    format!(
+        "label_replace({expr}, \"{WORKLOAD_LABEL}\", \"{}\", \"pod\", \"{}\")",
+        replacement.join(","),
+        regex.join("|")
+    )
+}
+
+/// The kind and name of a `nemutator_workload` label value.
+pub fn parse_workload(value: &str) -> Option<(WorkloadKind, &str)> {
+    value.split(',').find_map(|part| {
+        let (kind, name) = part.split_once('=')?;
+        (!name.is_empty()).then_some(())?;
+        Some((kind.parse().ok()?, name))
+    })
 }
 
 /// The per-pod value at each step (see the module docs).
@@ -153,7 +177,7 @@ pub fn per_pod(resource: Resource, namespace: &str, res: &Resolution, rules: Rul
 /// The per-step maximum over each workload container's pods.
 pub fn per_workload(resource: Resource, namespace: &str, res: &Resolution, rules: Rules) -> String {
     format!(
-        "max by (namespace, {WORKLOAD_LABEL}, {KIND_LABEL}, container) ({})",
+        "max by (namespace, {WORKLOAD_LABEL}, container) ({})",
         with_workload(&per_pod(resource, namespace, res, rules))
     )
 }
@@ -231,7 +255,7 @@ pub fn usage_query(
     }
     if oom {
         let oom = format!(
-            "max by (namespace, {WORKLOAD_LABEL}, {KIND_LABEL}, container) ({}) > 0",
+            "max by (namespace, {WORKLOAD_LABEL}, container) ({}) > 0",
             with_workload(&format!(
                 "max_over_time({TERMINATED}{{namespace={},reason=\"OOMKilled\"}}[{}])",
                 quote(namespace),
@@ -247,7 +271,7 @@ pub fn usage_query(
 /// range query's expression for season learning.
 pub fn series_query(resource: Resource, namespace: &str, res: &Resolution, rules: Rules) -> String {
     format!(
-        "sum by (namespace, {WORKLOAD_LABEL}, {KIND_LABEL}) ({})",
+        "sum by (namespace, {WORKLOAD_LABEL}) ({})",
         with_workload(&per_pod(resource, namespace, res, rules))
     )
 }
@@ -336,6 +360,24 @@ mod tests {
         assert!(q.contains("[604799999ms:60s]"), "{q}");
         assert!(q.contains("quantile_over_time(0.95, "), "{q}");
         assert!(q.contains("and on() ("), "{q}");
-        assert_eq!(q.matches("label_replace(label_replace(").count(), 5 * 5);
+        assert_eq!(q.matches("\"pod\", \"(.+)-[0-9]{8}").count(), 5);
+    }
+
+    #[test]
+    fn workload_labels_read_back() {
+        let expr = with_workload("x");
+        assert!(
+            expr.contains("\"CronJob=$1,Deployment=$2,DaemonSet=$3,StatefulSet=$4,Pod=$5\""),
+            "{expr}"
+        );
+        assert_eq!(
+            parse_workload("CronJob=,Deployment=web,DaemonSet=,StatefulSet=,Pod="),
+            Some((WorkloadKind::Deployment, "web"))
+        );
+        assert_eq!(
+            parse_workload("CronJob=,Deployment=,DaemonSet=,StatefulSet=,Pod="),
+            None
+        );
+        assert_eq!(parse_workload("Bogus=x"), None);
     }
 }
