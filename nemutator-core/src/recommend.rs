@@ -578,6 +578,13 @@ impl Recommender {
         let Some(seasons) = &self.seasons else {
             return;
         };
+        // Profiles (the cluster's too) only serve policies with brainsets.
+        let wanted = by_ns
+            .keys()
+            .any(|ns| self.policies.select(ns).is_some_and(|p| p.has_brainsets()));
+        if !wanted {
+            return;
+        }
         let now = wall_clock();
         let refit = seasons.refit.as_secs() as i64;
         let lead = seasons.lead.as_secs() as i64;

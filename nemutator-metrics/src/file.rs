@@ -305,10 +305,17 @@ impl MetricsSource for FileSource {
                 request.window,
                 &request.resolution,
             );
+            let checkpoints = stat::workload_checkpoints(
+                request.resource,
+                &series,
+                request.end,
+                request.window,
+                &request.resolution,
+            );
             let stats: Vec<_> = request
                 .stats
                 .iter()
-                .map(|spec| stat::summarize(&steps, spec, &request.resolution))
+                .map(|spec| stat::summarize(&steps, &checkpoints, spec))
                 .collect();
             let oom_killed = request.oom
                 && pods
@@ -495,9 +502,8 @@ mod tests {
         let cpu = usage(&src, &mk_request(&src, Resource::Cpu, vec![q(0.95)]));
         let stat = cpu.stats[0].unwrap_or_else(|| panic!("no stat"));
         assert!((stat.value - 0.25).abs() < 1e-6, "{stat:?}");
-        // A rate needs two samples in its 5-minute window: every step from
-        // the second sample to the last.
-        assert_eq!((stat.samples, stat.history_secs), (59, 59 * 60));
+        // History counts hourly checkpoints: the hour of data holds one.
+        assert_eq!((stat.samples, stat.history_secs), (1, 3600));
         let mem = usage(
             &src,
             &mk_request(&src, Resource::Memory, vec![q(1.0), q(0.0)]),
@@ -526,8 +532,9 @@ mod tests {
             }],
         );
         let stat = usage(&src, &req).stats[0];
-        // Steps at minutes 1..=10: the sample 30 s before each.
-        assert_eq!(stat.map(|s| (s.value, s.samples)), Some((1e8 + 9.0, 10)));
+        // Steps at minutes 1..=10: the sample 30 s before each; no hourly
+        // checkpoint in those ten minutes.
+        assert_eq!(stat.map(|s| (s.value, s.samples)), Some((1e8 + 9.0, 0)));
     }
 
     #[test]

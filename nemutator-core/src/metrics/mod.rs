@@ -125,9 +125,10 @@ pub struct UsageRequest {
 pub struct UsageStat {
     /// The quantile's value: cores for CPU, bytes for memory.
     pub value: f64,
-    /// How many steps had a value (the quantile was taken over these).
+    /// Hourly checkpoints at which the container had a value (inside the
+    /// mask): the hours of history behind the quantile.
     pub samples: u64,
-    /// The history behind it: `samples` × the step, in seconds.
+    /// The history behind it: `samples` hours, in seconds.
     pub history_secs: i64,
 }
 

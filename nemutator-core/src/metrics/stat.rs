@@ -20,8 +20,12 @@
 //!    container)`. A step where no pod has a value is not counted.
 //! 4. The **statistic** is the quantile of those per-step maxima
 //!    (`quantile_over_time`, linear interpolation between ranks; [`quantile`])
-//!    over the steps inside the season's [`PeriodicMask`], if any; its
-//!    *history* is the number of steps counted times `step`.
+//!    over the steps inside the season's [`PeriodicMask`], if any.
+//! 5. Its **history** is the number of hourly checkpoints (the multiples of
+//!    [`CHECKPOINT`] in the window, inside the mask) at which the workload
+//!    has a value, times an hour: `count_over_time(...[window:1h])`, 60 times
+//!    cheaper for a server than counting every 1-minute step, and as good a
+//!    measure of how much of the window the workload was seen in.
 //!
 //! Windows are half-open on the left, so every sample belongs to exactly one
 //! step. PromQL renders a window of `d` as `[d - 1ms]`, which selects the
@@ -42,6 +46,9 @@ pub const EPOCH_MONDAY: i64 = 345_600;
 
 /// Seconds in a week.
 pub const WEEK: i64 = 604_800;
+
+/// Spacing of the checkpoints history is counted at, in seconds.
+pub const CHECKPOINT: i64 = 3600;
 
 /// The time grid of the statistic.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -186,6 +193,18 @@ pub fn pod_value(
     }
 }
 
+/// The value of a workload container at `t`: the maximum over its pods.
+pub fn workload_value(
+    resource: Resource,
+    pods: &[&[(i64, f64)]],
+    t: i64,
+    res: &Resolution,
+) -> Option<f64> {
+    pods.iter()
+        .filter_map(|s| pod_value(resource, s, t, res))
+        .fold(None, |m: Option<f64>, v| Some(m.map_or(v, |m| m.max(v))))
+}
+
 /// The per-step maximum over the pods of one workload container: `(step,
 /// value)` for every step of the window where a pod has a value.
 pub fn workload_steps(
@@ -196,12 +215,21 @@ pub fn workload_steps(
     res: &Resolution,
 ) -> Vec<(i64, f64)> {
     steps(end, window, res.step_secs())
-        .filter_map(|t| {
-            pods.iter()
-                .filter_map(|s| pod_value(resource, s, t, res))
-                .fold(None, |m: Option<f64>, v| Some(m.map_or(v, |m| m.max(v))))
-                .map(|v| (t, v))
-        })
+        .filter_map(|t| workload_value(resource, pods, t, res).map(|v| (t, v)))
+        .collect()
+}
+
+/// The hourly checkpoints of the window at which the workload container
+/// has a value (see the module docs, 5).
+pub fn workload_checkpoints(
+    resource: Resource,
+    pods: &[&[(i64, f64)]],
+    end: i64,
+    window: Duration,
+    res: &Resolution,
+) -> Vec<i64> {
+    steps(end, window, CHECKPOINT)
+        .filter(|&t| workload_value(resource, pods, t, res).is_some())
         .collect()
 }
 
@@ -224,22 +252,24 @@ pub fn workload_sum(
         .collect()
 }
 
-/// The statistic of `spec` over per-step values: the quantile over the steps
-/// inside the mask, their number, and the history they cover.
-pub fn summarize(steps: &[(i64, f64)], spec: &StatSpec, res: &Resolution) -> Option<UsageStat> {
+/// The statistic of `spec` from per-step values and the checkpoints with a
+/// value: the quantile over the steps inside the mask, and the history of
+/// the checkpoints inside it. `None` when no step is inside.
+pub fn summarize(steps: &[(i64, f64)], checkpoints: &[i64], spec: &StatSpec) -> Option<UsageStat> {
+    let inside = |t: i64| spec.mask.as_ref().is_none_or(|m| m.contains(t));
     let mut values: Vec<f64> = steps
         .iter()
-        .filter(|(t, _)| spec.mask.as_ref().is_none_or(|m| m.contains(*t)))
+        .filter(|(t, _)| inside(*t))
         .map(|p| p.1)
         .collect();
     let value = quantile(&mut values, spec.quantile)?;
-    let samples = values.len() as u64;
+    let hours = checkpoints.iter().filter(|t| inside(**t)).count() as u64;
     Some(UsageStat {
         value,
-        samples,
-        history_secs: i64::try_from(samples)
+        samples: hours,
+        history_secs: i64::try_from(hours)
             .unwrap_or(i64::MAX)
-            .saturating_mul(res.step_secs()),
+            .saturating_mul(CHECKPOINT),
     })
 }
 
@@ -396,8 +426,22 @@ mod tests {
             quantile: 0.5,
             mask: None,
         };
-        let stat = summarize(&s, &spec, &res);
-        assert_eq!(stat.map(|s| (s.samples, s.history_secs)), Some((10, 600)));
+        // The ten minutes of data hold no hourly checkpoint.
+        let hours = workload_checkpoints(
+            Resource::Memory,
+            &[&a, &b],
+            600,
+            Duration::from_secs(600),
+            &res,
+        );
+        assert!(hours.is_empty());
+        let stat = summarize(&s, &hours, &spec);
+        assert_eq!(
+            stat.map(|s| (s.value, s.samples, s.history_secs)),
+            Some((20.0, 0, 0))
+        );
+        let stat = summarize(&s, &[3600, 7200], &spec);
+        assert_eq!(stat.map(|s| (s.samples, s.history_secs)), Some((2, 7200)));
     }
 
     #[test]

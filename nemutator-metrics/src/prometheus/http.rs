@@ -152,13 +152,24 @@ impl Http {
             }
         }
         self.requests.fetch_add(1, Ordering::Relaxed);
+        let started = std::time::Instant::now();
+        if let Some((_, q)) = form.iter().find(|(k, _)| *k == "query") {
+            tracing::trace!(path, query = %q, "prometheus query");
+        }
         let response = request.send().await.map_err(|e| {
             // Without the URL: it may carry a path prefix users consider private.
             let e = e.without_url();
             MetricsError::transient(BACKEND, format!("{path}: {}", one_line(&chain(&e), 300)))
         })?;
         let status = response.status();
-        let body = response.bytes().await.map_err(|e| {
+        let body = response.bytes().await;
+        tracing::debug!(
+            path,
+            status = status.as_u16(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "prometheus answered"
+        );
+        let body = body.map_err(|e| {
             MetricsError::transient(
                 BACKEND,
                 format!(

@@ -303,7 +303,6 @@ impl MetricsSource for PrometheusSource {
                 return Ok(UsageBatch::default());
             };
             let samples = self.http.instant(&query, request.end).await?;
-            let step = request.resolution.step_secs();
             let mut batch = UsageBatch::default();
             for sample in samples {
                 let (Some(target), Some(tag), Some(v)) = (
@@ -341,15 +340,16 @@ impl MetricsSource for PrometheusSource {
                     "q" => stat.value = v,
                     "c" => {
                         stat.samples = v as u64;
-                        stat.history_secs = (v as i64).saturating_mul(step);
+                        stat.history_secs = (v as i64).saturating_mul(stat::CHECKPOINT);
                     }
                     _ => {}
                 }
             }
-            // A count without a quantile (or the reverse) is no statistic.
+            // A count without a quantile is no statistic (a quantile without
+            // a count is one with no hour of history).
             for usage in batch.containers.values_mut() {
                 for slot in &mut usage.stats {
-                    if slot.is_some_and(|s| s.value.is_nan() || s.samples == 0) {
+                    if slot.is_some_and(|s| s.value.is_nan()) {
                         *slot = None;
                     }
                 }

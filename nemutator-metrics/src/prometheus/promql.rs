@@ -14,9 +14,9 @@
 //!   `rate(counter[rate_window])`, or, where the kubernetes-mixin recording
 //!   rules exist and the rate window is their 5 minutes, the last value of
 //!   `...:sum_rate5m` (then `...:sum_irate`) in the step.
-//! * **Statistics.** `quantile_over_time` and `count_over_time` over a
-//!   subquery `[window:step]` of the per-step maximum, `and on()` the season
-//!   mask; each tagged with `nemutator_stat` (`q0`, `c0`, `q1`, ...) and
+//! * **Statistics.** `quantile_over_time` over a subquery `[window:step]`
+//!   of the per-step maximum, `and on()` the season mask, and
+//!   `count_over_time` of the same at hourly checkpoints (`[window:3600s]`); each tagged with `nemutator_stat` (`q0`, `c0`, `q1`, ...) and
 //!   joined with `or`, so one HTTP request answers them all. OOM kills come
 //!   in the same request (`nemutator_stat="oom"`).
 //!
@@ -26,7 +26,7 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use nemutator_core::metrics::{PeriodicMask, Resolution, Resource, StatSpec};
+use nemutator_core::metrics::{stat, PeriodicMask, Resolution, Resource, StatSpec};
 use nemutator_core::workload::WorkloadKind;
 
 /// cAdvisor's CPU counter.
@@ -235,6 +235,7 @@ pub fn usage_query(
 ) -> Option<String> {
     let inner = per_workload(resource, namespace, res, rules);
     let sub = format!("[{}:{}s]", range(window), res.step.as_secs());
+    let hours = format!("[{}:{}s]", range(window), stat::CHECKPOINT);
     let mut parts = Vec::new();
     for (i, spec) in stats.iter().enumerate() {
         let masked = match &spec.mask {
@@ -249,7 +250,7 @@ pub fn usage_query(
         let _ = write!(quantile, "quantile_over_time({q}, ({masked}){sub})");
         parts.push(tagged(&quantile, &format!("q{i}")));
         parts.push(tagged(
-            &format!("count_over_time(({masked}){sub})"),
+            &format!("count_over_time(({masked}){hours})"),
             &format!("c{i}"),
         ));
     }
