@@ -509,9 +509,10 @@ mod tests {
             &mk_request(&src, Resource::Memory, vec![q(1.0), q(0.0)]),
         );
         let values: Vec<_> = mem.stats.iter().map(|s| s.map(|s| s.value)).collect();
-        // The per-step maximum over the two pods; the newest samples are
-        // after the last whole step (the window ends at the newest sample).
-        assert_eq!(values, vec![Some(1e8 + 59.0), Some(1e8)]);
+        // The per-step maximum over the two pods, steps of 5 minutes; the
+        // newest samples are after the last whole step (the window ends at
+        // the newest sample).
+        assert_eq!(values, vec![Some(1e8 + 56.0), Some(1e8 + 1.0)]);
         assert!(!mem.oom_killed);
     }
 
@@ -532,9 +533,10 @@ mod tests {
             }],
         );
         let stat = usage(&src, &req).stats[0];
-        // Steps at minutes 1..=10: the sample 30 s before each; no hourly
-        // checkpoint in those ten minutes.
-        assert_eq!(stat.map(|s| (s.value, s.samples)), Some((1e8 + 9.0, 0)));
+        // Steps at 5 and 10 minutes (of 5-minute steps) after 22:15: the
+        // largest sample of the second is minute 6's; no hourly checkpoint
+        // in those ten minutes.
+        assert_eq!(stat.map(|s| (s.value, s.samples)), Some((1e8 + 6.0, 0)));
     }
 
     #[test]

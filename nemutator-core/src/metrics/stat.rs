@@ -62,10 +62,12 @@ pub struct Resolution {
 }
 
 impl Resolution {
-    /// What suits Prometheus scraping every minute or faster: 1-minute steps,
-    /// rates over 5 minutes (the kubernetes-mixin recording rules).
+    /// What suits samples a minute apart or closer: 5-minute steps, rates
+    /// over 5 minutes (the kubernetes-mixin recording rules' window). Rates
+    /// over 5 minutes taken every minute would overlap by four fifths: five
+    /// times the work for a server, hardly more information.
     pub const DEFAULT: Resolution = Resolution {
-        step: Duration::from_secs(60),
+        step: Duration::from_secs(300),
         rate_window: Duration::from_secs(300),
     };
 
@@ -80,13 +82,14 @@ impl Resolution {
     }
 
     /// What suits samples `interval` seconds apart: steps of the interval
-    /// (at least a minute), rates over two intervals (at least 5 minutes),
-    /// so that every rate window holds two samples.
+    /// rounded up to a minute, and at least [`DEFAULT`](Self::DEFAULT)'s;
+    /// rates over two intervals and at least 5 minutes, so that every rate
+    /// window holds two samples.
     pub fn for_interval(interval: Duration) -> Self {
-        let step = Self::new(interval, Duration::ZERO).step;
+        let native = Self::new(interval, Duration::ZERO).step;
         Resolution {
-            step,
-            rate_window: (2 * step).max(Duration::from_secs(300)),
+            step: native.max(Self::DEFAULT.step),
+            rate_window: (2 * native).max(Self::DEFAULT.rate_window),
         }
     }
 

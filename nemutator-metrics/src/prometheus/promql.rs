@@ -298,7 +298,7 @@ mod tests {
             memory: true,
         };
         let cpu = per_pod(Resource::Cpu, "shop", &mk_res(), rules);
-        assert!(cpu.starts_with("last_over_time(node_namespace_pod_container:container_cpu_usage_seconds_total:sum_rate5m{namespace=\"shop\"}[59999ms])"), "{cpu}");
+        assert!(cpu.starts_with("last_over_time(node_namespace_pod_container:container_cpu_usage_seconds_total:sum_rate5m{namespace=\"shop\"}[299999ms])"), "{cpu}");
         let other = Resolution::new(Duration::from_secs(60), Duration::from_secs(120));
         assert!(
             per_pod(Resource::Cpu, "shop", &other, rules).starts_with("rate("),
@@ -358,7 +358,7 @@ mod tests {
                 "{tag}: {q}"
             );
         }
-        assert!(q.contains("[604799999ms:60s]"), "{q}");
+        assert!(q.contains("[604799999ms:300s]"), "{q}");
         assert!(q.contains("quantile_over_time(0.95, "), "{q}");
         assert!(q.contains("and on() ("), "{q}");
         assert_eq!(q.matches("\"pod\", \"(.+)-[0-9]{8}").count(), 5);
