@@ -56,6 +56,8 @@ metrics:
   source: prometheus
   prometheus: { url: "$url", end: $end, timeout: 5m, concurrency: $concurrency }
 EOF
+# The same at the KRR pattern's resolution: 1-minute steps of 5-minute rates.
+sed 's/^  source: prometheus$/  source: prometheus\n  step: 1m/' "$dir/config.yaml" >"$dir/config-1m.yaml"
 
 # run NAME CMD...: wall time, peak RSS, queries and output lines of CMD.
 run() {
@@ -73,8 +75,10 @@ run() {
   printf '%-34s %8s s %8s MB %8s queries\n' "$name" "$wall" "$((rss / 1024))" "$((after - before))"
 }
 
-echo "$(date -u +%Y-%m-%d), $(nproc) cores, Prometheus $(prometheus --version 2>&1 | awk 'NR == 1 { print $3 }'), $namespaces namespaces x $per Deployments x 2 containers, $days days of 1-minute samples"
+echo "$(date -u '+%Y-%m-%d %H:%M'), load $(cut -d' ' -f1 /proc/loadavg), $(nproc) cores, Prometheus $(prometheus --version 2>&1 | awk 'NR == 1 { print $3 }'), $namespaces namespaces x $per Deployments x 2 containers, $days days of 1-minute samples"
 run "nemutator recommend (batched)" "$target/release/nemutator" recommend --config "$dir/config.yaml" -o json
 echo "  recommendations: $(grep -c '"target"' "$dir/nemutator recommend (batched).out")"
+run "nemutator recommend, 1m steps" "$target/release/nemutator" recommend --config "$dir/config-1m.yaml" -o json
 run "one query per workload and resource" "$target/release/examples/krr_pattern" "$url" "$end" "$concurrency"
 echo "  $(cat "$dir/one query per workload and resource.out")"
+echo "load $(cut -d' ' -f1 /proc/loadavg) after"

@@ -195,11 +195,11 @@ pub struct MetricsConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stale_after: Option<HumanDuration>,
     /// Spacing of the steps the usage statistic is taken at (default: the
-    /// source's: the sample interval of a file, 1m for Prometheus).
+    /// source's: 5m, or the sample interval of a coarser file).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub step: Option<HumanDuration>,
-    /// Window of the CPU rate at each step (default: the source's: two
-    /// sample intervals of a file and at least 5m, 5m for Prometheus).
+    /// Window of the CPU rate at each step (default: the source's: 5m, or
+    /// two sample intervals of a coarser file).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_window: Option<HumanDuration>,
 }

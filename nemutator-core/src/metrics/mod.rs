@@ -187,8 +187,8 @@ pub struct SourceInfo {
     /// Where windows end: the wall clock for live backends, the newest
     /// sample for a recorded file.
     pub now: i64,
-    /// The resolution that suits the data (the file's sample interval; 1m
-    /// and 5m for Prometheus).
+    /// The resolution that suits the data ([`Resolution::DEFAULT`], or a
+    /// coarser file's sample interval).
     pub resolution: Resolution,
 }
 

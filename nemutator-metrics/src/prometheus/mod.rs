@@ -24,7 +24,7 @@ mod http;
 pub mod promql;
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nemutator_core::config::PrometheusConfig;
@@ -82,7 +82,8 @@ pub struct PrometheusSource {
     http: Http,
     end: Option<i64>,
     use_rules: bool,
-    rules: Mutex<Option<(Instant, Rules)>>,
+    /// Held across the check so that concurrent requests ask once.
+    rules: tokio::sync::Mutex<Option<(Instant, Rules)>>,
 }
 
 fn read_secret(path: &std::path::Path) -> Result<SecretString, PrometheusError> {
@@ -174,7 +175,7 @@ impl PrometheusSource {
             http: Http::new(url, auth, ca, config.timeout.0)?,
             end: config.end,
             use_rules: config.recording_rules,
-            rules: Mutex::new(None),
+            rules: tokio::sync::Mutex::new(None),
         })
     }
 
@@ -188,7 +189,8 @@ impl PrometheusSource {
         if !self.use_rules {
             return Ok(Rules::default());
         }
-        if let Some((at, rules)) = *self.rules.lock().unwrap_or_else(|p| p.into_inner()) {
+        let mut known = self.rules.lock().await;
+        if let Some((at, rules)) = *known {
             if at.elapsed() < RULES_TTL {
                 return Ok(rules);
             }
@@ -205,7 +207,7 @@ impl PrometheusSource {
             memory: has(promql::RULE_MEMORY),
         };
         tracing::debug!(?rules, "prometheus recording rules");
-        *self.rules.lock().unwrap_or_else(|p| p.into_inner()) = Some((Instant::now(), rules));
+        *known = Some((Instant::now(), rules));
         Ok(rules)
     }
 }
