@@ -44,6 +44,7 @@ async fn main() -> Result<(), Error> {
     };
     let end: i64 = end.parse()?;
     let concurrency: usize = args.get(2).map_or(Ok(4), |c| c.parse())?;
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let client = reqwest::Client::new();
     let count = Arc::new(AtomicU64::new(0));
     let week = 7 * 86_400;

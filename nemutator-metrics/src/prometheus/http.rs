@@ -99,6 +99,8 @@ impl Http {
         ca: Option<Vec<u8>>,
         timeout: Duration,
     ) -> Result<Self, PrometheusError> {
+        // rustls' provider for the process: ring, as everywhere in nemutator.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let mut builder = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
             .user_agent(concat!("nemutator/", env!("CARGO_PKG_VERSION")));
@@ -108,9 +110,7 @@ impl Http {
             if certs.is_empty() {
                 return Err(PrometheusError::Ca("no PEM certificate in the file".into()));
             }
-            for cert in certs {
-                builder = builder.add_root_certificate(cert);
-            }
+            builder = builder.tls_certs_merge(certs);
         }
         let client = builder
             .build()
