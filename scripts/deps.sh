@@ -27,6 +27,9 @@ case "${1:-tests}" in
     # (backfill), curl for its readiness.
     have prometheus && have promtool || need_apt+=(prometheus)
     have curl || need_apt+=(curl)
+    # scripts/registry.sh: a real OCI registry, and htpasswd for its basic auth.
+    have docker-registry || need_apt+=(docker-registry)
+    have htpasswd || need_apt+=(apache2-utils)
     ;;
   bpf)
     # clang with the BPF target, against the libbpf and kernel UAPI headers.

