@@ -10,6 +10,9 @@ pub const SEASON: &str = "nemutator.io/season";
 pub const SECRETS: &str = "nemutator.io/secrets";
 /// Comma-separated container names that `nemutator.io/secrets` applies to.
 pub const SECRETS_CONTAINERS: &str = "nemutator.io/secrets-containers";
+/// `exec` or `env`: the injection of this pod's secrets (default:
+/// `secrets.injection`; `env` only in `secrets.env_namespaces`).
+pub const SECRETS_INJECTION: &str = "nemutator.io/secrets-injection";
 /// Pod label: `precious` marks workloads to protect from noisy neighbours.
 pub const TIER: &str = "nemutator.io/tier";
 /// Pod label written by nemutator on pods ranked as noisy neighbours.

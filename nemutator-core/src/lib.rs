@@ -12,6 +12,8 @@
 //! * [`mutate`]: the mutation chain (tower layers over a typed Pod).
 //! * [`admission`]: AdmissionReview v1 decoding and JSON Patch responses.
 //! * [`season`]: seasons (peak, off-peak).
+//! * [`secret`], [`image`]: secret references and resolvers, image commands
+//!   (for secret injection).
 //! * [`install`]: the manifests that run nemutator in a cluster.
 //! * [`error`]: errors as one line of text.
 #![warn(missing_docs)]
@@ -25,6 +27,7 @@ pub mod error;
 #[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod image;
 pub mod install;
 mod json;
 pub mod k8s;

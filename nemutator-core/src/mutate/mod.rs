@@ -1,7 +1,7 @@
 //! The mutation chain: tower layers that each change a typed view of the Pod.
 //!
-//! A [`PodReview`] travels down a stack of layers ([`ResourcesLayer`] first;
-//! metadata rules, secrets and placement follow in later layers) and comes back
+//! A [`PodReview`] travels down a stack of layers ([`ResourcesLayer`] first,
+//! then [`SecretsLayer`]; metadata rules and placement follow in later layers) and comes back
 //! out of the innermost [`Finish`] service. Each layer only edits the pod and
 //! records what it did; the JSON Patch is computed afterwards from the diff of
 //! the original and the mutated object (see [`crate::admission`]).
@@ -24,6 +24,7 @@
 //! ```
 
 mod resources;
+pub mod secrets;
 mod view;
 
 use std::collections::BTreeMap;
@@ -38,6 +39,7 @@ use crate::workload::WorkloadKey;
 pub use resources::{
     right_size, Mode, NoSeasons, Resources, ResourcesLayer, RightSize, SeasonOracle,
 };
+pub use secrets::{SecretsLayer, SecretsSetupError};
 pub use view::{ContainerView, Extra, MetaView, PodSpecView, PodView};
 
 /// A pod on its way through the mutation chain.

@@ -63,9 +63,14 @@ pub struct VaultConfig {
     /// `kubernetes` (default) or `token`.
     #[serde(default)]
     pub auth: VaultAuth,
-    /// The Kubernetes auth method's role.
+    /// The Kubernetes auth method's role (the webhook's, in `env` injection;
+    /// the pods' too unless `pod_role` is set).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub role: Option<String>,
+    /// The role pods log in with in `exec` injection, with their own service
+    /// account (default: `role`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_role: Option<String>,
     /// The Kubernetes auth method's mount.
     #[serde(default = "default_auth_mount")]
     pub mount: String,
@@ -107,11 +112,66 @@ impl VaultConfig {
             address: address.into(),
             auth: VaultAuth::default(),
             role: None,
+            pod_role: None,
             mount: default_auth_mount(),
             token_env: default_token_env(),
             jwt_file: default_jwt_file(),
             ca_file: None,
             timeout: default_vault_timeout(),
+        }
+    }
+
+    /// The role pods log in with in `exec` injection.
+    pub fn exec_role(&self) -> Option<&str> {
+        self.pod_role.as_deref().or(self.role.as_deref())
+    }
+}
+
+/// `secrets.registry`: reading a container's entrypoint from its image's
+/// config in the registry, for `exec` injection into a container that sets
+/// no `command`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistryConfig {
+    /// Look entrypoints up at all (else such a pod is denied, naming the
+    /// container and the fix: set `command`).
+    #[serde(default = "yes")]
+    pub lookup: bool,
+    /// Read the pod's `imagePullSecrets` to authenticate to its registry
+    /// (needs `get` on Secrets in every namespace, which `nemutator install`
+    /// then grants); off, lookups are anonymous.
+    #[serde(default)]
+    pub pull_secrets: bool,
+    /// Registries (`HOST[:PORT]`) reached over plain HTTP instead of HTTPS.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub insecure: Vec<String>,
+    /// Limit of one lookup, every request included.
+    #[serde(default = "default_registry_timeout")]
+    pub timeout: HumanDuration,
+    /// How long a tag's digest is kept (a digest's entrypoint is kept for
+    /// good: it cannot change).
+    #[serde(default = "default_tag_ttl")]
+    pub tag_ttl: HumanDuration,
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_registry_timeout() -> HumanDuration {
+    HumanDuration::from_secs(2)
+}
+fn default_tag_ttl() -> HumanDuration {
+    HumanDuration::from_secs(300)
+}
+
+impl Default for RegistryConfig {
+    fn default() -> Self {
+        RegistryConfig {
+            lookup: true,
+            pull_secrets: false,
+            insecure: Vec::new(),
+            timeout: default_registry_timeout(),
+            tag_ttl: default_tag_ttl(),
         }
     }
 }
@@ -142,6 +202,44 @@ pub struct SecretsConfig {
     /// keyed by path and version, never shared through Redis).
     #[serde(default = "default_cache_ttl")]
     pub cache_ttl: HumanDuration,
+    /// The image of the init container that copies `nemutator` into a pod
+    /// (`exec` injection): default the webhook's own (`NEMUTATOR_IMAGE`,
+    /// which `nemutator install` sets), else this release's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init_image: Option<String>,
+    /// Entrypoints of images from their registry.
+    #[serde(default)]
+    pub registry: RegistryConfig,
+}
+
+impl SecretsConfig {
+    /// Whether a pod may be given `env` injection (the default mode, or
+    /// chosen by annotation in `env_namespaces`).
+    pub fn env_possible(&self) -> bool {
+        self.injection == Injection::Env || !self.env_namespaces.is_empty()
+    }
+
+    /// Whether the webhook itself logs in to Vault with its service
+    /// account: `env` injection from Vault with Kubernetes auth.
+    pub fn webhook_logs_in(&self) -> bool {
+        self.resolver == ResolverKind::Vault
+            && self.env_possible()
+            && self
+                .vault
+                .as_ref()
+                .is_some_and(|v| v.auth == VaultAuth::Kubernetes)
+    }
+
+    /// Whether pods log in to Vault with Kubernetes auth (so Vault needs a
+    /// token reviewer, for which `nemutator install` binds its service
+    /// account to `system:auth-delegator`).
+    pub fn kubernetes_auth(&self) -> bool {
+        self.resolver == ResolverKind::Vault
+            && self
+                .vault
+                .as_ref()
+                .is_some_and(|v| v.auth == VaultAuth::Kubernetes)
+    }
 }
 
 impl Default for SecretsConfig {
@@ -154,6 +252,8 @@ impl Default for SecretsConfig {
             env_namespaces: Vec::new(),
             allowed_paths: AllowedPaths::default(),
             cache_ttl: default_cache_ttl(),
+            init_image: None,
+            registry: RegistryConfig::default(),
         }
     }
 }

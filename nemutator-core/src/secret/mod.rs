@@ -16,8 +16,8 @@ use std::pin::Pin;
 
 pub use authz::{AllowedPaths, PathDenied};
 pub use config::{
-    FileSecretsConfig, Injection, ResolverKind, SecretsConfig, VaultAuth, VaultConfig,
-    SERVICE_ACCOUNT_TOKEN,
+    FileSecretsConfig, Injection, RegistryConfig, ResolverKind, SecretsConfig, VaultAuth,
+    VaultConfig, SERVICE_ACCOUNT_TOKEN,
 };
 pub use reference::{RefError, SecretRef, REF_PREFIX};
 pub use secrecy::ExposeSecret;
