@@ -76,6 +76,15 @@ pub enum ImageError {
         /// Why.
         why: String,
     },
+    /// The registry answered something nemutator cannot read (a manifest or
+    /// config it does not understand).
+    #[error("image {image}: {why}")]
+    Registry {
+        /// The image.
+        image: String,
+        /// What.
+        why: String,
+    },
     /// The image config has neither `Entrypoint` nor `Cmd`.
     #[error("image {0} has no Entrypoint or Cmd")]
     NoCommand(String),

@@ -3,7 +3,8 @@
 //! [`SecretResolver`] backends of nemutator: Vault or OpenBao KV v2 with
 //! Kubernetes or token auth ([`VaultResolver`]), a YAML file
 //! ([`FileResolver`], the embedded default) and a time-limited cache in front
-//! of either ([`CachedResolver`]).
+//! of either ([`CachedResolver`]); and the entrypoints of images from their
+//! registry for `exec` injection ([`RegistryLookup`]).
 //!
 //! ```
 //! use nemutator_core::secret::{ExposeSecret, SecretRef, SecretResolver};
@@ -22,6 +23,7 @@
 mod cache;
 pub mod env;
 mod file;
+mod registry;
 mod vault;
 
 use std::sync::Arc;
@@ -29,6 +31,7 @@ use std::sync::Arc;
 pub use cache::CachedResolver;
 pub use file::{FileResolver, SAMPLE_SECRETS};
 use nemutator_core::secret::{ResolverKind, SecretError, SecretResolver, SecretsConfig};
+pub use registry::RegistryLookup;
 pub use vault::VaultResolver;
 
 // The README's example runs as a doc test.

@@ -62,6 +62,7 @@
 
 pub mod cluster;
 pub mod prometheus;
+pub mod registry;
 mod routes;
 mod store;
 
