@@ -67,6 +67,9 @@ pub enum Command {
     Install(crate::cmd::install::InstallArgs),
     /// Resolve the secret references in the environment, then exec CMD (nemutator env -- CMD).
     Env(crate::cmd::env::EnvArgs),
+    /// Copy this binary to DEST (the init container of exec injection).
+    #[command(hide = true)]
+    CopySelf(crate::cmd::copy_self::CopySelfArgs),
 }
 
 /// A server's certificate files (both or neither; without them a self-signed

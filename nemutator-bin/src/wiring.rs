@@ -6,10 +6,13 @@ use anyhow::Context as _;
 use nemutator_core::admission::Admission;
 use nemutator_core::config::Config;
 use nemutator_core::error::Chain;
-use nemutator_core::mutate::{Pipeline, ResourcesLayer};
+use nemutator_core::image::{ImageLookup, NoLookup};
+use nemutator_core::mutate::{Pipeline, ResourcesLayer, SecretsLayer};
 use nemutator_core::recommend::{RecommendationStore, Refresher, Seasons};
 use nemutator_core::season::{DefaultSeasonModel, SeasonStore};
+use nemutator_core::secret::{SecretResolver, SecretsConfig};
 use nemutator_core::server::tls::{self, CertStore};
+use nemutator_secrets::{resolver_from_config, CachedResolver, RegistryLookup};
 use tracing_subscriber::EnvFilter;
 
 use crate::cli::{Global, LogFormat, TlsArgs};
@@ -56,8 +59,40 @@ pub struct App {
     pub admission: Admission,
 }
 
+/// The image of the webhook's own pods, which `nemutator install` sets: the
+/// default image of the init container of `exec` injection.
+pub const IMAGE_ENV: &str = "NEMUTATOR_IMAGE";
+
+/// The secrets layer of `secrets:`: a cached resolver for `env` injection,
+/// registry lookups (with pull secrets read through the Kubernetes client of
+/// the environment when `secrets.registry.pull_secrets` is on).
+pub async fn secrets_layer(config: &SecretsConfig) -> anyhow::Result<SecretsLayer> {
+    let mut config = config.clone();
+    if config.init_image.is_none() {
+        config.init_image = std::env::var(IMAGE_ENV).ok().filter(|i| !i.is_empty());
+    }
+    let resolver: Arc<dyn SecretResolver> = Arc::new(CachedResolver::new(
+        resolver_from_config(&config)?,
+        config.cache_ttl.0,
+    ));
+    let images: Arc<dyn ImageLookup> = if config.registry.lookup {
+        let kube = if config.registry.pull_secrets {
+            let client = kube::Client::try_default().await.context(
+                "secrets.registry.pull_secrets is on: a Kubernetes client to read pull secrets",
+            )?;
+            Some(client)
+        } else {
+            None
+        };
+        Arc::new(RegistryLookup::new(config.registry.clone(), kube))
+    } else {
+        Arc::new(NoLookup)
+    };
+    Ok(SecretsLayer::new(&config, resolver, images)?)
+}
+
 impl App {
-    pub fn new(global: &Global) -> anyhow::Result<Self> {
+    pub async fn new(global: &Global) -> anyhow::Result<Self> {
         let config = Config::load(global.config.as_deref())?;
         let policies = Arc::new(config.policies.clone());
         let store = Arc::new(RecommendationStore::new());
@@ -84,7 +119,8 @@ impl App {
         let refresher = Refresher::new(loader, policies, store.clone())
             .with_seasons(seasons.clone(), state)
             .with_resolution(config.metrics.resolution());
-        let pipeline = Pipeline::builder().layer(resources).build();
+        let secrets = secrets_layer(&config.secrets).await?;
+        let pipeline = Pipeline::builder().layer(resources).layer(secrets).build();
         Ok(App {
             config,
             store,

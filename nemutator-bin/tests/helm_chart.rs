@@ -167,6 +167,20 @@ fn the_chart_lints_and_renders_what_nemutator_install_prints() {
     ])
     .args(["--set-file", &format!("config={path}")]);
     assert_same(&normalized(&run(&mut cmd)), &install(&["--config", &path]));
+    // Secrets configurations decide the permissions: the same in both.
+    for (name, text) in [
+        ("vault-env.yaml", "secrets:\n  resolver: vault\n  vault: { address: https://vault:8200, role: nemutator }\n  env_namespaces: [team-a]\n  registry: { pull_secrets: true }\n"),
+        ("vault-exec.yaml", "secrets:\n  resolver: vault\n  vault: { address: https://vault:8200, role: nemutator }\n"),
+        ("pulls.yaml", "secrets:\n  registry: { pull_secrets: true }\n"),
+    ] {
+        let file = dir.join(name);
+        std::fs::write(&file, text).unwrap_or_else(|e| panic!("{e}"));
+        let path = file.display().to_string();
+        let mut cmd = Command::new(&helm);
+        cmd.args(["template", "nemutator", &chart(), "--namespace", "nemutator"])
+            .args(["--set-file", &format!("config={path}")]);
+        assert_same(&normalized(&run(&mut cmd)), &install(&["--config", &path]));
+    }
 
     let url = "https://127.0.0.1:9443/mutate";
     assert_same(

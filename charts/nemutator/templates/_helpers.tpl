@@ -31,3 +31,29 @@ text of a file given with --set-file config=FILE. */}}
 - nemutator.{{ .Release.Namespace }}
 - nemutator
 {{- end -}}
+
+{{/* What the secrets configuration needs, as in `nemutator install`
+(nemutator-core/src/install/objects.rs): "true" or "". */}}
+{{- define "nemutator.kubernetesAuth" -}}
+{{- $cfg := include "nemutator.config" . | fromYaml -}}
+{{- if and (eq (dig "secrets" "resolver" "file" $cfg) "vault") (dig "secrets" "vault" "address" "" $cfg) (eq (dig "secrets" "vault" "auth" "kubernetes" $cfg) "kubernetes") -}}
+true
+{{- end -}}
+{{- end -}}
+
+{{- define "nemutator.pullSecrets" -}}
+{{- $cfg := include "nemutator.config" . | fromYaml -}}
+{{- if and (dig "secrets" "registry" "lookup" true $cfg) (dig "secrets" "registry" "pull_secrets" false $cfg) -}}
+true
+{{- end -}}
+{{- end -}}
+
+{{/* The webhook's pods mount their token: to log in to Vault themselves
+(env injection with Kubernetes auth) or to read pull secrets. */}}
+{{- define "nemutator.mountToken" -}}
+{{- $cfg := include "nemutator.config" . | fromYaml -}}
+{{- $env := or (eq (dig "secrets" "injection" "exec" $cfg) "env") (dig "secrets" "env_namespaces" list $cfg) -}}
+{{- if or (and (include "nemutator.kubernetesAuth" .) $env) (include "nemutator.pullSecrets" .) -}}
+true
+{{- end -}}
+{{- end -}}

@@ -2,6 +2,7 @@
 
 #[cfg(feature = "profiler")]
 pub mod agent;
+pub mod copy_self;
 pub mod env;
 pub mod install;
 #[cfg(feature = "profiler")]
@@ -16,6 +17,11 @@ use std::process::ExitCode;
 use crate::cli::{Cli, Command};
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    // No runtime for a file copy.
+    let cli = match cli.command {
+        Command::CopySelf(args) => return copy_self::run(args),
+        command => Cli { command, ..cli },
+    };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -31,6 +37,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Command::Agent(args) => agent::run(&cli.global, args).await,
             Command::Install(args) => install::run(&cli.global, args),
             Command::Env(args) => env::run(&cli.global, args).await,
+            Command::CopySelf(args) => copy_self::run(args),
         }
     })
 }

@@ -36,7 +36,7 @@ impl Drop for Progress {
 }
 
 pub async fn run(global: &Global, args: RecommendArgs) -> anyhow::Result<ExitCode> {
-    let app = App::new(global)?;
+    let app = App::new(global).await?;
     let loader = nemutator_metrics::loader_from_config(&app.config.metrics)?;
     let client = loader
         .load()

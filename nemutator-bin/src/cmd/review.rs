@@ -19,7 +19,7 @@ pub async fn run(global: &Global, args: ReviewArgs) -> anyhow::Result<ExitCode> 
     } else {
         std::fs::read(&args.file).with_context(|| args.file.display().to_string())?
     };
-    let app = App::new(global)?;
+    let app = App::new(global).await?;
     app.load_once().await?;
     let reviewed = app.admission.review(&body).await?;
     let out = if args.patched {

@@ -24,13 +24,14 @@ use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service, ServiceAccount};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 
 pub use certmanager::{Certificate, CertificateSpec, Issuer, IssuerRef, IssuerSpec};
 pub use certs::{WebhookCerts, VALIDITY};
 pub use kustomize::kustomize_tree;
 pub use objects::{
-    labels, CONFIG_DIGEST_ANNOTATION, CONFIG_DIR, CONFIG_KEY, CONTAINER_PORT, OPT_OUT_VALUE,
-    TLS_DIR, TLS_SECRET,
+    labels, token_needed, CONFIG_DIGEST_ANNOTATION, CONFIG_DIR, CONFIG_KEY, CONTAINER_PORT,
+    OPT_OUT_VALUE, TLS_DIR, TLS_SECRET,
 };
 
 use crate::config::Config;
@@ -126,6 +127,9 @@ pub struct InstallOptions {
     /// Call the webhook at this URL instead of through its Service (a webhook
     /// running outside the cluster, as in development and in the tests).
     pub webhook_url: Option<String>,
+    /// The configuration `config_yaml` holds, parsed: what it enables decides
+    /// the webhook's permissions.
+    pub config: Config,
 }
 
 impl InstallOptions {
@@ -143,6 +147,7 @@ impl InstallOptions {
             replicas: 2,
             config_yaml,
             webhook_url: None,
+            config: Config::default(),
         })
     }
 
@@ -153,7 +158,7 @@ impl InstallOptions {
         text: &str,
         origin: &std::path::Path,
     ) -> Result<Self, InstallError> {
-        Config::from_yaml(text, origin)?;
+        self.config = Config::from_yaml(text, origin)?;
         self.config_yaml = text.to_owned();
         Ok(self)
     }
@@ -214,9 +219,18 @@ impl InstallOptions {
 pub struct Manifests {
     /// nemutator's namespace.
     pub namespace: Namespace,
-    /// The webhook's identity; it calls no API, so it is bound to no role and
-    /// mounts no token.
+    /// The webhook's identity. Its pods mount its token only where the
+    /// configuration needs it (see [`token_needed`]).
     pub service_account: ServiceAccount,
+    /// With Vault's Kubernetes auth: the service account bound to
+    /// `system:auth-delegator`, so that Vault may use its token as the
+    /// reviewer of the tokens pods log in with (TokenReview).
+    pub token_reviewer: Option<ClusterRoleBinding>,
+    /// With `secrets.registry.pull_secrets`: `get` on Secrets, to read
+    /// pods' `imagePullSecrets`.
+    pub pull_secrets_role: Option<ClusterRole>,
+    /// Its binding to the service account.
+    pub pull_secrets_binding: Option<ClusterRoleBinding>,
     /// The configuration file.
     pub config_map: ConfigMap,
     /// The serving pair, when `nemutator install` made it.
@@ -238,9 +252,13 @@ pub struct Manifests {
 /// The objects to install for `options`, with certificates from `tls`.
 pub fn manifests(options: &InstallOptions, tls: &Tls) -> Manifests {
     let (issuer, certificate) = objects::cert_manager(options, tls).unzip();
+    let (pull_secrets_role, pull_secrets_binding) = objects::pull_secrets(options).unzip();
     Manifests {
         namespace: objects::namespace(options),
         service_account: objects::service_account(options),
+        token_reviewer: objects::token_reviewer(options),
+        pull_secrets_role,
+        pull_secrets_binding,
         config_map: objects::config_map(options),
         tls_secret: objects::tls_secret(options, tls),
         issuer,
@@ -267,6 +285,9 @@ impl Manifests {
         let Manifests {
             namespace,
             service_account,
+            token_reviewer,
+            pull_secrets_role,
+            pull_secrets_binding,
             config_map,
             tls_secret,
             issuer,
@@ -286,6 +307,15 @@ impl Manifests {
         use serde_json::to_value as json;
         push("namespace", json(namespace))?;
         push("serviceaccount", json(service_account))?;
+        if let Some(b) = token_reviewer {
+            push("clusterrolebinding-auth-delegator", json(b))?;
+        }
+        if let Some(r) = pull_secrets_role {
+            push("clusterrole-pull-secrets", json(r))?;
+        }
+        if let Some(b) = pull_secrets_binding {
+            push("clusterrolebinding-pull-secrets", json(b))?;
+        }
         push("configmap", json(config_map))?;
         if let Some(s) = tls_secret {
             push("secret", json(s))?;

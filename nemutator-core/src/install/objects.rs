@@ -16,6 +16,7 @@ use k8s_openapi::api::core::v1::{
     ServiceAccount, ServicePort, ServiceSpec, TopologySpreadConstraint, Volume, VolumeMount,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, RoleRef, Subject};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
     LabelSelector, LabelSelectorRequirement, ObjectMeta,
@@ -92,10 +93,76 @@ pub(super) fn namespace(o: &InstallOptions) -> Namespace {
 pub(super) fn service_account(o: &InstallOptions) -> ServiceAccount {
     ServiceAccount {
         metadata: meta(NAME, Some(&o.namespace)),
-        // The webhook calls no Kubernetes API: no token to steal.
+        // Pods mount the token only where the configuration needs it.
         automount_service_account_token: Some(false),
         ..ServiceAccount::default()
     }
+}
+
+/// Whether the webhook's pods mount their service-account token: to log in
+/// to Vault themselves (`env` injection with Kubernetes auth) or to read
+/// pull secrets. Otherwise the webhook calls no API: no token to steal.
+pub fn token_needed(o: &InstallOptions) -> bool {
+    let s = &o.config.secrets;
+    s.webhook_logs_in() || (s.registry.lookup && s.registry.pull_secrets)
+}
+
+fn subject(o: &InstallOptions) -> Subject {
+    Subject {
+        kind: "ServiceAccount".to_owned(),
+        name: NAME.to_owned(),
+        namespace: Some(o.namespace.clone()),
+        ..Subject::default()
+    }
+}
+
+fn cluster_role_ref(name: &str) -> RoleRef {
+    RoleRef {
+        api_group: "rbac.authorization.k8s.io".to_owned(),
+        kind: "ClusterRole".to_owned(),
+        name: name.to_owned(),
+    }
+}
+
+/// With Vault's Kubernetes auth, Vault reviews each login token through the
+/// TokenReview API with a reviewer's token; nemutator's service account is
+/// made one (`system:auth-delegator`), so its token can be Vault's
+/// `token_reviewer_jwt` (docs/SECRETS.md).
+pub(super) fn token_reviewer(o: &InstallOptions) -> Option<ClusterRoleBinding> {
+    if !o.config.secrets.kubernetes_auth() {
+        return None;
+    }
+    Some(ClusterRoleBinding {
+        metadata: meta(&format!("{NAME}-auth-delegator"), None),
+        role_ref: cluster_role_ref("system:auth-delegator"),
+        subjects: Some(vec![subject(o)]),
+    })
+}
+
+/// `get` on Secrets in every namespace (pull secrets are in the pods'),
+/// only with `secrets.registry.pull_secrets`.
+pub(super) fn pull_secrets(o: &InstallOptions) -> Option<(ClusterRole, ClusterRoleBinding)> {
+    let r = &o.config.secrets.registry;
+    if !(r.lookup && r.pull_secrets) {
+        return None;
+    }
+    let name = format!("{NAME}-pull-secrets");
+    let role = ClusterRole {
+        metadata: meta(&name, None),
+        rules: Some(vec![PolicyRule {
+            api_groups: Some(vec![String::new()]),
+            resources: Some(vec!["secrets".to_owned()]),
+            verbs: vec!["get".to_owned()],
+            ..PolicyRule::default()
+        }]),
+        ..ClusterRole::default()
+    };
+    let binding = ClusterRoleBinding {
+        metadata: meta(&name, None),
+        role_ref: cluster_role_ref(&name),
+        subjects: Some(vec![subject(o)]),
+    };
+    Some((role, binding))
 }
 
 pub(super) fn config_map(o: &InstallOptions) -> ConfigMap {
@@ -202,11 +269,19 @@ fn container(o: &InstallOptions) -> Container {
             format!("--tls-key={tls}.key"),
             format!("--config={CONFIG_DIR}/{CONFIG_KEY}"),
         ]),
-        env: Some(vec![EnvVar {
-            name: "NEMUTATOR_LOG_FORMAT".to_owned(),
-            value: Some("json".to_owned()),
-            ..EnvVar::default()
-        }]),
+        env: Some(vec![
+            EnvVar {
+                name: "NEMUTATOR_LOG_FORMAT".to_owned(),
+                value: Some("json".to_owned()),
+                ..EnvVar::default()
+            },
+            // The init container of exec injection runs the same image.
+            EnvVar {
+                name: "NEMUTATOR_IMAGE".to_owned(),
+                value: Some(o.image.clone()),
+                ..EnvVar::default()
+            },
+        ]),
         ports: Some(vec![ContainerPort {
             name: Some("https".to_owned()),
             container_port: CONTAINER_PORT,
@@ -282,7 +357,7 @@ pub(super) fn deployment(o: &InstallOptions) -> Deployment {
                 metadata: Some(template_meta),
                 spec: Some(PodSpec {
                     service_account_name: Some(NAME.to_owned()),
-                    automount_service_account_token: Some(false),
+                    automount_service_account_token: Some(token_needed(o)),
                     security_context: Some(PodSecurityContext {
                         run_as_non_root: Some(true),
                         run_as_user: Some(65532),

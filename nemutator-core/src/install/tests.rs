@@ -297,3 +297,82 @@ fn deploy_kustomize_is_generated_from_the_install_objects() {
         );
     }
 }
+
+/// What secrets need: a token reviewer with Vault's Kubernetes auth, the
+/// webhook's token only when it logs in itself or reads pull secrets, and
+/// `get secrets` only for the latter.
+#[test]
+fn secrets_get_exactly_the_permissions_their_configuration_needs() {
+    let with = |text: &str| {
+        let o = mk_options()
+            .with_config(text, Path::new("c.yaml"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        mk_objects(&o, &Tls::CertManager)
+    };
+    let automount = |objects: &BTreeMap<String, Value>| {
+        at(
+            &objects["Deployment/nemutator"],
+            "/spec/template/spec/automountServiceAccountToken",
+        )
+        .clone()
+    };
+    let vault =
+        "secrets:\n  resolver: vault\n  vault: { address: https://vault:8200, role: nemutator }\n";
+    let exec = with(vault);
+    assert!(exec.contains_key("ClusterRoleBinding/nemutator-auth-delegator"));
+    let binding = &exec["ClusterRoleBinding/nemutator-auth-delegator"];
+    assert_eq!(at(binding, "/roleRef/name"), "system:auth-delegator");
+    assert_eq!(
+        at(binding, "/subjects/0"),
+        &json!({"kind": "ServiceAccount", "name": "nemutator", "namespace": "nemutator"})
+    );
+    assert_eq!(
+        automount(&exec),
+        json!(false),
+        "exec injection: pods log in, not the webhook"
+    );
+    assert!(!exec.keys().any(|k| k.starts_with("ClusterRole/")));
+
+    let env = with(&format!("{vault}  env_namespaces: [team-a]\n"));
+    assert_eq!(
+        automount(&env),
+        json!(true),
+        "env injection: the webhook logs in"
+    );
+
+    let pulls = with("secrets:\n  registry: { pull_secrets: true }\n");
+    assert_eq!(automount(&pulls), json!(true));
+    assert_eq!(
+        at(&pulls["ClusterRole/nemutator-pull-secrets"], "/rules"),
+        &json!([{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}])
+    );
+    assert_eq!(
+        at(
+            &pulls["ClusterRoleBinding/nemutator-pull-secrets"],
+            "/roleRef/name"
+        ),
+        "nemutator-pull-secrets"
+    );
+    assert!(!pulls.contains_key("ClusterRoleBinding/nemutator-auth-delegator"));
+    let token = with("secrets:\n  resolver: vault\n  vault: { address: https://vault:8200, auth: token }\n  injection: env\n  env_namespaces: [a]\n");
+    assert!(
+        !token.keys().any(|k| k.contains("Role")),
+        "{:?}",
+        token.keys()
+    );
+    assert_eq!(automount(&token), json!(false));
+
+    // The init container of exec injection runs the webhook's own image.
+    let mut o = mk_options();
+    o.image = "mirror.example/nemutator:1".into();
+    let objects = mk_objects(&o, &Tls::CertManager);
+    let env = at(
+        &objects["Deployment/nemutator"],
+        "/spec/template/spec/containers/0/env",
+    );
+    assert!(
+        env.as_array().is_some_and(|e| e
+            .contains(&json!({"name": "NEMUTATOR_IMAGE", "value": "mirror.example/nemutator:1"}))),
+        "{env}"
+    );
+}
