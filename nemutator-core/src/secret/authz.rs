@@ -17,7 +17,9 @@ pub struct AllowedPaths(pub BTreeMap<String, Vec<String>>);
 
 /// A reference outside the namespace's allowed paths.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("namespace {namespace} may not reference {path} (secrets.allowed_paths)")]
+#[error(
+    "namespace {namespace} may not reference {path}; use a path that secrets.allowed_paths gives {namespace}, or have it added there"
+)]
 pub struct PathDenied {
     /// The pod's namespace.
     pub namespace: String,
@@ -87,7 +89,7 @@ mod tests {
             .expect_err("unlisted");
         assert_eq!(
             e.to_string(),
-            "namespace team-b may not reference kv/data/team-a/db (secrets.allowed_paths)"
+            "namespace team-b may not reference kv/data/team-a/db; use a path that secrets.allowed_paths gives team-b, or have it added there"
         );
     }
 }

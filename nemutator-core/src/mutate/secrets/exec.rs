@@ -124,7 +124,7 @@ pub(super) fn init_container(settings: &ExecSettings) -> ContainerView {
         command: Some(vec![
             IMAGE_BINARY.to_owned(),
             "copy-self".to_owned(),
-            BINARY.to_owned(),
+            MOUNT_DIR.to_owned(),
         ]),
         resources: Some(ResourceRequirements {
             requests: Some(quantities(&INIT_REQUESTS)),

@@ -232,6 +232,24 @@ fn mode_name(mode: Injection) -> &'static str {
     }
 }
 
+/// What to do about a reference that did not resolve at admission.
+fn resolve_fix(e: &SecretError) -> &'static str {
+    match e {
+        SecretError::NotFound(_)
+        | SecretError::NoKey { .. }
+        | SecretError::Deleted { .. }
+        | SecretError::Destroyed { .. }
+        | SecretError::NotAString { .. } => "fix the reference or write the secret",
+        SecretError::PermissionDenied(_) => {
+            "grant the webhook's Vault role (secrets.vault.role) read on the path"
+        }
+        SecretError::Login(_) | SecretError::Config(_) => {
+            "check secrets.vault (address, auth, role) and the Vault auth method"
+        }
+        SecretError::Unavailable(_) => "retry when the secrets backend is back",
+    }
+}
+
 /// A backend's failure, as the source of [`MutationError::Unavailable`].
 fn cause(text: String) -> Box<dyn std::error::Error + Send + Sync> {
     text.into()
@@ -323,9 +341,10 @@ async fn inject_env(
                 }
                 Err(e) => {
                     return Err(MutationError::Deny(format!(
-                        "container {}: {var}: {}",
+                        "container {}: {var}: {}; {}",
                         t.name,
-                        Chain(&e)
+                        Chain(&e),
+                        resolve_fix(&e)
                     )));
                 }
             }

@@ -76,8 +76,16 @@ pub enum PlanError {
         source: PathDenied,
     },
     /// `env` injection in a namespace not in `env_namespaces`.
-    #[error("namespace {0} may not use env injection (secrets.env_namespaces); use exec injection (the default) instead")]
-    EnvNotAllowed(String),
+    #[error(
+        "container {container}: namespace {namespace} may not use env injection (secrets.env_namespaces); annotate the pod {}: exec to resolve in the container instead",
+        annotations::SECRETS_INJECTION
+    )]
+    EnvNotAllowed {
+        /// The first container with secrets.
+        container: String,
+        /// The pod's namespace.
+        namespace: String,
+    },
 }
 
 /// Where a variable's reference comes from.
@@ -249,7 +257,10 @@ pub(super) fn plan(review: &PodReview, config: &SecretsConfig) -> Result<Option<
         }
     }
     if mode == Injection::Env && !config.env_namespaces.contains(&review.namespace) {
-        return Err(PlanError::EnvNotAllowed(review.namespace.clone()));
+        return Err(PlanError::EnvNotAllowed {
+            container: targets.first().map(|t| t.name.clone()).unwrap_or_default(),
+            namespace: review.namespace.clone(),
+        });
     }
     Ok(Some(Plan { mode, targets }))
 }
@@ -377,7 +388,7 @@ mod tests {
             (json!({annotations::SECRETS: "[1]"}), spec(), "nemutator.io/secrets: not a JSON object of variable name to reference: invalid type: sequence"),
             (json!({annotations::SECRETS: r#"{"A=B":"vault:kv/data/team-a/x#k"}"#}), spec(), "nemutator.io/secrets: \"A=B\" is not an environment variable name"),
             (json!({annotations::SECRETS: r#"{"A":"vault:kv/data/team-a/x"}"#}), spec(), "nemutator.io/secrets: A: invalid secret reference \"vault:kv/data/team-a/x\": no #KEY"),
-            (json!({annotations::SECRETS: r#"{"A":"vault:kv/data/team-b/x#k"}"#}), spec(), "container app: A: namespace team-a may not reference kv/data/team-b/x (secrets.allowed_paths)"),
+            (json!({annotations::SECRETS: r#"{"A":"vault:kv/data/team-b/x#k"}"#}), spec(), "container app: A: namespace team-a may not reference kv/data/team-b/x; use a path that secrets.allowed_paths gives team-a, or have it added there"),
             (json!({annotations::SECRETS: r#"{"A":"vault:kv/data/team-a/x#k"}"#, annotations::SECRETS_INJECTION: "sidecar"}), spec(), "nemutator.io/secrets-injection: \"sidecar\" is not exec or env"),
             (json!({annotations::SECRETS: r#"{"A":"vault:kv/data/team-a/x#k"}"#, annotations::SECRETS_CONTAINERS: "web"}), spec(), "nemutator.io/secrets-containers: the pod has no container \"web\""),
             (json!({}), json!({"containers": [{"name": "app", "env": [{"name": "X", "value": "vault:kv/data/team-a/x#k#0"}]}]}), "container app: X: invalid secret reference \"vault:kv/data/team-a/x#k#0\": the version must be a whole number from 1"),
@@ -394,7 +405,7 @@ mod tests {
         );
         assert_eq!(
             err_line(&r, &other_ns),
-            "namespace team-a may not use env injection (secrets.env_namespaces); use exec injection (the default) instead"
+            "container app: namespace team-a may not use env injection (secrets.env_namespaces); annotate the pod nemutator.io/secrets-injection: exec to resolve in the container instead"
         );
     }
 

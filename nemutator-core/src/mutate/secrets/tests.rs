@@ -212,7 +212,7 @@ async fn exec_wraps_the_command_and_keeps_probes_hooks_and_args() {
     assert_eq!(init[0]["image"], "nemutator:test");
     assert_eq!(
         init[0]["command"],
-        json!([IMAGE_BINARY, "copy-self", BINARY])
+        json!([IMAGE_BINARY, "copy-self", MOUNT_DIR])
     );
     assert_eq!(
         init[0]["resources"]["requests"],
@@ -360,7 +360,7 @@ async fn env_writes_values_once_and_never_into_messages() {
         .unwrap_or_default();
     assert_eq!(
         message,
-        "container app: X: secret kv/data/shop/nope not found"
+        "container app: X: secret kv/data/shop/nope not found; fix the reference or write the secret"
     );
 
     // Vault down: a 503 naming the backend.
@@ -388,7 +388,7 @@ async fn refusals_and_pods_without_secrets() {
         .unwrap_or_default();
     assert_eq!(
         message,
-        "container app: API: namespace other may not reference kv/data/shop/api (secrets.allowed_paths)"
+        "container app: API: namespace other may not reference kv/data/shop/api; use a path that secrets.allowed_paths gives other, or have it added there"
     );
     let plain = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
                        "spec": {"containers": [{"name": "a", "image": "x", "env": [{"name": "A", "value": "b"}]}]}});
