@@ -119,8 +119,12 @@ impl App {
         let refresher = Refresher::new(loader, policies, store.clone())
             .with_seasons(seasons.clone(), state)
             .with_resolution(config.metrics.resolution());
-        let secrets = secrets_layer(&config.secrets).await?;
-        let pipeline = Pipeline::builder().layer(resources).layer(secrets).build();
+        let pipeline = Pipeline::builder().layer(resources);
+        let pipeline = if config.secrets.enabled {
+            pipeline.layer(secrets_layer(&config.secrets).await?).build()
+        } else {
+            pipeline.build()
+        };
         Ok(App {
             config,
             store,

@@ -172,6 +172,7 @@ fn the_chart_lints_and_renders_what_nemutator_install_prints() {
         ("vault-env.yaml", "secrets:\n  resolver: vault\n  vault: { address: https://vault:8200, role: nemutator }\n  env_namespaces: [team-a]\n  registry: { pull_secrets: true }\n"),
         ("vault-exec.yaml", "secrets:\n  resolver: vault\n  vault: { address: https://vault:8200, role: nemutator }\n"),
         ("pulls.yaml", "secrets:\n  registry: { pull_secrets: true }\n"),
+        ("off.yaml", "secrets:\n  enabled: false\n  resolver: vault\n  vault: { address: https://vault:8200 }\n  registry: { pull_secrets: true }\n"),
     ] {
         let file = dir.join(name);
         std::fs::write(&file, text).unwrap_or_else(|e| panic!("{e}"));

@@ -139,6 +139,28 @@ fn review_injects_with_the_webhooks_own_image() {
     );
 }
 
+/// Without a `secrets:` section the layer is off: references are left for
+/// another injector, and nothing is denied.
+#[test]
+fn without_a_secrets_section_references_are_left_alone() {
+    let dir = tmpdir("secrets-off");
+    let config = write(&dir, "c.yaml", "seasons: { enabled: false }\n");
+    let review = mk_review(
+        "other",
+        json!({}),
+        json!([{"name": "DB", "value": "vault:kv/data/app/db#password"}]),
+    );
+    let (code, out, err) = run(
+        &["review", "--config", &config, "-"],
+        &[],
+        review.to_string().as_bytes(),
+    );
+    assert_eq!(code, 0, "{err}");
+    let v: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert_eq!(v["response"]["allowed"], true, "{out}");
+    assert!(v["response"].get("patch").is_none(), "{out}");
+}
+
 #[test]
 fn copy_self_puts_a_runnable_binary_in_the_directory() {
     let dir = tmpdir("copy-self");

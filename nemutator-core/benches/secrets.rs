@@ -180,7 +180,10 @@ fn bench(c: &mut Criterion) {
             black_box(reviewed.map(|r| r.response.into_review_json()))
         })
     });
-    for (name, mode) in [("secrets_exec", Injection::Exec), ("secrets_env", Injection::Env)] {
+    for (name, mode) in [
+        ("secrets_exec", Injection::Exec),
+        ("secrets_env", Injection::Env),
+    ] {
         let admission = mk_admission(mode);
         // Sanity: the benchmark measures a real patch, every container.
         let reviewed = block(admission.review(&body)).unwrap_or_else(|e| panic!("{e}"));

@@ -328,8 +328,8 @@ pub struct Config {
     /// Right-sizing policies, first match wins.
     #[serde(default = "default_policies")]
     pub policies: PolicySet,
-    /// Secret injection.
-    #[serde(default)]
+    /// Secret injection: on where the file has this section.
+    #[serde(default = "SecretsConfig::off")]
     pub secrets: SecretsConfig,
     /// Season learning.
     #[serde(default)]
@@ -345,7 +345,7 @@ impl Default for Config {
         Config {
             metrics: MetricsConfig::default(),
             policies: default_policies(),
-            secrets: SecretsConfig::default(),
+            secrets: SecretsConfig::off(),
             seasons: SeasonsConfig::default(),
         }
     }
@@ -482,6 +482,23 @@ metrics:
             Path::new("x"),
         );
         assert!(bad.is_err(), "unknown keys are errors");
+    }
+
+    #[test]
+    fn a_secrets_section_turns_secrets_on() {
+        let on = |yaml: &str| {
+            Config::from_yaml(yaml, Path::new("x"))
+                .map(|c| c.secrets.enabled)
+                .unwrap_or_else(|e| panic!("{e}"))
+        };
+        assert!(!on("metrics: { source: file }\n"), "no section: off");
+        assert!(!Config::default().secrets.enabled);
+        assert!(on("secrets: { allowed_paths: { a: [\"kv/data/a/*\"] } }\n"));
+        assert!(on("secrets: {}\n"));
+        assert!(!on("secrets: { enabled: false }\n"));
+        // What `nemutator install` writes without --config reads back off.
+        let text = serde_yaml::to_string(&Config::default()).unwrap_or_default();
+        assert!(!on(&text), "{text}");
     }
 
     #[test]

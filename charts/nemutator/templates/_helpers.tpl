@@ -36,14 +36,14 @@ text of a file given with --set-file config=FILE. */}}
 (nemutator-core/src/install/objects.rs): "true" or "". */}}
 {{- define "nemutator.kubernetesAuth" -}}
 {{- $cfg := include "nemutator.config" . | fromYaml -}}
-{{- if and (eq (dig "secrets" "resolver" "file" $cfg) "vault") (dig "secrets" "vault" "address" "" $cfg) (eq (dig "secrets" "vault" "auth" "kubernetes" $cfg) "kubernetes") -}}
+{{- if and (dig "secrets" "enabled" true $cfg) (eq (dig "secrets" "resolver" "file" $cfg) "vault") (dig "secrets" "vault" "address" "" $cfg) (eq (dig "secrets" "vault" "auth" "kubernetes" $cfg) "kubernetes") -}}
 true
 {{- end -}}
 {{- end -}}
 
 {{- define "nemutator.pullSecrets" -}}
 {{- $cfg := include "nemutator.config" . | fromYaml -}}
-{{- if and (dig "secrets" "registry" "lookup" true $cfg) (dig "secrets" "registry" "pull_secrets" false $cfg) -}}
+{{- if and (dig "secrets" "enabled" true $cfg) (dig "secrets" "registry" "lookup" true $cfg) (dig "secrets" "registry" "pull_secrets" false $cfg) -}}
 true
 {{- end -}}
 {{- end -}}

@@ -104,7 +104,7 @@ pub(super) fn service_account(o: &InstallOptions) -> ServiceAccount {
 /// pull secrets. Otherwise the webhook calls no API: no token to steal.
 pub fn token_needed(o: &InstallOptions) -> bool {
     let s = &o.config.secrets;
-    s.webhook_logs_in() || (s.registry.lookup && s.registry.pull_secrets)
+    s.webhook_logs_in() || (s.enabled && s.registry.lookup && s.registry.pull_secrets)
 }
 
 fn subject(o: &InstallOptions) -> Subject {
@@ -143,7 +143,7 @@ pub(super) fn token_reviewer(o: &InstallOptions) -> Option<ClusterRoleBinding> {
 /// only with `secrets.registry.pull_secrets`.
 pub(super) fn pull_secrets(o: &InstallOptions) -> Option<(ClusterRole, ClusterRoleBinding)> {
     let r = &o.config.secrets.registry;
-    if !(r.lookup && r.pull_secrets) {
+    if !(o.config.secrets.enabled && r.lookup && r.pull_secrets) {
         return None;
     }
     let name = format!("{NAME}-pull-secrets");

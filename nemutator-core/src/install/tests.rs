@@ -361,6 +361,11 @@ fn secrets_get_exactly_the_permissions_their_configuration_needs() {
         token.keys()
     );
     assert_eq!(automount(&token), json!(false));
+    let off = with(&format!(
+        "{vault}  enabled: false\n  env_namespaces: [a]\n  registry: {{ pull_secrets: true }}\n"
+    ));
+    assert!(!off.keys().any(|k| k.contains("Role")), "{:?}", off.keys());
+    assert_eq!(automount(&off), json!(false), "secrets off: nothing");
 
     // The init container of exec injection runs the webhook's own image.
     let mut o = mk_options();

@@ -180,6 +180,12 @@ impl Default for RegistryConfig {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SecretsConfig {
+    /// Whether the webhook injects secrets at all. A configuration with a
+    /// `secrets:` section turns it on (unless it says `enabled: false`);
+    /// without one it is off, and pods with references are left alone (for
+    /// another injector, say). See [`SecretsConfig::off`].
+    #[serde(default = "yes")]
+    pub enabled: bool,
     /// `file` or `vault`.
     #[serde(default)]
     pub resolver: ResolverKind,
@@ -213,6 +219,15 @@ pub struct SecretsConfig {
 }
 
 impl SecretsConfig {
+    /// The configuration without a `secrets:` section: the defaults,
+    /// switched off.
+    pub fn off() -> Self {
+        SecretsConfig {
+            enabled: false,
+            ..SecretsConfig::default()
+        }
+    }
+
     /// Whether a pod may be given `env` injection (the default mode, or
     /// chosen by annotation in `env_namespaces`).
     pub fn env_possible(&self) -> bool {
@@ -222,7 +237,8 @@ impl SecretsConfig {
     /// Whether the webhook itself logs in to Vault with its service
     /// account: `env` injection from Vault with Kubernetes auth.
     pub fn webhook_logs_in(&self) -> bool {
-        self.resolver == ResolverKind::Vault
+        self.enabled
+            && self.resolver == ResolverKind::Vault
             && self.env_possible()
             && self
                 .vault
@@ -234,7 +250,8 @@ impl SecretsConfig {
     /// token reviewer, for which `nemutator install` binds its service
     /// account to `system:auth-delegator`).
     pub fn kubernetes_auth(&self) -> bool {
-        self.resolver == ResolverKind::Vault
+        self.enabled
+            && self.resolver == ResolverKind::Vault
             && self
                 .vault
                 .as_ref()
@@ -245,6 +262,7 @@ impl SecretsConfig {
 impl Default for SecretsConfig {
     fn default() -> Self {
         SecretsConfig {
+            enabled: true,
             resolver: ResolverKind::default(),
             file: FileSecretsConfig::default(),
             vault: None,
