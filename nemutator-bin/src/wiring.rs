@@ -59,17 +59,15 @@ pub struct App {
     pub admission: Admission,
 }
 
-/// The image of the webhook's own pods, which `nemutator install` sets: the
-/// default image of the init container of `exec` injection.
-pub const IMAGE_ENV: &str = "NEMUTATOR_IMAGE";
-
 /// The secrets layer of `secrets:`: a cached resolver for `env` injection,
 /// registry lookups (with pull secrets read through the Kubernetes client of
 /// the environment when `secrets.registry.pull_secrets` is on).
 pub async fn secrets_layer(config: &SecretsConfig) -> anyhow::Result<SecretsLayer> {
     let mut config = config.clone();
     if config.init_image.is_none() {
-        config.init_image = std::env::var(IMAGE_ENV).ok().filter(|i| !i.is_empty());
+        config.init_image = std::env::var(nemutator_core::install::IMAGE_ENV)
+            .ok()
+            .filter(|i| !i.is_empty());
     }
     let resolver: Arc<dyn SecretResolver> = Arc::new(CachedResolver::new(
         resolver_from_config(&config)?,
@@ -121,7 +119,9 @@ impl App {
             .with_resolution(config.metrics.resolution());
         let pipeline = Pipeline::builder().layer(resources);
         let pipeline = if config.secrets.enabled {
-            pipeline.layer(secrets_layer(&config.secrets).await?).build()
+            pipeline
+                .layer(secrets_layer(&config.secrets).await?)
+                .build()
         } else {
             pipeline.build()
         };

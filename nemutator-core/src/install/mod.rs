@@ -31,7 +31,7 @@ pub use certs::{WebhookCerts, VALIDITY};
 pub use kustomize::kustomize_tree;
 pub use objects::{
     labels, token_needed, CONFIG_DIGEST_ANNOTATION, CONFIG_DIR, CONFIG_KEY, CONTAINER_PORT,
-    OPT_OUT_VALUE, TLS_DIR, TLS_SECRET,
+    IMAGE_ENV, OPT_OUT_VALUE, TLS_DIR, TLS_SECRET,
 };
 
 use crate::config::Config;

@@ -32,6 +32,9 @@ use crate::annotations;
 
 /// Port the webhook container listens on.
 pub const CONTAINER_PORT: i32 = 8443;
+/// The variable holding the webhook's own image, set on its container: the
+/// default image of the init container of `exec` injection.
+pub const IMAGE_ENV: &str = "NEMUTATOR_IMAGE";
 /// Where the serving pair is mounted in the webhook's pods.
 pub const TLS_DIR: &str = "/etc/nemutator/tls";
 /// Where the configuration is mounted.
@@ -277,7 +280,7 @@ fn container(o: &InstallOptions) -> Container {
             },
             // The init container of exec injection runs the same image.
             EnvVar {
-                name: "NEMUTATOR_IMAGE".to_owned(),
+                name: IMAGE_ENV.to_owned(),
                 value: Some(o.image.clone()),
                 ..EnvVar::default()
             },
