@@ -9,13 +9,62 @@ use std::future::Future;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
+use std::collections::BTreeMap;
+
 use crate::admission::{patched_object, Admission};
-use crate::mutate::{Pipeline, ResourcesLayer};
+use crate::image::{ImageCommand, ImageFuture, ImageLookup, ImageQuery};
+use crate::mutate::{Pipeline, ResourcesLayer, SecretsLayer};
 use crate::policy::{Policy, PolicySet};
 use crate::quantity::Quantity;
 use crate::recommend::{Recommendation, RecommendationStore, ResourceRecommendation};
+use crate::secret::{
+    AllowedPaths, Injection, ResolveFuture, SecretRef, SecretResolver, SecretValue, SecretsConfig,
+};
 use crate::units::HumanDuration;
 use crate::workload::{ContainerRef, WorkloadKey, WorkloadKind};
+
+/// Every reference resolves, at once, to a value derived from it (`env`
+/// injection).
+#[derive(Debug)]
+struct AnyValue;
+
+impl SecretResolver for AnyValue {
+    fn resolve<'a>(&'a self, r: &'a SecretRef) -> ResolveFuture<'a> {
+        let value = SecretValue::from(format!("value-of-{}", r.key));
+        Box::pin(std::future::ready(Ok(value)))
+    }
+}
+
+/// Every image has an entrypoint and a cmd, at once (`exec` injection).
+#[derive(Debug)]
+struct AnyImage;
+
+impl ImageLookup for AnyImage {
+    fn command<'a>(&'a self, _: ImageQuery<'a>) -> ImageFuture<'a> {
+        Box::pin(std::future::ready(Ok(ImageCommand {
+            entrypoint: vec!["/entry".into()],
+            cmd: vec!["serve".into()],
+        })))
+    }
+}
+
+/// The secrets layer as a cluster would have it: `default` may reference
+/// `kv/data/*` in either mode (`exec` by default), `other` nothing.
+fn mk_secrets() -> SecretsLayer {
+    let config = SecretsConfig {
+        injection: Injection::Exec,
+        env_namespaces: vec!["default".into()],
+        allowed_paths: AllowedPaths(BTreeMap::from([(
+            "default".into(),
+            vec!["kv/data/*".into()],
+        )])),
+        ..SecretsConfig::default()
+    };
+    match SecretsLayer::new(&config, Arc::new(AnyValue), Arc::new(AnyImage)) {
+        Ok(layer) => layer,
+        Err(e) => panic!("{e}"),
+    }
+}
 
 /// Poll a future that never waits (the mutation chain is synchronous).
 fn now_or_never<F: Future>(f: F) -> Option<F::Output> {
@@ -61,6 +110,7 @@ fn mk_handler() -> Admission {
             store,
             Arc::new(PolicySet(vec![Policy::default()])),
         ))
+        .layer(mk_secrets())
         .build();
     Admission::new(pipeline)
 }
@@ -85,6 +135,18 @@ pub fn admission(data: &[u8]) {
         }
         Some(Err(e)) => assert!(!e.to_string().contains('\n'), "multi-line error"),
         None => panic!("the mutation chain waited"),
+    }
+}
+
+/// Parse a secret reference; what parses must format and parse back to
+/// itself.
+pub fn secret_reference(data: &[u8]) {
+    let Ok(s) = std::str::from_utf8(data) else {
+        return;
+    };
+    if let Ok(r) = SecretRef::parse(s) {
+        let again = SecretRef::parse(&r.to_string());
+        assert_eq!(again.as_ref().ok(), Some(&r), "{r}");
     }
 }
 
@@ -136,6 +198,38 @@ mod tests {
         );
         assert!(serde_json::from_str::<serde_json::Value>(&surrogate).is_err());
         super::admission(surrogate.as_bytes());
+        // Secrets: exec and env injection, refusals, through the same checks.
+        let pod: serde_json::Value =
+            serde_json::from_slice(example).unwrap_or_else(|e| panic!("{e}"));
+        for (ns, annotations) in [
+            (
+                "default",
+                serde_json::json!({"nemutator.io/secrets": r#"{"A":"vault:kv/data/a#k"}"#}),
+            ),
+            (
+                "default",
+                serde_json::json!({"nemutator.io/secrets": r#"{"A":"vault:kv/data/a#k#2"}"#, "nemutator.io/secrets-injection": "env"}),
+            ),
+            ("default", serde_json::json!({"nemutator.io/secrets": "{"})),
+            (
+                "other",
+                serde_json::json!({"nemutator.io/secrets": r#"{"A":"vault:kv/data/a#k"}"#}),
+            ),
+        ] {
+            let mut review = pod.clone();
+            review["request"]["namespace"] = ns.into();
+            review["request"]["object"]["metadata"]["annotations"] = annotations;
+            super::admission(review.to_string().as_bytes());
+        }
+        for r in [
+            "vault:kv/data/a#k",
+            "vault:a#b#3",
+            "vault:#",
+            "vault:a#b#0",
+            "vault:",
+        ] {
+            super::secret_reference(r.as_bytes());
+        }
         for q in ["1", "250m", "1e3", "-0", "1.5Gi", ".", "9e18"] {
             super::quantity(q.as_bytes());
         }
