@@ -10,7 +10,7 @@ use nemutator_core::image::{ImageLookup, NoLookup};
 use nemutator_core::mutate::{Pipeline, ResourcesLayer, SecretsLayer};
 use nemutator_core::recommend::{RecommendationStore, Refresher, Seasons};
 use nemutator_core::season::{DefaultSeasonModel, SeasonStore};
-use nemutator_core::secret::{SecretResolver, SecretsConfig};
+use nemutator_core::secret::{NoResolver, SecretResolver, SecretsConfig};
 use nemutator_core::server::tls::{self, CertStore};
 use nemutator_secrets::{resolver_from_config, CachedResolver, RegistryLookup};
 use tracing_subscriber::EnvFilter;
@@ -69,10 +69,16 @@ pub async fn secrets_layer(config: &SecretsConfig) -> anyhow::Result<SecretsLaye
             .ok()
             .filter(|i| !i.is_empty());
     }
-    let resolver: Arc<dyn SecretResolver> = Arc::new(CachedResolver::new(
-        resolver_from_config(&config)?,
-        config.cache_ttl.0,
-    ));
+    // Only env injection resolves in the webhook: without it, no resolver
+    // (and no Vault role or token of the webhook's own) is needed.
+    let resolver: Arc<dyn SecretResolver> = if config.env_possible() {
+        Arc::new(CachedResolver::new(
+            resolver_from_config(&config)?,
+            config.cache_ttl.0,
+        ))
+    } else {
+        Arc::new(NoResolver)
+    };
     let images: Arc<dyn ImageLookup> = if config.registry.lookup {
         let kube = if config.registry.pull_secrets {
             let client = kube::Client::try_default().await.context(

@@ -161,6 +161,54 @@ fn without_a_secrets_section_references_are_left_alone() {
     assert!(v["response"].get("patch").is_none(), "{out}");
 }
 
+/// Exec injection alone needs no Vault login of the webhook's own: a role
+/// for the pods is enough, and without one the configuration is refused in
+/// one line.
+#[test]
+fn exec_injection_needs_only_the_pods_role() {
+    let dir = tmpdir("secrets-exec-only");
+    let vault = "secrets:\n  resolver: vault\n  allowed_paths: { shop: [\"kv/data/shop/*\"] }\n  vault: { address: \"https://vault.example:8200\"";
+    let config = write(&dir, "c.yaml", &format!("{vault}, pod_role: app }}\n"));
+    let review = mk_review(
+        "shop",
+        json!({}),
+        json!([{"name": "API", "value": "vault:kv/data/shop/api#token"}]),
+    );
+    let (code, out, err) = run(
+        &["review", "--patched", "--config", &config, "-"],
+        &[],
+        review.to_string().as_bytes(),
+    );
+    assert_eq!(code, 0, "{err}");
+    let pod: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    let env = &pod["spec"]["containers"][0]["env"];
+    assert!(
+        env.as_array()
+            .is_some_and(|e| e.contains(&json!({"name": "NEMUTATOR_VAULT_ROLE", "value": "app"}))),
+        "{env}"
+    );
+    // An env-injection pod in a namespace without it: refused before any
+    // resolver is asked.
+    let mut env_pod = review.clone();
+    env_pod["request"]["object"]["metadata"]["annotations"] =
+        json!({"nemutator.io/secrets-injection": "env"});
+    let (code, out, err) = run(
+        &["review", "--config", &config, "-"],
+        &[],
+        env_pod.to_string().as_bytes(),
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("may not use env injection"), "{out}");
+
+    let none = write(&dir, "none.yaml", &format!("{vault} }}\n"));
+    let (code, _, err) = run(&["review", "--config", &none, "-"], &[], b"");
+    assert_eq!(code, 1);
+    assert_eq!(
+        err,
+        "nemutator: secrets.vault.auth is kubernetes but neither secrets.vault.pod_role nor secrets.vault.role is set: pods could not log in\n"
+    );
+}
+
 #[test]
 fn copy_self_puts_a_runnable_binary_in_the_directory() {
     let dir = tmpdir("copy-self");

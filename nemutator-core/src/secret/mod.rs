@@ -128,6 +128,20 @@ impl<R: SecretResolver + ?Sized> SecretResolver for std::sync::Arc<R> {
     }
 }
 
+/// Resolves nothing: the webhook's resolver where `env` injection is off (no
+/// namespace may use it, so it is never asked; the webhook then needs no
+/// Vault login of its own).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoResolver;
+
+impl SecretResolver for NoResolver {
+    fn resolve<'a>(&'a self, _: &'a SecretRef) -> ResolveFuture<'a> {
+        Box::pin(std::future::ready(Err(SecretError::Config(
+            "env injection is off (secrets.injection, secrets.env_namespaces)".into(),
+        ))))
+    }
+}
+
 /// Picks `key` out of a secret's key/value data, as every backend must.
 pub fn pick(
     path: &str,

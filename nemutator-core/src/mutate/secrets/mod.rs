@@ -65,6 +65,7 @@ use crate::image::{ImageCommand, ImageError, ImageLookup, ImageQuery};
 use crate::install::DEFAULT_IMAGE;
 use crate::secret::{
     ExposeSecret, Injection, ResolverKind, SecretError, SecretRef, SecretResolver, SecretsConfig,
+    VaultAuth,
 };
 
 pub use exec::{
@@ -84,6 +85,9 @@ pub enum SecretsSetupError {
         /// Why.
         why: String,
     },
+    /// Vault's Kubernetes auth without a role for the pods.
+    #[error("secrets.vault.auth is kubernetes but neither secrets.vault.pod_role nor secrets.vault.role is set: pods could not log in")]
+    NoPodRole,
 }
 
 struct Shared {
@@ -123,8 +127,12 @@ impl SecretsLayer {
         let mut ca_pem = None;
         if let (ResolverKind::Vault, Some(vault)) = (config.resolver, &config.vault) {
             vault_env.push(("NEMUTATOR_VAULT_ADDR".to_owned(), vault.address.clone()));
-            if let Some(role) = vault.exec_role() {
-                vault_env.push(("NEMUTATOR_VAULT_ROLE".to_owned(), role.to_owned()));
+            match (vault.exec_role(), vault.auth) {
+                (Some(role), _) => {
+                    vault_env.push(("NEMUTATOR_VAULT_ROLE".to_owned(), role.to_owned()));
+                }
+                (None, VaultAuth::Kubernetes) => return Err(SecretsSetupError::NoPodRole),
+                (None, VaultAuth::Token) => {}
             }
             vault_env.push(("NEMUTATOR_VAULT_AUTH_MOUNT".to_owned(), vault.mount.clone()));
             if let Some(path) = &vault.ca_file {
