@@ -235,6 +235,8 @@ fn copy_self_puts_a_runnable_binary_in_the_directory() {
         .output()
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(String::from_utf8_lossy(&out.stdout), "hello\n");
+    // The copy is the whole binary (tens of MB): not left behind in /tmp.
+    let _ = std::fs::remove_dir_all(&dir);
 
     let (code, _, err) = run(&["copy-self", "/nonexistent/dir"], &[], b"");
     assert_eq!(code, 1);
