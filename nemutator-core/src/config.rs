@@ -126,24 +126,60 @@ impl Default for PrometheusConfig {
     }
 }
 
-/// `metrics.datadog`.
+/// `metrics.datadog`: Datadog's metrics API. The keys come only from the
+/// environment variables named here, never from the configuration itself.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DatadogConfig {
-    /// Site URL.
+    /// The API's base URL (`https://api.datadoghq.eu`), or a Datadog site
+    /// name (`datadoghq.eu`, `us5.datadoghq.com`), which stands for
+    /// `https://api.<site>`.
+    #[serde(default = "default_datadog_site")]
     pub site: String,
-    /// Environment variable holding the API key.
+    /// Environment variable holding the API key (sent as `DD-API-KEY`).
+    #[serde(default = "default_dd_api_key_env")]
     pub api_key_env: String,
-    /// Environment variable holding the application key.
+    /// Environment variable holding the application key (sent as
+    /// `DD-APPLICATION-KEY`).
+    #[serde(default = "default_dd_app_key_env")]
     pub app_key_env: String,
+    /// Longest wait for one query, rate-limit waits included.
+    #[serde(default = "default_prometheus_timeout")]
+    pub timeout: HumanDuration,
+    /// Retries of a query that failed transiently (connection error, 5xx,
+    /// 429 past the rate-limit waits), with exponential backoff from 500 ms.
+    #[serde(default = "default_retries")]
+    pub retries: u32,
+    /// Queries in flight at most.
+    #[serde(default = "default_concurrency")]
+    pub concurrency: usize,
+    /// Windows end at this time (unix seconds) instead of now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end: Option<i64>,
+}
+
+fn default_datadog_site() -> String {
+    "https://api.datadoghq.com".into()
+}
+
+fn default_dd_api_key_env() -> String {
+    "DD_API_KEY".into()
+}
+
+fn default_dd_app_key_env() -> String {
+    "DD_APP_KEY".into()
 }
 
 impl Default for DatadogConfig {
     fn default() -> Self {
         DatadogConfig {
-            site: "https://api.datadoghq.com".into(),
-            api_key_env: "DD_API_KEY".into(),
-            app_key_env: "DD_APP_KEY".into(),
+            site: default_datadog_site(),
+            api_key_env: default_dd_api_key_env(),
+            app_key_env: default_dd_app_key_env(),
+            timeout: default_prometheus_timeout(),
+            retries: default_retries(),
+            concurrency: default_concurrency(),
+            end: None,
         }
     }
 }
@@ -212,6 +248,15 @@ pub const FILE_REFRESH: std::time::Duration = std::time::Duration::from_secs(2);
 pub const STALE_AFTER_REFRESHES: u32 = 3;
 
 impl MetricsConfig {
+    /// Queries the configured backend may have in flight (4 for a file).
+    pub fn concurrency(&self) -> usize {
+        match self.source {
+            MetricsBackend::Prometheus => self.prometheus.concurrency,
+            MetricsBackend::Datadog => self.datadog.concurrency,
+            _ => default_concurrency(),
+        }
+    }
+
     /// How often the refresher ticks: [`FILE_REFRESH`] for a file (re-read
     /// only when it changed), `refresh` for a live backend.
     pub fn refresh_interval(&self) -> std::time::Duration {

@@ -5,15 +5,18 @@
 //! reads the format `promtool tsdb create-blocks-from openmetrics` accepts,
 //! the sample usage history embedded in the crate
 //! ([`sample::SAMPLE_USAGE`]), the default source, and Prometheus
-//! ([`prometheus::PrometheusSource`]). Both compute the statistic of
+//! ([`prometheus::PrometheusSource`]) and Datadog
+//! ([`datadog::DatadogSource`]). All compute the statistic of
 //! [`nemutator_core::metrics::stat`]: on the same data they agree.
 #![warn(missing_docs)]
 
+pub mod datadog;
 pub mod file;
 pub mod openmetrics;
 pub mod prometheus;
 pub mod sample;
 
+pub use datadog::DatadogSource;
 pub use file::{FileLoader, FileSource};
 pub use prometheus::{LiveLoader, PrometheusSource};
 pub use sample::{TextLoader, SAMPLE_USAGE};
@@ -37,12 +40,16 @@ pub enum SetupError {
     /// The Prometheus backend's configuration is wrong.
     #[error(transparent)]
     Prometheus(#[from] prometheus::PrometheusError),
+    /// The Datadog backend's configuration is wrong (or a key is missing).
+    #[error(transparent)]
+    Datadog(#[from] datadog::DatadogError),
 }
 
 /// The [`SourceLoader`] for a `metrics:` configuration section: the file at
 /// `metrics.file.path`, or the embedded [`SAMPLE_USAGE`] when no path is set;
 /// for Prometheus, its client behind the timeout, retry and concurrency
-/// layers of `metrics.prometheus`.
+/// layers of `metrics.prometheus`; for Datadog, likewise with
+/// `metrics.datadog`.
 pub fn loader_from_config(config: &MetricsConfig) -> Result<Arc<dyn SourceLoader>, SetupError> {
     match config.source {
         MetricsBackend::File => Ok(match &config.file.path {
@@ -50,6 +57,6 @@ pub fn loader_from_config(config: &MetricsConfig) -> Result<Arc<dyn SourceLoader
             None => Arc::new(TextLoader::sample()),
         }),
         MetricsBackend::Prometheus => Ok(Arc::new(LiveLoader::prometheus(&config.prometheus)?)),
-        MetricsBackend::Datadog => Err(SetupError::Unavailable("datadog")),
+        MetricsBackend::Datadog => Ok(Arc::new(LiveLoader::datadog(&config.datadog)?)),
     }
 }

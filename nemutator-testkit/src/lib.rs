@@ -61,6 +61,7 @@
 //! and keeping the list above true.
 
 pub mod cluster;
+pub mod datadog;
 pub mod prometheus;
 pub mod registry;
 mod routes;

@@ -47,7 +47,7 @@ pub async fn run(global: &Global, args: RecommendArgs) -> anyhow::Result<ExitCod
     let recommender = Recommender::new(client, Arc::new(app.config.policies.clone()))
         .with_seasons(app.seasons.clone())
         .with_resolution(app.config.metrics.resolution())
-        .with_concurrency(app.config.metrics.prometheus.concurrency)
+        .with_concurrency(app.config.metrics.concurrency())
         .with_progress(progress.as_ref().map(Progress::callback));
     let recs = recommender.recommend_all(args.namespace.as_deref()).await;
     drop(progress);
