@@ -11,6 +11,9 @@ afternoons), so the same file also feeds the season model.
 
     python3 examples/data/generate.py [--days 7] [--step 900] [--end 1764547200] > examples/data/usage.om
 
+The sample also holds kube-state-metrics' kube_pod_container_resource_requests
+(every 6 hours): the current requests `nemutator recommend --output html` draws.
+
 With --namespaces N it writes a synthetic cluster instead: N namespaces of
 --workloads Deployments (two ReplicaSet generations, --pods pods each), plus a
 StatefulSet, a DaemonSet, a CronJob and a bare pod per namespace, each with
@@ -190,5 +193,20 @@ out += ["# HELP container_memory_working_set_bytes Current working set in bytes.
         "# TYPE container_memory_working_set_bytes gauge",
         "# UNIT container_memory_working_set_bytes bytes"]
 out += mem_lines
+# kube-state-metrics' requests of each container, every 6 hours while its pod lives
+# (a small sample; kube-state-metrics is scraped as often as cAdvisor):
+# what the pods ask today (generously sized, as before right-sizing).
+REQUESTS = {"app": (0.5, 1024 * MI), "envoy": (0.1, 128 * MI), "postgres": (2.0, 4096 * MI),
+            "agent": (0.05, 128 * MI), "api": (1.0, 512 * MI), "coredns": (0.1, 70 * MI)}
+out += ["# HELP kube_pod_container_resource_requests The number of requested request resource by a container.",
+        "# TYPE kube_pod_container_resource_requests gauge"]
+for resource, unit, i in [("cpu", "core", 0), ("memory", "byte", 1)]:
+    for ns, pod, container, cpu, mem, t0, t1 in series:
+        value = f"{REQUESTS[container][i]:g}" if resource == "cpu" else str(int(REQUESTS[container][i]))
+        labels = (f'{{namespace="{ns}",pod="{pod}",container="{container}",'
+                  f'resource="{resource}",unit="{unit}"}}')
+        for t in times:
+            if t0 <= t <= t1 and (t - start) % 21600 == 0:
+                out.append(f"kube_pod_container_resource_requests{labels} {value} {t}")
 out.append("# EOF")
 print("\n".join(out))

@@ -33,6 +33,8 @@ fn mk_res(q: Quantity) -> Option<ResourceRecommendation> {
         samples: 1000,
         history_secs: 604_800,
         oom_killed: false,
+        current: None,
+        distribution: Vec::new(),
     })
 }
 

@@ -89,6 +89,8 @@ fn mk_handler() -> Admission {
             samples: 100,
             history_secs: 604_800,
             oom_killed: false,
+            current: None,
+            distribution: Vec::new(),
         }),
         memory: Some(ResourceRecommendation {
             request: Quantity::from_units(640 << 20),
@@ -97,6 +99,8 @@ fn mk_handler() -> Admission {
             samples: 100,
             history_secs: 604_800,
             oom_killed: false,
+            current: None,
+            distribution: Vec::new(),
         }),
         skipped: vec![],
     };

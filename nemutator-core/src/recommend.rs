@@ -47,7 +47,20 @@ pub struct ResourceRecommendation {
     /// from max(usage + 100Mi, usage × 1.2), as VPA does.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub oom_killed: bool,
+    /// The request the workload's pods have now, when the source knows it
+    /// (asked by [`Recommender::with_distribution`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current: Option<Quantity>,
+    /// The usage distribution of the window as `(quantile, usage)` pairs at
+    /// [`DISTRIBUTION`] (asked by [`Recommender::with_distribution`]; what
+    /// `--output html` draws).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub distribution: Vec<(f64, f64)>,
 }
+
+/// The usage quantiles a report draws, asked in the same batched request as
+/// the policy's percentiles (no request more per workload).
+pub const DISTRIBUTION: [f64; 9] = [0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99, 1.0];
 
 /// What nemutator recommends for one workload container in one season.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -75,7 +88,7 @@ pub struct Recommendation {
 /// its resource (a derived `Serialize` would write the canonical decimal
 /// form, bytes for memory).
 #[derive(Serialize)]
-struct ResourceJson {
+struct ResourceJson<'a> {
     request: String,
     percentile: f64,
     usage: f64,
@@ -83,10 +96,14 @@ struct ResourceJson {
     history_secs: i64,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     oom_killed: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    current: Option<String>,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    distribution: &'a [(f64, f64)],
 }
 
 impl ResourceRecommendation {
-    fn json(&self, resource: Resource) -> ResourceJson {
+    fn json(&self, resource: Resource) -> ResourceJson<'_> {
         // Destructured whole: a new field fails to compile until written here.
         let ResourceRecommendation {
             request,
@@ -95,6 +112,8 @@ impl ResourceRecommendation {
             samples,
             history_secs,
             oom_killed,
+            current,
+            distribution,
         } = self;
         ResourceJson {
             request: resource.quantity_string(*request),
@@ -103,6 +122,8 @@ impl ResourceRecommendation {
             samples: *samples,
             history_secs: *history_secs,
             oom_killed: *oom_killed,
+            current: current.map(|q| resource.quantity_string(q)),
+            distribution,
         }
     }
 }
@@ -308,6 +329,7 @@ pub struct Recommender {
     resolution: Option<Resolution>,
     concurrency: usize,
     progress: Option<Progress>,
+    distribution: bool,
 }
 
 impl std::fmt::Debug for Recommender {
@@ -331,7 +353,17 @@ impl Recommender {
             resolution: None,
             concurrency: 4,
             progress: None,
+            distribution: false,
         }
+    }
+
+    /// Also ask, in the same batched requests, the usage quantiles at
+    /// [`DISTRIBUTION`] and the current requests, into
+    /// [`ResourceRecommendation::distribution`] and
+    /// [`ResourceRecommendation::current`] (for reports).
+    pub fn with_distribution(mut self, on: bool) -> Self {
+        self.distribution = on;
+        self
     }
 
     /// Learn seasons and compute one recommendation per season for policies
@@ -536,6 +568,12 @@ impl Recommender {
                     mask: Some(m.complement()),
                 });
             }
+            if self.distribution {
+                stats.extend(DISTRIBUTION.iter().map(|&quantile| StatSpec {
+                    quantile,
+                    mask: None,
+                }));
+            }
             UsageRequest {
                 namespace: ns.to_string(),
                 resource,
@@ -544,8 +582,11 @@ impl Recommender {
                 resolution: *resolution,
                 stats,
                 oom: resource == Resource::Memory,
+                requests: self.distribution,
             }
         };
+        // Where the distribution's statistics start, when asked.
+        let dist = self.distribution.then_some(base + 2 * masks.len());
         let (cpu, memory) = futures_util::future::try_join(
             self.client.usage(request(Resource::Cpu)),
             self.client.usage(request(Resource::Memory)),
@@ -555,10 +596,10 @@ impl Recommender {
         for (target, slot) in members.iter().zip(slots) {
             let (cpu, memory) = (cpu.containers.get(target), memory.containers.get(target));
             match slot {
-                Slots::Any(i) => out.push(build(target, &plain, i, cpu, memory)),
+                Slots::Any(i) => out.push(build(target, &plain, i, dist, cpu, memory)),
                 Slots::Seasons { peak: p, off: o } => {
-                    out.push(build(target, &peak, p, cpu, memory));
-                    out.push(build(target, &off, o, cpu, memory));
+                    out.push(build(target, &peak, p, dist, cpu, memory));
+                    out.push(build(target, &off, o, dist, cpu, memory));
                 }
             }
         }
@@ -663,11 +704,13 @@ impl Recommender {
 }
 
 /// The recommendation of one container under an effective policy, from the
-/// statistics at `slot` of its CPU and memory answers.
+/// statistics at `slot` of its CPU and memory answers (and the
+/// [`DISTRIBUTION`] from `dist` on, when asked).
 fn build(
     target: &ContainerRef,
     policy: &EffectivePolicy,
     slot: usize,
+    dist: Option<usize>,
     cpu: Option<&ContainerUsage>,
     memory: Option<&ContainerUsage>,
 ) -> Recommendation {
@@ -709,6 +752,15 @@ fn build(
             samples: stat.samples,
             history_secs: stat.history_secs,
             oom_killed,
+            current: usage.and_then(|u| u.request).map(Quantity::from_f64_units),
+            distribution: match (dist, usage) {
+                (Some(at), Some(u)) => DISTRIBUTION
+                    .iter()
+                    .zip(u.stats.iter().skip(at))
+                    .filter_map(|(q, s)| s.map(|s| (*q, s.value)))
+                    .collect(),
+                _ => Vec::new(),
+            },
         };
         match resource {
             Resource::Cpu => rec.cpu = Some(r),
@@ -731,6 +783,8 @@ mod tests {
             samples: 10,
             history_secs: 86_400,
             oom_killed: false,
+            current: None,
+            distribution: Vec::new(),
         }
     }
 

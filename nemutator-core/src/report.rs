@@ -199,6 +199,8 @@ mod tests {
                 samples: 10,
                 history_secs: 86_400,
                 oom_killed: false,
+                current: None,
+                distribution: Vec::new(),
             }),
             memory: None,
             skipped: vec!["memory: no samples, \"x\"".into()],

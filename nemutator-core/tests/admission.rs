@@ -33,6 +33,8 @@ fn mk_res(request: Quantity, percentile: f64) -> ResourceRecommendation {
         samples: 1000,
         history_secs: 7 * 86_400,
         oom_killed: false,
+        current: None,
+        distribution: Vec::new(),
     }
 }
 

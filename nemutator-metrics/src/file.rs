@@ -12,6 +12,10 @@
 //! * optionally `kube_pod_owner{namespace,pod,owner_kind,owner_name}` (as
 //!   kube-state-metrics exports it) to tell a pod's workload exactly instead of
 //!   from its name.
+//! * optionally `kube_pod_container_resource_requests{namespace,pod,container,
+//!   resource="cpu"|"memory"}` (kube-state-metrics, cores and bytes): the
+//!   current request of a container, the largest among its workload's pods
+//!   with a sample in the hour before the window's end.
 //! * optionally `kube_pod_container_status_last_terminated_reason{namespace,
 //!   pod,container,reason="OOMKilled"}` (kube-state-metrics): a sample of 1 in
 //!   a window marks the container OOM-killed there.
@@ -30,7 +34,7 @@ use nemutator_core::error::Chain;
 use nemutator_core::metrics::{
     stat, BoxFuture, ContainerUsage, ContainersRequest, MetricsClient, MetricsError, MetricsSource,
     Resolution, Resource, SeriesBatch, SeriesRequest, SourceInfo, SourceLoader, UsageBatch,
-    UsageRequest,
+    UsageRequest, CURRENT_LOOKBACK,
 };
 use nemutator_core::workload::{ContainerRef, WorkloadKey};
 
@@ -42,6 +46,8 @@ pub const CPU: &str = "container_cpu_usage_seconds_total";
 pub const MEMORY: &str = "container_memory_working_set_bytes";
 /// kube-state-metrics' pod owners.
 pub const OWNER: &str = "kube_pod_owner";
+/// kube-state-metrics' requests of a container.
+pub const REQUESTS: &str = "kube_pod_container_resource_requests";
 /// kube-state-metrics' last termination reason of a container.
 pub const TERMINATED: &str = "kube_pod_container_status_last_terminated_reason";
 
@@ -77,6 +83,10 @@ struct PodHistory {
     memory: Vec<(i64, f64)>,
     /// Times of OOM-kill samples (value 1).
     oom: Vec<i64>,
+    /// The CPU request (cores).
+    cpu_request: Vec<(i64, f64)>,
+    /// The memory request (bytes).
+    memory_request: Vec<(i64, f64)>,
 }
 
 impl PodHistory {
@@ -85,6 +95,19 @@ impl PodHistory {
             Resource::Cpu => &self.cpu,
             Resource::Memory => &self.memory,
         }
+    }
+
+    /// The newest request sample in `(start, end]` (milliseconds).
+    fn request(&self, resource: Resource, start: i64, end: i64) -> Option<f64> {
+        let series = match resource {
+            Resource::Cpu => &self.cpu_request,
+            Resource::Memory => &self.memory_request,
+        };
+        series
+            .iter()
+            .rev()
+            .find(|p| p.0 > start && p.0 <= end)
+            .map(|p| p.1)
     }
 
     /// Whether the pod has a sample in `(start, end]` (milliseconds).
@@ -143,7 +166,13 @@ impl FileSource {
                 return;
             }
             let is_oom = s.name == TERMINATED && s.label("reason") == Some("OOMKilled");
-            if !is_oom && s.name != CPU && s.name != MEMORY {
+            let request = match (s.name == REQUESTS, s.label("resource")) {
+                (true, Some("cpu")) => Some(Resource::Cpu),
+                (true, Some("memory")) => Some(Resource::Memory),
+                (true, _) => return,
+                _ => None,
+            };
+            if !is_oom && request.is_none() && s.name != CPU && s.name != MEMORY {
                 return;
             }
             let (Some(ns), Some(pod), Some(container), Some(ts)) = (
@@ -166,6 +195,11 @@ impl FileSource {
                     series.oom.push(ms);
                 }
                 return;
+            }
+            match request {
+                Some(Resource::Cpu) => return series.cpu_request.push((ms, s.value)),
+                Some(Resource::Memory) => return series.memory_request.push((ms, s.value)),
+                None => {}
             }
             newest = newest.max(ms.div_euclid(1000));
             samples += 1;
@@ -192,6 +226,8 @@ impl FileSource {
                 .unwrap_or_else(|| WorkloadKey::from_pod_name(&ns, &pod));
             sort_dedup(&mut series.cpu);
             sort_dedup(&mut series.memory);
+            sort_dedup(&mut series.cpu_request);
+            sort_dedup(&mut series.memory_request);
             series.oom.sort_unstable();
             gaps.extend(series.memory.windows(2).map(|w| w[1].0 - w[0].0));
             data.entry(ContainerRef::new(workload, container))
@@ -321,10 +357,24 @@ impl MetricsSource for FileSource {
                 && pods
                     .iter()
                     .any(|p| p.oom.iter().any(|&t| t > start && t <= end));
+            let current = end.saturating_sub(CURRENT_LOOKBACK * 1000);
+            let request_now = request
+                .requests
+                .then(|| {
+                    pods.iter()
+                        .filter_map(|p| p.request(request.resource, current, end))
+                        .fold(None, |m: Option<f64>, v| Some(m.map_or(v, |m| m.max(v))))
+                })
+                .flatten();
             if stats.iter().any(Option::is_some) || oom_killed {
-                batch
-                    .containers
-                    .insert(target.clone(), ContainerUsage { stats, oom_killed });
+                batch.containers.insert(
+                    target.clone(),
+                    ContainerUsage {
+                        stats,
+                        oom_killed,
+                        request: request_now,
+                    },
+                );
             }
         }
         Box::pin(std::future::ready(Ok(batch)))
@@ -462,6 +512,7 @@ mod tests {
             resolution: src.info().resolution,
             stats,
             oom: true,
+            requests: false,
         }
     }
 
@@ -599,6 +650,29 @@ mod tests {
             !usage(&src, &req).oom_killed,
             "the kill is older than the window"
         );
+    }
+
+    #[test]
+    fn current_requests_are_the_largest_of_the_last_hour() {
+        let pods = ["web-7d9f8b6c5d-x2k9p", "web-5c8d7f9b4-qwz7t"];
+        let mut text = mk_file(&pods, 120, 0.25, 1e8).replace("# EOF\n", "");
+        // The old generation's larger request ends 90 minutes before the
+        // newest sample; the new one's two pods ask 0.5 and 0.75.
+        for (pod, cores, t) in [
+            (pods[0], 2.0, T0 + 1800),
+            (pods[1], 0.5, T0 + 6000),
+            (pods[1], 0.75, T0 + 7000),
+        ] {
+            text += &format!("kube_pod_container_resource_requests{{namespace=\"ns\",pod=\"{pod}\",container=\"app\",resource=\"cpu\",unit=\"core\"}} {cores} {t}\n");
+        }
+        text += "# EOF\n";
+        let src = FileSource::from_text(&text).unwrap_or_else(|e| panic!("{e}"));
+        let mut req = mk_request(&src, Resource::Cpu, vec![q(1.0)]);
+        assert_eq!(usage(&src, &req).request, None, "not asked");
+        req.requests = true;
+        assert_eq!(usage(&src, &req).request, Some(0.75));
+        req.resource = Resource::Memory;
+        assert_eq!(usage(&src, &req).request, None, "no memory request");
     }
 
     #[test]

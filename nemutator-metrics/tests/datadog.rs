@@ -24,7 +24,9 @@ use nemutator_core::metrics::{
     UsageRequest,
 };
 use nemutator_core::workload::{ContainerRef, WorkloadKey, WorkloadKind};
-use nemutator_metrics::datadog::query::{CPU_METRIC, KINDS, MEMORY_METRIC};
+use nemutator_metrics::datadog::query::{
+    CPU_METRIC, CPU_REQUESTS_METRIC, KINDS, MEMORY_METRIC, MEMORY_REQUESTS_METRIC,
+};
 use nemutator_metrics::{DatadogSource, FileSource};
 use nemutator_testkit::datadog::{DatadogServer, StoredSeries};
 
@@ -40,6 +42,7 @@ fn agent_series(text: &str) -> Vec<StoredSeries> {
     type Pod = (String, String, String);
     let mut cpu: HashMap<Pod, Vec<(i64, f64)>> = HashMap::new();
     let mut memory: HashMap<Pod, Vec<(i64, f64)>> = HashMap::new();
+    let mut requests: HashMap<(Pod, &str), Vec<(i64, f64)>> = HashMap::new();
     let mut owners: HashMap<(String, String), WorkloadKey> = HashMap::new();
     let eof = nemutator_metrics::openmetrics::parse(text, |s| {
         let (Some(ns), Some(pod)) = (s.label("namespace"), s.label("pod")) else {
@@ -65,6 +68,17 @@ fn agent_series(text: &str) -> Vec<StoredSeries> {
         match s.name {
             "container_cpu_usage_seconds_total" => cpu.entry(key).or_default().push(point),
             "container_memory_working_set_bytes" => memory.entry(key).or_default().push(point),
+            "kube_pod_container_resource_requests" => match s.label("resource") {
+                Some("cpu") => requests
+                    .entry((key, CPU_REQUESTS_METRIC))
+                    .or_default()
+                    .push(point),
+                Some("memory") => requests
+                    .entry((key, MEMORY_REQUESTS_METRIC))
+                    .or_default()
+                    .push(point),
+                _ => {}
+            },
             _ => {}
         }
     });
@@ -105,6 +119,13 @@ fn agent_series(text: &str) -> Vec<StoredSeries> {
             points,
         });
     }
+    for ((pod, metric), points) in requests {
+        out.push(StoredSeries {
+            metric: metric.into(),
+            tags: tags(&pod),
+            points,
+        });
+    }
     out
 }
 
@@ -131,6 +152,7 @@ fn mk_cluster() -> String {
     };
     let mut cpu = String::from("# TYPE container_cpu_usage_seconds counter\n");
     let mut mem = String::from("# TYPE container_memory_working_set_bytes gauge\n");
+    let mut req = String::from("# TYPE kube_pod_container_resource_requests gauge\n");
     for (n, ns) in ["team-a", "team-b"].iter().enumerate() {
         let pods = [
             ("web-7d9f8b6c5d-x2k9p", start, mid),
@@ -159,12 +181,25 @@ fn mk_cluster() -> String {
                     mem.push_str(&format!(
                         "container_memory_working_set_bytes{labels} {ws:.0} {t}\n"
                     ));
+                    if (t - t0) % 60 == 7 {
+                        // Requests, larger in the first generation.
+                        let more = if *t1 == mid { 2.0 } else { 1.0 };
+                        for (resource, unit, v) in [
+                            ("cpu", "core", cores * more),
+                            ("memory", "byte", bytes * more),
+                        ] {
+                            let l = format!("{{namespace=\"{ns}\",pod=\"{pod}\",container=\"{container}\",resource=\"{resource}\",unit=\"{unit}\"}}");
+                            req.push_str(&format!(
+                                "kube_pod_container_resource_requests{l} {v} {t}\n"
+                            ));
+                        }
+                    }
                     t += 15;
                 }
             }
         }
     }
-    cpu + &mem + "# EOF\n"
+    cpu + &mem + &req + "# EOF\n"
 }
 
 /// The generated cluster, and the files the test script generated for
@@ -266,6 +301,7 @@ async fn datadog_and_file_agree_within_two_percent() {
             .collect();
         namespaces.dedup();
         let mut compared = 0;
+        let mut requests = 0;
         for ns in &namespaces {
             for resource in Resource::ALL {
                 let request = UsageRequest {
@@ -276,6 +312,7 @@ async fn datadog_and_file_agree_within_two_percent() {
                     resolution,
                     stats: mk_stats(),
                     oom: false,
+                    requests: true,
                 };
                 let a = src.usage(&request).await.unwrap_or_default();
                 let b = dd.usage(&request).await.unwrap_or_else(|e| panic!("{e}"));
@@ -288,6 +325,11 @@ async fn datadog_and_file_agree_within_two_percent() {
                 );
                 for (target, ub) in &b.containers {
                     let ua = &a.containers[target];
+                    match (ua.request, ub.request) {
+                        (Some(x), Some(y)) => assert!(close(x, y), "{target} {resource} request"),
+                        (x, y) => assert_eq!(x, y, "{target} {resource} request"),
+                    }
+                    requests += usize::from(ub.request.is_some());
                     for (i, (sa, sb)) in ua.stats.iter().zip(&ub.stats).enumerate() {
                         match (sa, sb) {
                             (Some(sa), Some(sb)) => {
@@ -329,7 +371,10 @@ async fn datadog_and_file_agree_within_two_percent() {
                 }
             }
         }
-        assert!(compared > 10, "{}: {compared} statistics", file);
+        assert!(compared > 10, "{file}: {compared} statistics");
+        if n == 0 {
+            assert!(requests > 10, "{file}: {requests} current requests");
+        }
         // One listing; per namespace and resource one usage request per
         // 1,440 steps, and the same for the series.
         let steps = WEEK.as_secs() / step.as_secs();
@@ -376,6 +421,7 @@ fn sample_request(now: i64) -> UsageRequest {
         resolution: Resolution::DEFAULT,
         stats: mk_stats(),
         oom: false,
+        requests: false,
     }
 }
 

@@ -4,7 +4,8 @@
 //!
 //! * parity: on the same data, the file source and Prometheus agree within 2%
 //!   on every statistic of every workload container, resource and season
-//!   mask, on OOM kills, on the containers listed and on season series;
+//!   mask, on OOM kills, on current requests, on the containers listed and
+//!   on season series;
 //! * failures: a Prometheus that hangs or answers 503 (through
 //!   [`FaultProxy`]) fails the refresh and the store keeps the last good
 //!   recommendations, per namespace when only one namespace fails.
@@ -102,6 +103,7 @@ async fn parity_of(file: &Path, url: &str) -> usize {
                 resolution: info.resolution,
                 stats: mk_stats(),
                 oom: true,
+                requests: true,
             };
             let a = src.usage(&request).await.unwrap_or_default();
             let b = prom.usage(&request).await.unwrap_or_else(|e| panic!("{e}"));
@@ -113,6 +115,7 @@ async fn parity_of(file: &Path, url: &str) -> usize {
             for (target, ua) in &a.containers {
                 let ub = &b.containers[target];
                 assert_eq!(ua.oom_killed, ub.oom_killed, "OOM of {target}");
+                assert_eq!(ua.request, ub.request, "current request of {target}");
                 for (i, (sa, sb)) in ua.stats.iter().zip(&ub.stats).enumerate() {
                     match (sa, sb) {
                         (Some(sa), Some(sb)) => {

@@ -399,7 +399,9 @@ fn aggregate(how: &str, values: &[f64]) -> Option<f64> {
 }
 
 fn unit(metric: &str) -> Value {
-    if metric.contains("cpu") {
+    if metric.contains("cpu.requests") || metric.contains("cpu.limits") {
+        json!([{"family": "cpu", "name": "core", "plural": "cores", "scale_factor": 1.0, "short_name": "cores"}, null])
+    } else if metric.contains("cpu") {
         json!([{"family": "cpu", "name": "nanocore", "plural": "nanocores", "scale_factor": 1e-9, "short_name": "ncores"}, null])
     } else {
         json!([{"family": "bytes", "name": "byte", "plural": "bytes", "scale_factor": 1.0, "short_name": "B"}, null])

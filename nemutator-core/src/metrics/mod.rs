@@ -118,7 +118,18 @@ pub struct UsageRequest {
     /// where the backend has kube-state-metrics' series).
     #[serde(default)]
     pub oom: bool,
+    /// Also tell each container's current request of the resource (where
+    /// the backend has it: kube-state-metrics'
+    /// `kube_pod_container_resource_requests`, Datadog's
+    /// `kubernetes.{cpu,memory}.requests`): the largest among the workload's
+    /// pods seen in the last [`CURRENT_LOOKBACK`] before `end`.
+    #[serde(default)]
+    pub requests: bool,
 }
+
+/// How far before a window's end a pod counts as current, for
+/// [`UsageRequest::requests`].
+pub const CURRENT_LOOKBACK: i64 = 3600;
 
 /// One statistic of one container: the answer to one [`StatSpec`].
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
@@ -142,6 +153,10 @@ pub struct ContainerUsage {
     /// window (only asked with [`UsageRequest::oom`]).
     #[serde(default)]
     pub oom_killed: bool,
+    /// The current request, cores or bytes (only asked with
+    /// [`UsageRequest::requests`]; `None` where unknown).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<f64>,
 }
 
 /// The answer to a [`UsageRequest`]: every container of the namespace with a

@@ -406,6 +406,7 @@ mod tests {
             resolution: Default::default(),
             stats: Vec::new(),
             oom: false,
+            requests: false,
         };
         let started = tokio::time::Instant::now();
         let err = client.usage(req).await.err().map(|e| e.to_string());

@@ -35,7 +35,7 @@ use std::sync::Arc;
 use nemutator_core::config::DatadogConfig;
 use nemutator_core::metrics::{
     stat, BoxFuture, ContainerUsage, ContainersRequest, MetricsError, MetricsLayers, MetricsSource,
-    Resolution, SeriesBatch, SeriesRequest, SourceInfo, UsageBatch, UsageRequest,
+    Resolution, SeriesBatch, SeriesRequest, SourceInfo, UsageBatch, UsageRequest, CURRENT_LOOKBACK,
 };
 use nemutator_core::workload::ContainerRef;
 use secrecy::SecretString;
@@ -195,19 +195,25 @@ impl MetricsSource for DatadogSource {
             // the step (see docs/METRICS.md).
             let step = request.resolution.step_secs();
             let steps: Vec<i64> = stat::steps(request.end, request.window, step).collect();
-            let queries = query::usage_queries(request.resource, &request.namespace, step)?;
+            let queries =
+                query::usage_queries(request.resource, &request.namespace, step, request.requests)?;
             let mut points: BTreeMap<ContainerRef, BTreeMap<i64, f64>> = BTreeMap::new();
+            let mut current = BTreeMap::new();
+            let lookback = (request.end.saturating_sub(CURRENT_LOOKBACK), request.end);
             for (from, to) in chunks(&steps, step) {
                 let answer = self
                     .http
                     .query(&TimeseriesRequest::new(queries.clone(), from, to, step))
                     .await?;
-                query::container_points(
+                let ns = &request.namespace;
+                query::container_points(&answer, request.resource, ns, step, &mut points)?;
+                query::current_requests(
                     &answer,
                     request.resource,
-                    &request.namespace,
+                    ns,
                     step,
-                    &mut points,
+                    lookback,
+                    &mut current,
                 )?;
             }
             let (first, last) = (
@@ -227,11 +233,13 @@ impl MetricsSource for DatadogSource {
                     .iter()
                     .map(|spec| stat::summarize(&per_step, &checkpoints, spec))
                     .collect();
+                let request = current.get(&target).copied();
                 batch.containers.insert(
                     target,
                     ContainerUsage {
                         stats,
                         oom_killed: false,
+                        request,
                     },
                 );
             }

@@ -19,6 +19,10 @@ use serde::{Deserialize, Serialize};
 pub const CPU_METRIC: &str = "kubernetes.cpu.usage.total";
 /// The Datadog agent's working set of a container, in bytes.
 pub const MEMORY_METRIC: &str = "kubernetes.memory.working_set";
+/// The CPU request of a container, in cores.
+pub const CPU_REQUESTS_METRIC: &str = "kubernetes.cpu.requests";
+/// The memory request of a container, in bytes.
+pub const MEMORY_REQUESTS_METRIC: &str = "kubernetes.memory.requests";
 /// The tag of the container name.
 pub const CONTAINER_TAG: &str = "kube_container_name";
 /// The tag of the namespace.
@@ -39,6 +43,14 @@ pub fn metric(resource: Resource) -> &'static str {
     match resource {
         Resource::Cpu => CPU_METRIC,
         Resource::Memory => MEMORY_METRIC,
+    }
+}
+
+/// The request metric of a resource.
+pub fn requests_metric(resource: Resource) -> &'static str {
+    match resource {
+        Resource::Cpu => CPU_REQUESTS_METRIC,
+        Resource::Memory => MEMORY_REQUESTS_METRIC,
     }
 }
 
@@ -78,26 +90,32 @@ fn scope(namespace: Option<&str>) -> Result<String, MetricsError> {
 }
 
 /// The queries of a usage request: per kind, the per-step maximum across
-/// pods of each workload container.
+/// pods of each workload container; with `requests`, as many more of the
+/// largest request (query `i + KINDS.len()` for kind `i`).
 pub fn usage_queries(
     resource: Resource,
     namespace: &str,
     step: i64,
+    requests: bool,
 ) -> Result<Vec<MetricQuery>, MetricsError> {
     let scope = scope(Some(namespace))?;
-    Ok(KINDS
-        .iter()
+    let usage = KINDS.iter().map(|(_, tag)| {
+        format!(
+            "max:{}{{{scope}}} by {{{tag},{CONTAINER_TAG}}}.rollup({}, {step})",
+            metric(resource),
+            rollup(resource)
+        )
+    });
+    let current = KINDS.iter().filter(|_| requests).map(|(_, tag)| {
+        format!(
+            "max:{}{{{scope}}} by {{{tag},{CONTAINER_TAG}}}.rollup(max, {step})",
+            requests_metric(resource)
+        )
+    });
+    Ok(usage
+        .chain(current)
         .enumerate()
-        .map(|(i, (_, tag))| {
-            MetricQuery::new(
-                i,
-                format!(
-                    "max:{}{{{scope}}} by {{{tag},{CONTAINER_TAG}}}.rollup({}, {step})",
-                    metric(resource),
-                    rollup(resource)
-                ),
-            )
-        })
+        .map(|(i, q)| MetricQuery::new(i, q))
         .collect())
 }
 
@@ -335,7 +353,7 @@ fn workload(
     series: &ResponseSeries,
     namespace: Option<&str>,
 ) -> Option<(WorkloadKey, Option<String>)> {
-    let (kind, tag) = KINDS.get(series.query_index)?;
+    let (kind, tag) = KINDS.get(series.query_index % KINDS.len())?;
     let ns = match namespace {
         Some(ns) => ns,
         None => series.tag(NAMESPACE_TAG)?,
@@ -356,6 +374,9 @@ pub fn container_points(
     into: &mut BTreeMap<ContainerRef, BTreeMap<i64, f64>>,
 ) -> Result<(), MetricsError> {
     for (series, values) in answers(answer)? {
+        if series.query_index >= KINDS.len() {
+            continue;
+        }
         let Some((workload, Some(container))) = workload(series, Some(namespace)) else {
             continue;
         };
@@ -367,6 +388,38 @@ pub fn container_points(
             if let Some(v) = v.filter(|v| v.is_finite()) {
                 points.insert(t.div_euclid(1000) + step, v * scale);
             }
+        }
+    }
+    Ok(())
+}
+
+/// The current requests of an answer's request queries: the last value at a
+/// step in `(since, until]`, per workload container.
+pub fn current_requests(
+    answer: &ResponseAttributes,
+    resource: Resource,
+    namespace: &str,
+    step: i64,
+    (since, until): (i64, i64),
+    into: &mut BTreeMap<ContainerRef, f64>,
+) -> Result<(), MetricsError> {
+    for (series, values) in answers(answer)? {
+        if series.query_index < KINDS.len() {
+            continue;
+        }
+        let Some((workload, Some(container))) = workload(series, Some(namespace)) else {
+            continue;
+        };
+        let scale = series.scale(resource)?;
+        let last = answer
+            .times
+            .iter()
+            .zip(values)
+            .filter(|(t, _)| (since + 1..=until).contains(&(t.div_euclid(1000) + step)))
+            .filter_map(|(_, v)| v.filter(|v| v.is_finite()))
+            .next_back();
+        if let Some(v) = last {
+            into.insert(ContainerRef::new(workload, container), v * scale);
         }
     }
     Ok(())
@@ -448,18 +501,23 @@ mod tests {
 
     #[test]
     fn queries_group_by_workload_and_container() {
-        let q = usage_queries(Resource::Cpu, "shop", 300).unwrap_or_default();
-        assert_eq!(q.len(), 4);
+        let q = usage_queries(Resource::Cpu, "shop", 300, true).unwrap_or_default();
+        assert_eq!(q.len(), 8);
+        assert_eq!(
+            q[5].query,
+            "max:kubernetes.cpu.requests{kube_namespace:shop} by {kube_stateful_set,kube_container_name}.rollup(max, 300)"
+        );
         assert_eq!(
             q[0].query,
             "max:kubernetes.cpu.usage.total{kube_namespace:shop} by {kube_deployment,kube_container_name}.rollup(avg, 300)"
         );
         assert_eq!(q[1].name, "q1");
-        let q = usage_queries(Resource::Memory, "shop", 60).unwrap_or_default();
+        let q = usage_queries(Resource::Memory, "shop", 60, false).unwrap_or_default();
+        assert_eq!(q.len(), 4);
         assert!(q[2]
             .query
             .ends_with("by {kube_daemon_set,kube_container_name}.rollup(max, 60)"));
-        assert!(usage_queries(Resource::Cpu, "a} by {x", 60).is_err());
+        assert!(usage_queries(Resource::Cpu, "a} by {x", 60, false).is_err());
         let l = listing_queries(None, 604_800).unwrap_or_default();
         assert!(l[0]
             .query

@@ -299,7 +299,7 @@ impl MetricsSource for PrometheusSource {
                 request.window,
                 &request.resolution,
                 &request.stats,
-                request.oom,
+                (request.oom, request.requests),
                 rules,
             ) else {
                 return Ok(UsageBatch::default());
@@ -320,9 +320,14 @@ impl MetricsSource for PrometheusSource {
                     .or_insert_with(|| ContainerUsage {
                         stats: vec![None; request.stats.len()],
                         oom_killed: false,
+                        request: None,
                     });
                 if tag == "oom" {
                     entry.oom_killed = v > 0.0;
+                    continue;
+                }
+                if tag == "req" {
+                    entry.request = Some(v);
                     continue;
                 }
                 let (kind, index) = tag.split_at(1.min(tag.len()));
@@ -356,6 +361,10 @@ impl MetricsSource for PrometheusSource {
                     }
                 }
             }
+            // A request alone is no usage.
+            batch
+                .containers
+                .retain(|_, u| u.oom_killed || u.stats.iter().any(Option::is_some));
             Ok(batch)
         })
     }

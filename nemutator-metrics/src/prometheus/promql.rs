@@ -26,7 +26,9 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use nemutator_core::metrics::{stat, PeriodicMask, Resolution, Resource, StatSpec};
+use nemutator_core::metrics::{
+    stat, PeriodicMask, Resolution, Resource, StatSpec, CURRENT_LOOKBACK,
+};
 use nemutator_core::workload::WorkloadKind;
 
 /// cAdvisor's CPU counter.
@@ -43,6 +45,8 @@ pub const RULE_CPU_IRATE: &str =
 pub const RULE_MEMORY: &str = "node_namespace_pod_container:container_memory_working_set_bytes";
 /// kube-state-metrics: the reason of a container's last termination.
 pub const TERMINATED: &str = "kube_pod_container_status_last_terminated_reason";
+/// kube-state-metrics' requests of a container.
+pub const REQUESTS: &str = "kube_pod_container_resource_requests";
 
 /// The label holding the derived workload kind and name.
 pub const WORKLOAD_LABEL: &str = "nemutator_workload";
@@ -230,7 +234,7 @@ pub fn usage_query(
     window: Duration,
     res: &Resolution,
     stats: &[StatSpec],
-    oom: bool,
+    (oom, requests): (bool, bool),
     rules: Rules,
 ) -> Option<String> {
     let inner = per_workload(resource, namespace, res, rules);
@@ -264,6 +268,19 @@ pub fn usage_query(
             ))
         );
         parts.push(tagged(&oom, "oom"));
+    }
+    if requests {
+        let lookback = Duration::from_secs(CURRENT_LOOKBACK.unsigned_abs());
+        let current = format!(
+            "max by (namespace, {WORKLOAD_LABEL}, container) ({})",
+            with_workload(&format!(
+                "last_over_time({REQUESTS}{{namespace={},resource=\"{}\"}}[{}])",
+                quote(namespace),
+                resource.as_str(),
+                range(lookback)
+            ))
+        );
+        parts.push(tagged(&current, "req"));
     }
     (!parts.is_empty()).then(|| parts.join(" or "))
 }
@@ -348,11 +365,12 @@ mod tests {
             Duration::from_secs(7 * 86_400),
             &mk_res(),
             &stats,
-            true,
+            (true, true),
             Rules::default(),
         )
         .unwrap_or_default();
-        for tag in ["q0", "c0", "q1", "c1", "oom"] {
+        assert!(q.contains("last_over_time(kube_pod_container_resource_requests{namespace=\"ns\",resource=\"memory\"}[3599999ms])"), "{q}");
+        for tag in ["q0", "c0", "q1", "c1", "oom", "req"] {
             assert!(
                 q.contains(&format!("\"{STAT_LABEL}\", \"{tag}\"")),
                 "{tag}: {q}"
@@ -361,7 +379,7 @@ mod tests {
         assert!(q.contains("[604799999ms:300s]"), "{q}");
         assert!(q.contains("quantile_over_time(0.95, "), "{q}");
         assert!(q.contains("and on() ("), "{q}");
-        assert_eq!(q.matches("\"pod\", \"(.+)-[0-9]{8}").count(), 5);
+        assert_eq!(q.matches("\"pod\", \"(.+)-[0-9]{8}").count(), 6, "one label_replace per part");
     }
 
     #[test]
