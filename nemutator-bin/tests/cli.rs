@@ -275,6 +275,17 @@ fn recommend_outputs() {
     assert_eq!(recs[0]["target"]["workload"]["name"], "api");
     assert!(recs[0]["cpu"]["request"].is_string());
 
+    // The page: a chart per container and resource from the embedded
+    // sample's distribution and current requests, nothing fetched.
+    let (code, html, _) = run_cli(&["recommend", "-o", "html"], None);
+    assert_eq!(code, 0);
+    assert!(html.starts_with("<!doctype html>") && html.ends_with("</html>\n"));
+    assert_eq!(html.matches("<figure>").count(), lines.len() - 1);
+    assert_eq!(html.matches("<svg ").count(), 2 * (lines.len() - 1));
+    assert!(html.contains("<title>current request 500m</title>"), "web/app asks 500m");
+    assert!(!html.contains("<script") && !html.contains("https:"));
+    assert!(!json.contains("distribution"), "only the page asks for it");
+
     let (code, csv, _) = run_cli(&["recommend", "-o", "csv"], None);
     assert_eq!(code, 0);
     assert!(csv.starts_with("namespace,kind,workload,container,cpu_request"));

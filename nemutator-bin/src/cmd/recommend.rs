@@ -48,6 +48,9 @@ pub async fn run(global: &Global, args: RecommendArgs) -> anyhow::Result<ExitCod
         .with_seasons(app.seasons.clone())
         .with_resolution(app.config.metrics.resolution())
         .with_concurrency(app.config.metrics.concurrency())
+        // The page's charts: the distribution and current requests, asked in
+        // the same batched requests.
+        .with_distribution(matches!(args.output, Output::Html))
         .with_progress(progress.as_ref().map(Progress::callback));
     let recs = recommender.recommend_all(args.namespace.as_deref()).await;
     drop(progress);

@@ -379,7 +379,11 @@ mod tests {
         assert!(q.contains("[604799999ms:300s]"), "{q}");
         assert!(q.contains("quantile_over_time(0.95, "), "{q}");
         assert!(q.contains("and on() ("), "{q}");
-        assert_eq!(q.matches("\"pod\", \"(.+)-[0-9]{8}").count(), 6, "one label_replace per part");
+        assert_eq!(
+            q.matches("\"pod\", \"(.+)-[0-9]{8}").count(),
+            6,
+            "one label_replace per part"
+        );
     }
 
     #[test]

@@ -1,8 +1,12 @@
 //! Recommendation reports: aligned table, CSV and a self-contained HTML page
-//! (JSON is the `Serialize` of [`Recommendation`]). Requests are written as in
+//! with a chart per workload container ([`html`]; JSON is the `Serialize`
+//! of [`Recommendation`]). Requests are written as in
 //! a pod spec in all of them (`250m`, `640Mi`).
 
 use std::fmt::Write as _;
+
+mod html;
+pub use html::html;
 
 use crate::metrics::Resource;
 use crate::recommend::Recommendation;
@@ -156,26 +160,6 @@ pub fn escape_markup(s: &str) -> String {
     out
 }
 
-/// A self-contained HTML page with the table.
-pub fn html(recs: &[Recommendation]) -> String {
-    let mut out = String::from(
-        "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>nemutator recommendations</title>\n<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}th{background:#f4f4f4}</style></head><body>\n<h1>nemutator recommendations</h1>\n<table>\n<tr>",
-    );
-    for h in HEADERS {
-        let _ = write!(out, "<th>{h}</th>");
-    }
-    out.push_str("</tr>\n");
-    for r in recs.iter().map(row) {
-        out.push_str("<tr>");
-        for cell in r {
-            let _ = write!(out, "<td>{}</td>", escape_markup(&cell));
-        }
-        out.push_str("</tr>\n");
-    }
-    out.push_str("</table>\n</body></html>\n");
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -233,12 +217,5 @@ mod tests {
             escape_markup("a<b>&\"c\" 'd'\t\n\u{1}é"),
             "a&lt;b&gt;&amp;&quot;c&quot; &#39;d&#39;\t\n é"
         );
-    }
-
-    #[test]
-    fn html_escapes() {
-        let h = html(&[mk_rec()]);
-        assert!(h.contains("&quot;x&quot;"));
-        assert!(h.contains("<td>250m (p95)</td>"));
     }
 }
