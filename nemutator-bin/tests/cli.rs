@@ -282,7 +282,10 @@ fn recommend_outputs() {
     assert!(html.starts_with("<!doctype html>") && html.ends_with("</html>\n"));
     assert_eq!(html.matches("<figure>").count(), lines.len() - 1);
     assert_eq!(html.matches("<svg ").count(), 2 * (lines.len() - 1));
-    assert!(html.contains("<title>current request 500m</title>"), "web/app asks 500m");
+    assert!(
+        html.contains("<title>current request 500m</title>"),
+        "web/app asks 500m"
+    );
     assert!(!html.contains("<script") && !html.contains("https:"));
     assert!(!json.contains("distribution"), "only the page asks for it");
 

@@ -202,8 +202,8 @@ fn mk_cluster() -> String {
     cpu + &mem + &req + "# EOF\n"
 }
 
-/// The generated cluster, and the files the test script generated for
-/// Prometheus when it ran (one-minute samples of a larger cluster).
+/// The generated cluster, and the files the test script backfilled into
+/// Prometheus when it ran (those sampled every 15 s or faster compare).
 fn data() -> Vec<(String, String)> {
     let mut out = vec![("generated cluster".to_string(), mk_cluster())];
     if let Ok(list) = std::env::var(nemutator_testkit::prometheus::DATA_ENV) {
@@ -268,6 +268,12 @@ fn tagged(c: &ContainerRef) -> bool {
 async fn datadog_and_file_agree_within_two_percent() {
     for (n, (file, text)) in data().iter().enumerate() {
         let src = FileSource::from_text(text).unwrap_or_else(|e| panic!("{e}"));
+        if src.interval() > Duration::from_secs(15) {
+            // The agent's rates come from its own collections (15 s): a
+            // coarser recording says too little of them (docs/METRICS.md).
+            eprintln!("{file}: samples every {:?}, not compared", src.interval());
+            continue;
+        }
         let info = src.info();
         let server = DatadogServer::start(agent_series(text), API_KEY, APP_KEY)
             .await

@@ -83,6 +83,7 @@ async fn parity_of(file: &Path, url: &str) -> usize {
         .collect();
     namespaces.dedup();
     let mut compared = 0;
+    let mut requests = 0;
     for ns in &namespaces {
         let listing = ContainersRequest {
             namespace: Some(ns.clone()),
@@ -116,6 +117,7 @@ async fn parity_of(file: &Path, url: &str) -> usize {
                 let ub = &b.containers[target];
                 assert_eq!(ua.oom_killed, ub.oom_killed, "OOM of {target}");
                 assert_eq!(ua.request, ub.request, "current request of {target}");
+                requests += usize::from(ub.request.is_some());
                 for (i, (sa, sb)) in ua.stats.iter().zip(&ub.stats).enumerate() {
                     match (sa, sb) {
                         (Some(sa), Some(sb)) => {
@@ -164,6 +166,9 @@ async fn parity_of(file: &Path, url: &str) -> usize {
     // recording rules.
     let n = namespaces.len() as u64;
     assert_eq!(prom.requests(), 4 * n + 1, "HTTP requests");
+    if text.contains("kube_pod_container_resource_requests") {
+        assert!(requests > 0, "{}: no current request", file.display());
+    }
     compared
 }
 
