@@ -268,7 +268,7 @@ impl Http {
                     ),
                 ));
             }
-            let parsed: Result<TimeseriesResponse, _> = serde_json::from_slice(&bytes);
+            let parsed = TimeseriesResponse::decode(&bytes);
             if !status.is_success() {
                 let reason = match &parsed {
                     Ok(TimeseriesResponse {
@@ -284,10 +284,7 @@ impl Http {
                     MetricsError::permanent(BACKEND, message)
                 });
             }
-            let parsed = parsed.map_err(|e| {
-                MetricsError::Data(format!("datadog answer: {}", one_line(&e.to_string(), 200)))
-            })?;
-            return match parsed {
+            return match parsed? {
                 TimeseriesResponse {
                     data: Some(data), ..
                 } => Ok(data.attributes),

@@ -348,6 +348,19 @@ impl ResponseSeries {
     }
 }
 
+impl TimeseriesResponse {
+    /// A response body (a success's or an error's).
+    pub fn decode(body: &[u8]) -> Result<Self, MetricsError> {
+        serde_json::from_slice(body).map_err(|e| {
+            let e = e.to_string();
+            MetricsError::Data(format!(
+                "datadog answer: {}",
+                e.chars().take(200).collect::<String>()
+            ))
+        })
+    }
+}
+
 /// What a series is about, from its query's kind and its group tags.
 fn workload(
     series: &ResponseSeries,
@@ -386,7 +399,7 @@ pub fn container_points(
             .or_default();
         for (t, v) in answer.times.iter().zip(values) {
             if let Some(v) = v.filter(|v| v.is_finite()) {
-                points.insert(t.div_euclid(1000) + step, v * scale);
+                points.insert(t.div_euclid(1000).saturating_add(step), v * scale);
             }
         }
     }
@@ -415,7 +428,9 @@ pub fn current_requests(
             .times
             .iter()
             .zip(values)
-            .filter(|(t, _)| (since + 1..=until).contains(&(t.div_euclid(1000) + step)))
+            .filter(|(t, _)| {
+                (since + 1..=until).contains(&(t.div_euclid(1000).saturating_add(step)))
+            })
             .filter_map(|(_, v)| v.filter(|v| v.is_finite()))
             .next_back();
         if let Some(v) = last {
@@ -442,7 +457,9 @@ pub fn workload_points(
         let points = into.entry(workload).or_default();
         for (t, v) in answer.times.iter().zip(values) {
             if let Some(v) = v.filter(|v| v.is_finite()) {
-                *points.entry(t.div_euclid(1000) + step).or_default() += v * scale;
+                *points
+                    .entry(t.div_euclid(1000).saturating_add(step))
+                    .or_default() += v * scale;
             }
         }
     }
@@ -564,6 +581,27 @@ mod tests {
             ..answer
         };
         assert!(container_points(&bad, Resource::Cpu, "ns", 300, &mut out).is_err());
+        let far = ResponseAttributes {
+            series: vec![mk_series(
+                0,
+                &["kube_deployment:web", "kube_container_name:app"],
+                None,
+            )],
+            times: vec![i64::MAX],
+            values: vec![vec![Some(1.0)]],
+        };
+        assert!(container_points(&far, Resource::Memory, "ns", 300, &mut out).is_ok());
+        let decoded = TimeseriesResponse::decode(b"{\"errors\":[\"Forbidden\"]}");
+        assert_eq!(
+            decoded.ok().and_then(|r| r.errors),
+            Some(vec!["Forbidden".to_string()])
+        );
+        let e = TimeseriesResponse::decode(b"{\n")
+            .err()
+            .map(|e| e.to_string());
+        assert!(
+            e.is_some_and(|e| e.starts_with("metrics data: datadog answer: ") && !e.contains('\n'))
+        );
         let odd = mk_series(0, &[], Some("percent"));
         assert!(odd.scale(Resource::Cpu).is_err());
         assert_eq!(
