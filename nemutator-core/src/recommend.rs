@@ -16,16 +16,19 @@ use arc_swap::ArcSwap;
 use serde::{Deserialize, Serialize};
 
 use crate::metrics::{
-    ContainerUsage, ContainersRequest, MetricsClient, MetricsError, PeriodicMask, Resolution,
-    Resource, SeriesRequest, StatSpec, UsageRequest,
+    ContainersRequest, MetricsClient, MetricsError, PeriodicMask, Resolution, Resource,
+    SeriesRequest, StatSpec, UsageRequest,
 };
-use crate::policy::{EffectivePolicy, PolicySet};
+use crate::policy::PolicySet;
 use crate::quantity::Quantity;
 use crate::season::{FittedProfile, Season, SeasonModel, SeasonStore};
 use crate::units::HumanDuration;
 use crate::workload::ContainerRef;
 
+mod build;
 mod refresh;
+use build::build;
+pub use build::oom_bump;
 pub use refresh::{NotReady, RefreshHealth, Refresher, MAX_BACKOFF, MIN_BACKOFF};
 
 /// The recommended request of one resource. Written (as part of a
@@ -301,12 +304,6 @@ pub struct RecommendRun {
     /// have no recommendation in this run (the [`Refresher`] keeps their
     /// last good ones).
     pub failed: Vec<(String, MetricsError)>,
-}
-
-/// VPA's OOM bump: after an OOM kill, memory usage is taken as
-/// max(usage + 100Mi, usage × 1.2).
-pub fn oom_bump(usage: f64) -> f64 {
-    (usage + 100.0 * 1024.0 * 1024.0).max(usage * 1.2)
 }
 
 /// Which statistics of a namespace's [`UsageRequest`] a container reads.
@@ -701,73 +698,6 @@ impl Recommender {
             seasons.store.set_cluster(fit(&series));
         }
     }
-}
-
-/// The recommendation of one container under an effective policy, from the
-/// statistics at `slot` of its CPU and memory answers (and the
-/// [`DISTRIBUTION`] from `dist` on, when asked).
-fn build(
-    target: &ContainerRef,
-    policy: &EffectivePolicy,
-    slot: usize,
-    dist: Option<usize>,
-    cpu: Option<&ContainerUsage>,
-    memory: Option<&ContainerUsage>,
-) -> Recommendation {
-    let mut rec = Recommendation {
-        target: target.clone(),
-        policy: policy.name.clone(),
-        season: policy.season,
-        window: policy.window,
-        cpu: None,
-        memory: None,
-        skipped: Vec::new(),
-    };
-    for (resource, usage) in [(Resource::Cpu, cpu), (Resource::Memory, memory)] {
-        let rp = policy.resource(resource);
-        let Some(stat) = usage.and_then(|u| u.stats.get(slot).copied().flatten()) else {
-            rec.skipped
-                .push(format!("{resource}: no samples in {}", policy.window));
-            continue;
-        };
-        let min_history = policy.min_history.as_secs() as i64;
-        if stat.history_secs < min_history {
-            rec.skipped.push(format!(
-                "{resource}: {} of history < min_history {}",
-                HumanDuration::from_secs(stat.history_secs.max(0) as u64),
-                policy.min_history
-            ));
-            continue;
-        }
-        let oom_killed = resource == Resource::Memory && usage.is_some_and(|u| u.oom_killed);
-        let basis = if oom_killed {
-            oom_bump(stat.value)
-        } else {
-            stat.value
-        };
-        let r = ResourceRecommendation {
-            request: rp.target(resource, basis),
-            percentile: rp.percentile,
-            usage: stat.value,
-            samples: stat.samples,
-            history_secs: stat.history_secs,
-            oom_killed,
-            current: usage.and_then(|u| u.request).map(Quantity::from_f64_units),
-            distribution: match (dist, usage) {
-                (Some(at), Some(u)) => DISTRIBUTION
-                    .iter()
-                    .zip(u.stats.iter().skip(at))
-                    .filter_map(|(q, s)| s.map(|s| (*q, s.value)))
-                    .collect(),
-                _ => Vec::new(),
-            },
-        };
-        match resource {
-            Resource::Cpu => rec.cpu = Some(r),
-            Resource::Memory => rec.memory = Some(r),
-        }
-    }
-    rec
 }
 
 #[cfg(test)]
