@@ -11,16 +11,23 @@ fuzz_target!(|data: &[u8]| {
     };
     let attributes = answer.data.map(|d| d.attributes).unwrap_or_default();
     for resource in Resource::ALL {
-        let (mut points, mut current, mut totals) = Default::default();
-        let _ = query::container_points(&attributes, resource, "ns", 300, &mut points);
+        let (mut points, mut current, mut totals, mut killed) = Default::default();
+        let blocks = [
+            query::Block::Usage,
+            query::Block::Requests,
+            query::Block::Oom,
+        ];
+        let _ = query::container_points(&attributes, &blocks, resource, "ns", 300, &mut points);
         let _ = query::current_requests(
             &attributes,
+            &blocks,
             resource,
             "ns",
             300,
             (0, i64::MAX),
             &mut current,
         );
+        let _ = query::oom_kills(&attributes, &blocks, "ns", &mut killed);
         let _ = query::workload_points(&attributes, resource, "ns", 300, &mut totals);
     }
     let _ = query::listed(&attributes, None);

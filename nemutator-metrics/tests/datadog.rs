@@ -25,7 +25,8 @@ use nemutator_core::metrics::{
 };
 use nemutator_core::workload::{ContainerRef, WorkloadKey, WorkloadKind};
 use nemutator_metrics::datadog::query::{
-    CPU_METRIC, CPU_REQUESTS_METRIC, KINDS, MEMORY_METRIC, MEMORY_REQUESTS_METRIC,
+    CPU_METRIC, CPU_REQUESTS_METRIC, KINDS, LAST_TERMINATED_METRIC, MEMORY_METRIC,
+    MEMORY_REQUESTS_METRIC,
 };
 use nemutator_metrics::{DatadogSource, FileSource};
 use nemutator_testkit::datadog::{DatadogServer, StoredSeries};
@@ -43,6 +44,7 @@ fn agent_series(text: &str) -> Vec<StoredSeries> {
     let mut cpu: HashMap<Pod, Vec<(i64, f64)>> = HashMap::new();
     let mut memory: HashMap<Pod, Vec<(i64, f64)>> = HashMap::new();
     let mut requests: HashMap<(Pod, &str), Vec<(i64, f64)>> = HashMap::new();
+    let mut oom: HashMap<Pod, Vec<(i64, f64)>> = HashMap::new();
     let mut owners: HashMap<(String, String), WorkloadKey> = HashMap::new();
     let eof = nemutator_metrics::openmetrics::parse(text, |s| {
         let (Some(ns), Some(pod)) = (s.label("namespace"), s.label("pod")) else {
@@ -68,6 +70,11 @@ fn agent_series(text: &str) -> Vec<StoredSeries> {
         match s.name {
             "container_cpu_usage_seconds_total" => cpu.entry(key).or_default().push(point),
             "container_memory_working_set_bytes" => memory.entry(key).or_default().push(point),
+            "kube_pod_container_status_last_terminated_reason"
+                if s.label("reason") == Some("OOMKilled") =>
+            {
+                oom.entry(key).or_default().push(point)
+            }
             "kube_pod_container_resource_requests" => match s.label("resource") {
                 Some("cpu") => requests
                     .entry((key, CPU_REQUESTS_METRIC))
@@ -119,6 +126,15 @@ fn agent_series(text: &str) -> Vec<StoredSeries> {
             points,
         });
     }
+    for (pod, points) in oom {
+        let mut tags = tags(&pod);
+        tags.push("reason:oomkilled".into());
+        out.push(StoredSeries {
+            metric: LAST_TERMINATED_METRIC.into(),
+            tags,
+            points,
+        });
+    }
     for ((pod, metric), points) in requests {
         out.push(StoredSeries {
             metric: metric.into(),
@@ -134,7 +150,7 @@ fn agent_series(text: &str) -> Vec<StoredSeries> {
 /// the quarter-minute as real scrapes are, of two namespaces: a Deployment
 /// rolled out halfway (two ReplicaSet generations), a StatefulSet, a
 /// DaemonSet and a bare pod, two containers each, following a daily rhythm
-/// with noise.
+/// with noise; their requests, and one container OOM-killed.
 fn mk_cluster() -> String {
     let end = 1_764_547_200; // a Monday, 00:00 UTC
     let start = end - 86_400;
@@ -153,6 +169,7 @@ fn mk_cluster() -> String {
     let mut cpu = String::from("# TYPE container_cpu_usage_seconds counter\n");
     let mut mem = String::from("# TYPE container_memory_working_set_bytes gauge\n");
     let mut req = String::from("# TYPE kube_pod_container_resource_requests gauge\n");
+    let mut oom = String::from("# TYPE kube_pod_container_status_last_terminated_reason gauge\n");
     for (n, ns) in ["team-a", "team-b"].iter().enumerate() {
         let pods = [
             ("web-7d9f8b6c5d-x2k9p", start, mid),
@@ -181,6 +198,9 @@ fn mk_cluster() -> String {
                     mem.push_str(&format!(
                         "container_memory_working_set_bytes{labels} {ws:.0} {t}\n"
                     ));
+                    if (n, *pod, c) == (1, "node-agent-x7z2q", 0) && t > end - 7200 {
+                        oom.push_str(&format!("kube_pod_container_status_last_terminated_reason{{namespace=\"{ns}\",pod=\"{pod}\",container=\"{container}\",reason=\"OOMKilled\"}} 1 {t}\n"));
+                    }
                     if (t - t0) % 60 == 7 {
                         // Requests, larger in the first generation.
                         let more = if *t1 == mid { 2.0 } else { 1.0 };
@@ -199,7 +219,7 @@ fn mk_cluster() -> String {
             }
         }
     }
-    cpu + &mem + &req + "# EOF\n"
+    cpu + &mem + &req + &oom + "# EOF\n"
 }
 
 /// The generated cluster, and the files the test script backfilled into
@@ -308,6 +328,7 @@ async fn datadog_and_file_agree_within_two_percent() {
         namespaces.dedup();
         let mut compared = 0;
         let mut requests = 0;
+        let mut kills = 0;
         for ns in &namespaces {
             for resource in Resource::ALL {
                 let request = UsageRequest {
@@ -317,7 +338,7 @@ async fn datadog_and_file_agree_within_two_percent() {
                     end: info.now,
                     resolution,
                     stats: mk_stats(),
-                    oom: false,
+                    oom: resource == Resource::Memory,
                     requests: true,
                 };
                 let a = src.usage(&request).await.unwrap_or_default();
@@ -336,6 +357,8 @@ async fn datadog_and_file_agree_within_two_percent() {
                         (x, y) => assert_eq!(x, y, "{target} {resource} request"),
                     }
                     requests += usize::from(ub.request.is_some());
+                    assert_eq!(ua.oom_killed, ub.oom_killed, "OOM of {target}");
+                    kills += usize::from(ub.oom_killed);
                     for (i, (sa, sb)) in ua.stats.iter().zip(&ub.stats).enumerate() {
                         match (sa, sb) {
                             (Some(sa), Some(sb)) => {
@@ -380,6 +403,7 @@ async fn datadog_and_file_agree_within_two_percent() {
         assert!(compared > 10, "{file}: {compared} statistics");
         if n == 0 {
             assert!(requests > 10, "{file}: {requests} current requests");
+            assert_eq!(kills, 1, "{file}: OOM kills");
         }
         // One listing; per namespace and resource one usage request per
         // 1,440 steps, and the same for the series.

@@ -195,26 +195,33 @@ impl MetricsSource for DatadogSource {
             // the step (see docs/METRICS.md).
             let step = request.resolution.step_secs();
             let steps: Vec<i64> = stat::steps(request.end, request.window, step).collect();
-            let queries =
-                query::usage_queries(request.resource, &request.namespace, step, request.requests)?;
+            let (queries, blocks) = query::usage_queries(
+                request.resource,
+                &request.namespace,
+                step,
+                (request.requests, request.oom),
+            )?;
             let mut points: BTreeMap<ContainerRef, BTreeMap<i64, f64>> = BTreeMap::new();
             let mut current = BTreeMap::new();
+            let mut killed = BTreeSet::new();
             let lookback = (request.end.saturating_sub(CURRENT_LOOKBACK), request.end);
             for (from, to) in chunks(&steps, step) {
                 let answer = self
                     .http
                     .query(&TimeseriesRequest::new(queries.clone(), from, to, step))
                     .await?;
-                let ns = &request.namespace;
-                query::container_points(&answer, request.resource, ns, step, &mut points)?;
+                let (ns, resource) = (&request.namespace, request.resource);
+                query::container_points(&answer, &blocks, resource, ns, step, &mut points)?;
                 query::current_requests(
                     &answer,
-                    request.resource,
+                    &blocks,
+                    resource,
                     ns,
                     step,
                     lookback,
                     &mut current,
                 )?;
+                query::oom_kills(&answer, &blocks, ns, &mut killed)?;
             }
             let (first, last) = (
                 steps.first().copied().unwrap_or(i64::MAX),
@@ -234,11 +241,12 @@ impl MetricsSource for DatadogSource {
                     .map(|spec| stat::summarize(&per_step, &checkpoints, spec))
                     .collect();
                 let request = current.get(&target).copied();
+                let oom_killed = killed.contains(&target);
                 batch.containers.insert(
                     target,
                     ContainerUsage {
                         stats,
-                        oom_killed: false,
+                        oom_killed,
                         request,
                     },
                 );

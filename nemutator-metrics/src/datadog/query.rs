@@ -89,34 +89,61 @@ fn scope(namespace: Option<&str>) -> Result<String, MetricsError> {
     })
 }
 
-/// The queries of a usage request: per kind, the per-step maximum across
-/// pods of each workload container; with `requests`, as many more of the
-/// largest request (query `i + KINDS.len()` for kind `i`).
+/// What a block of [`KINDS`]`.len()` queries of a usage request asks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Block {
+    /// The per-step maximum across pods of the usage.
+    Usage,
+    /// The largest request.
+    Requests,
+    /// Whether a container was OOM-killed (the kubelet's last state).
+    Oom,
+}
+
+/// The kubelet's last terminated state of a container (tagged `reason`).
+pub const LAST_TERMINATED_METRIC: &str = "kubernetes.containers.last_state.terminated";
+
+/// The queries of a usage request, in blocks of one query per kind: the
+/// per-step maximum across pods of each workload container; with
+/// `requests`, the largest request; with `oom`, the OOM kills. Query `i`
+/// belongs to block `i / KINDS.len()` and kind `i % KINDS.len()`.
 pub fn usage_queries(
     resource: Resource,
     namespace: &str,
     step: i64,
-    requests: bool,
-) -> Result<Vec<MetricQuery>, MetricsError> {
+    (requests, oom): (bool, bool),
+) -> Result<(Vec<MetricQuery>, Vec<Block>), MetricsError> {
     let scope = scope(Some(namespace))?;
-    let usage = KINDS.iter().map(|(_, tag)| {
-        format!(
-            "max:{}{{{scope}}} by {{{tag},{CONTAINER_TAG}}}.rollup({}, {step})",
-            metric(resource),
-            rollup(resource)
-        )
-    });
-    let current = KINDS.iter().filter(|_| requests).map(|(_, tag)| {
-        format!(
-            "max:{}{{{scope}}} by {{{tag},{CONTAINER_TAG}}}.rollup(max, {step})",
-            requests_metric(resource)
-        )
-    });
-    Ok(usage
-        .chain(current)
+    let mut blocks = vec![Block::Usage];
+    blocks.extend(requests.then_some(Block::Requests));
+    blocks.extend(oom.then_some(Block::Oom));
+    let queries = blocks
+        .iter()
+        .flat_map(|block| {
+            let scope = scope.clone();
+            KINDS.iter().map(move |(_, tag)| match block {
+                Block::Usage => format!(
+                    "max:{}{{{scope}}} by {{{tag},{CONTAINER_TAG}}}.rollup({}, {step})",
+                    metric(resource),
+                    rollup(resource)
+                ),
+                Block::Requests => format!(
+                    "max:{}{{{scope}}} by {{{tag},{CONTAINER_TAG}}}.rollup(max, {step})",
+                    requests_metric(resource)
+                ),
+                Block::Oom => format!(
+                    "max:{LAST_TERMINATED_METRIC}{{{scope},reason:oomkilled}} by {{{tag},{CONTAINER_TAG}}}.rollup(max, {step})"
+                ),
+            })
+        })
         .enumerate()
         .map(|(i, q)| MetricQuery::new(i, q))
-        .collect())
+        .collect();
+    Ok((queries, blocks))
+}
+
+fn block_of(series: &ResponseSeries, blocks: &[Block]) -> Option<Block> {
+    blocks.get(series.query_index / KINDS.len()).copied()
 }
 
 /// The queries of a season series request: per kind, each workload's usage
@@ -381,13 +408,14 @@ fn workload(
 /// statistic's steps are closed on the right).
 pub fn container_points(
     answer: &ResponseAttributes,
+    blocks: &[Block],
     resource: Resource,
     namespace: &str,
     step: i64,
     into: &mut BTreeMap<ContainerRef, BTreeMap<i64, f64>>,
 ) -> Result<(), MetricsError> {
     for (series, values) in answers(answer)? {
-        if series.query_index >= KINDS.len() {
+        if block_of(series, blocks) != Some(Block::Usage) {
             continue;
         }
         let Some((workload, Some(container))) = workload(series, Some(namespace)) else {
@@ -410,6 +438,7 @@ pub fn container_points(
 /// step in `(since, until]`, per workload container.
 pub fn current_requests(
     answer: &ResponseAttributes,
+    blocks: &[Block],
     resource: Resource,
     namespace: &str,
     step: i64,
@@ -417,7 +446,7 @@ pub fn current_requests(
     into: &mut BTreeMap<ContainerRef, f64>,
 ) -> Result<(), MetricsError> {
     for (series, values) in answers(answer)? {
-        if series.query_index < KINDS.len() {
+        if block_of(series, blocks) != Some(Block::Requests) {
             continue;
         }
         let Some((workload, Some(container))) = workload(series, Some(namespace)) else {
@@ -435,6 +464,28 @@ pub fn current_requests(
             .next_back();
         if let Some(v) = last {
             into.insert(ContainerRef::new(workload, container), v * scale);
+        }
+    }
+    Ok(())
+}
+
+/// The workload containers an answer's OOM queries saw killed: a value
+/// above 0 at any step.
+pub fn oom_kills(
+    answer: &ResponseAttributes,
+    blocks: &[Block],
+    namespace: &str,
+    into: &mut std::collections::BTreeSet<ContainerRef>,
+) -> Result<(), MetricsError> {
+    for (series, values) in answers(answer)? {
+        if block_of(series, blocks) != Some(Block::Oom) {
+            continue;
+        }
+        let Some((workload, Some(container))) = workload(series, Some(namespace)) else {
+            continue;
+        };
+        if values.iter().flatten().any(|v| *v > 0.0) {
+            into.insert(ContainerRef::new(workload, container));
         }
     }
     Ok(())
@@ -518,8 +569,14 @@ mod tests {
 
     #[test]
     fn queries_group_by_workload_and_container() {
-        let q = usage_queries(Resource::Cpu, "shop", 300, true).unwrap_or_default();
-        assert_eq!(q.len(), 8);
+        let (q, blocks) =
+            usage_queries(Resource::Cpu, "shop", 300, (true, true)).unwrap_or_default();
+        assert_eq!(q.len(), 12);
+        assert_eq!(blocks, vec![Block::Usage, Block::Requests, Block::Oom]);
+        assert_eq!(
+            q[8].query,
+            "max:kubernetes.containers.last_state.terminated{kube_namespace:shop,reason:oomkilled} by {kube_deployment,kube_container_name}.rollup(max, 300)"
+        );
         assert_eq!(
             q[5].query,
             "max:kubernetes.cpu.requests{kube_namespace:shop} by {kube_stateful_set,kube_container_name}.rollup(max, 300)"
@@ -529,12 +586,13 @@ mod tests {
             "max:kubernetes.cpu.usage.total{kube_namespace:shop} by {kube_deployment,kube_container_name}.rollup(avg, 300)"
         );
         assert_eq!(q[1].name, "q1");
-        let q = usage_queries(Resource::Memory, "shop", 60, false).unwrap_or_default();
+        let (q, _) =
+            usage_queries(Resource::Memory, "shop", 60, (false, false)).unwrap_or_default();
         assert_eq!(q.len(), 4);
         assert!(q[2]
             .query
             .ends_with("by {kube_daemon_set,kube_container_name}.rollup(max, 60)"));
-        assert!(usage_queries(Resource::Cpu, "a} by {x", 60, false).is_err());
+        assert!(usage_queries(Resource::Cpu, "a} by {x", 60, (false, false)).is_err());
         let l = listing_queries(None, 604_800).unwrap_or_default();
         assert!(l[0]
             .query
@@ -569,7 +627,9 @@ mod tests {
             values: vec![vec![Some(5e8), None], vec![Some(1.0), Some(2.0)]],
         };
         let mut out = BTreeMap::new();
-        assert!(container_points(&answer, Resource::Cpu, "ns", 300, &mut out).is_ok());
+        assert!(
+            container_points(&answer, &[Block::Usage], Resource::Cpu, "ns", 300, &mut out).is_ok()
+        );
         let web = ContainerRef::new(
             WorkloadKey::new("ns", WorkloadKind::Deployment, "web"),
             "app",
@@ -580,7 +640,9 @@ mod tests {
             values: vec![vec![Some(1.0)]],
             ..answer
         };
-        assert!(container_points(&bad, Resource::Cpu, "ns", 300, &mut out).is_err());
+        assert!(
+            container_points(&bad, &[Block::Usage], Resource::Cpu, "ns", 300, &mut out).is_err()
+        );
         let far = ResponseAttributes {
             series: vec![mk_series(
                 0,
@@ -590,7 +652,9 @@ mod tests {
             times: vec![i64::MAX],
             values: vec![vec![Some(1.0)]],
         };
-        assert!(container_points(&far, Resource::Memory, "ns", 300, &mut out).is_ok());
+        assert!(
+            container_points(&far, &[Block::Usage], Resource::Memory, "ns", 300, &mut out).is_ok()
+        );
         let decoded = TimeseriesResponse::decode(b"{\"errors\":[\"Forbidden\"]}");
         assert_eq!(
             decoded.ok().and_then(|r| r.errors),
