@@ -458,7 +458,8 @@ pub fn current_requests(
             .iter()
             .zip(values)
             .filter(|(t, _)| {
-                (since + 1..=until).contains(&(t.div_euclid(1000).saturating_add(step)))
+                (since.saturating_add(1)..=until)
+                    .contains(&(t.div_euclid(1000).saturating_add(step)))
             })
             .filter_map(|(_, v)| v.filter(|v| v.is_finite()))
             .next_back();
@@ -674,5 +675,85 @@ mod tests {
                 .ok(),
             Some(1_048_576.0)
         );
+    }
+
+    /// An answer of well-shaped series (values cut to the times), unless
+    /// `broken`.
+    fn mk_answer(
+        series: Vec<(usize, Vec<String>, Option<String>, Vec<Option<f64>>)>,
+        times: Vec<i64>,
+        broken: bool,
+    ) -> ResponseAttributes {
+        let n = times.len() + usize::from(broken);
+        let (series, values) = series
+            .into_iter()
+            .map(|(query_index, group_tags, unit, mut values)| {
+                values.resize(n, None);
+                let unit = unit.map(|name| vec![Some(Unit { name }), None]);
+                let s = ResponseSeries {
+                    group_tags,
+                    query_index,
+                    unit,
+                };
+                (s, values)
+            })
+            .unzip();
+        ResponseAttributes {
+            series,
+            times,
+            values,
+        }
+    }
+
+    proptest::proptest! {
+        /// Whatever Datadog (or something in its place) answers, reading it
+        /// never panics, and an error is one line.
+        #[test]
+        fn any_answer_is_read_without_panic(
+            series in proptest::collection::vec(
+                (
+                    0usize..20,
+                    proptest::collection::vec(
+                        "(kube_deployment|kube_container_name|kube_namespace|x)(:[a-zA-Z0-9/_-]{0,8})?",
+                        0..4,
+                    ),
+                    proptest::option::of("(nanocore|core|byte|mebibyte|percent|)"),
+                    proptest::collection::vec(proptest::option::of(proptest::num::f64::ANY), 6),
+                ),
+                0..5,
+            ),
+            times in proptest::collection::vec(proptest::num::i64::ANY, 0..6),
+            broken in proptest::bool::weighted(0.1),
+            step in 1i64..100_000,
+        ) {
+            let answer = mk_answer(series, times, broken);
+            let blocks = [Block::Usage, Block::Requests, Block::Oom];
+            for resource in Resource::ALL {
+                let mut points = BTreeMap::new();
+                let mut current = BTreeMap::new();
+                let mut killed = std::collections::BTreeSet::new();
+                let mut totals = BTreeMap::new();
+                let results = [
+                    container_points(&answer, &blocks, resource, "ns", step, &mut points),
+                    current_requests(&answer, &blocks, resource, "ns", step, (i64::MIN, i64::MAX), &mut current),
+                    oom_kills(&answer, &blocks, "ns", &mut killed),
+                    workload_points(&answer, resource, "ns", step, &mut totals),
+                ];
+                for e in results.into_iter().filter_map(Result::err) {
+                    proptest::prop_assert!(!e.to_string().contains('\n'));
+                }
+                for v in points.values().flat_map(|p| p.values()) {
+                    proptest::prop_assert!(!v.is_nan());
+                }
+            }
+            let _ = listed(&answer, None);
+        }
+
+        #[test]
+        fn any_body_decodes_or_fails_in_one_line(body in proptest::collection::vec(proptest::num::u8::ANY, 0..200)) {
+            if let Err(e) = TimeseriesResponse::decode(&body) {
+                proptest::prop_assert!(!e.to_string().contains('\n'));
+            }
+        }
     }
 }
