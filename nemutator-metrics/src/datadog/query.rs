@@ -677,13 +677,12 @@ mod tests {
         );
     }
 
+    /// A series' query index, group tags, unit and values.
+    type MkSeries = (usize, Vec<String>, Option<String>, Vec<Option<f64>>);
+
     /// An answer of well-shaped series (values cut to the times), unless
     /// `broken`.
-    fn mk_answer(
-        series: Vec<(usize, Vec<String>, Option<String>, Vec<Option<f64>>)>,
-        times: Vec<i64>,
-        broken: bool,
-    ) -> ResponseAttributes {
+    fn mk_answer(series: Vec<MkSeries>, times: Vec<i64>, broken: bool) -> ResponseAttributes {
         let n = times.len() + usize::from(broken);
         let (series, values) = series
             .into_iter()
