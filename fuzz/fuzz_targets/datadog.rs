@@ -30,5 +30,5 @@ fuzz_target!(|data: &[u8]| {
         let _ = query::oom_kills(&attributes, &blocks, "ns", &mut killed);
         let _ = query::workload_points(&attributes, resource, "ns", 300, &mut totals);
     }
-    let _ = query::listed(&attributes, None);
+    let _ = query::listed(&attributes, None, 3600, 0);
 });

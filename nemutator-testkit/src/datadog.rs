@@ -10,9 +10,9 @@
 //! otherwise), and evaluates metric queries of the form
 //! `SPACE:METRIC{TAG:VALUE,...} by {TAG,...}.rollup(TIME, SECONDS)`: time
 //! aggregation first (each source series rolled up into intervals aligned
-//! to the epoch, `[T, T + interval)`), then space aggregation across the
-//! series of each group (a series without a grouping tag is grouped under
-//! `TAG:N/A`). The answer is `data.attributes.{series[{group_tags,
+//! to the epoch, `[T, T + interval)`, of the points in `[from, to)`), then
+//! space aggregation across the series of each group (a series without a
+//! grouping tag is grouped under `TAG:N/A`). The answer is `data.attributes.{series[{group_tags,
 //! query_index, unit}], times[], values[][]}`, times in milliseconds at the
 //! start of each interval, with `X-RateLimit-*` headers on every answer.
 //!
@@ -329,7 +329,7 @@ impl State {
                 return Err("queries of one request must share their intervals".into());
             }
             times = t;
-            for (group, row) in self.run(&q, &times, bucket) {
+            for (group, row) in self.run(&q, &times, bucket, (from, to)) {
                 series.push(json!({
                     "group_tags": group,
                     "query_index": index,
@@ -348,7 +348,13 @@ impl State {
     }
 
     /// Time aggregation, then space aggregation by group.
-    fn run(&self, q: &Query, times: &[i64], bucket: i64) -> Vec<(Vec<String>, Vec<Option<f64>>)> {
+    fn run(
+        &self,
+        q: &Query,
+        times: &[i64],
+        bucket: i64,
+        (from, to): (i64, i64),
+    ) -> Vec<(Vec<String>, Vec<Option<f64>>)> {
         let time_agg = q.rollup.as_ref().map_or("avg", |r| r.0.as_str());
         let mut groups: BTreeMap<Vec<String>, Vec<Vec<f64>>> = BTreeMap::new();
         for s in self.series.iter().filter(|s| {
@@ -357,6 +363,9 @@ impl State {
             let mut cells: Vec<Vec<f64>> = vec![Vec::new(); times.len()];
             for &(t, v) in &s.points {
                 let ms = t * 1000;
+                if ms < from || ms >= to {
+                    continue;
+                }
                 let Some(first) = times.first() else { break };
                 let i = (ms - first).div_euclid(bucket);
                 if let Some(cell) = usize::try_from(i).ok().and_then(|i| cells.get_mut(i)) {
@@ -512,7 +521,7 @@ mod tests {
         };
         let q = Query::parse("max:m{*} by {kube_deployment,kube_stateful_set}.rollup(avg, 60)")
             .unwrap_or_else(|e| panic!("{e}"));
-        let out = state.run(&q, &[0, 60_000], 60_000);
+        let out = state.run(&q, &[0, 60_000], 60_000, (0, 120_000));
         assert_eq!(
             out,
             vec![(

@@ -170,16 +170,22 @@ impl MetricsSource for DatadogSource {
             let window = i64::try_from(request.window.as_secs())
                 .unwrap_or(i64::MAX)
                 .max(60);
-            let queries = query::listing_queries(request.namespace.as_deref(), window)?;
-            // One interval ending at `end`: aligned to the window, as
-            // Datadog aligns intervals, it may need two.
-            let from = request.end.saturating_sub(window).div_euclid(window) * window;
-            let to = (request.end.div_euclid(window) + 1) * window;
+            let interval = query::listing_interval(window);
+            let queries = query::listing_queries(request.namespace.as_deref(), interval)?;
+            // Intervals aligned as Datadog aligns them, from the one holding
+            // the window's start to the window's end.
+            let since = request.end.saturating_sub(window);
+            let from = since.div_euclid(interval) * interval;
             let answer = self
                 .http
-                .query(&TimeseriesRequest::new(queries, from, to, window))
+                .query(&TimeseriesRequest::new(
+                    queries,
+                    from,
+                    request.end.saturating_add(1),
+                    interval,
+                ))
                 .await?;
-            let mut out = query::listed(&answer, request.namespace.as_deref());
+            let mut out = query::listed(&answer, request.namespace.as_deref(), interval, since);
             out.sort();
             out.dedup();
             Ok(out)

@@ -170,11 +170,18 @@ pub fn series_queries(
         .collect())
 }
 
+/// The spacing of a listing's points over `window` seconds: an hour, or
+/// whole hours enough to stay under [`MAX_POINTS`](super::MAX_POINTS).
+pub fn listing_interval(window: i64) -> i64 {
+    let hours = window.max(1).div_euclid(3600 * super::MAX_POINTS) + 1;
+    hours.saturating_mul(3600)
+}
+
 /// The queries listing the workload containers with a working set in the
-/// window: one point per series (a rollup over the whole window).
+/// window: the largest per `interval` ([`listing_interval`]).
 pub fn listing_queries(
     namespace: Option<&str>,
-    window: i64,
+    interval: i64,
 ) -> Result<Vec<MetricQuery>, MetricsError> {
     let scope = scope(namespace)?;
     Ok(KINDS
@@ -184,7 +191,7 @@ pub fn listing_queries(
             MetricQuery::new(
                 i,
                 format!(
-                    "max:{MEMORY_METRIC}{{{scope}}} by {{{NAMESPACE_TAG},{tag},{CONTAINER_TAG}}}.rollup(max, {window})"
+                    "max:{MEMORY_METRIC}{{{scope}}} by {{{NAMESPACE_TAG},{tag},{CONTAINER_TAG}}}.rollup(max, {interval})"
                 ),
             )
         })
@@ -519,12 +526,26 @@ pub fn workload_points(
 }
 
 /// The workload containers of a listing answer with a value.
-pub fn listed(answer: &ResponseAttributes, namespace: Option<&str>) -> Vec<ContainerRef> {
+/// A container counts when a value lies in an interval ending after
+/// `since` (unix seconds).
+pub fn listed(
+    answer: &ResponseAttributes,
+    namespace: Option<&str>,
+    interval: i64,
+    since: i64,
+) -> Vec<ContainerRef> {
     let Ok(pairs) = answers(answer) else {
         return Vec::new();
     };
+    let recent = |t: &i64| t.div_euclid(1000).saturating_add(interval) > since;
     pairs
-        .filter(|(_, values)| values.iter().flatten().any(|v| v.is_finite()))
+        .filter(|(_, values)| {
+            answer
+                .times
+                .iter()
+                .zip(values.iter())
+                .any(|(t, v)| recent(t) && v.is_some_and(f64::is_finite))
+        })
         .filter_map(|(series, _)| match workload(series, namespace)? {
             (w, Some(c)) => Some(ContainerRef::new(w, c)),
             _ => None,
@@ -594,7 +615,9 @@ mod tests {
             .query
             .ends_with("by {kube_daemon_set,kube_container_name}.rollup(max, 60)"));
         assert!(usage_queries(Resource::Cpu, "a} by {x", 60, (false, false)).is_err());
-        let l = listing_queries(None, 604_800).unwrap_or_default();
+        assert_eq!(listing_interval(604_800), 3600);
+        assert_eq!(listing_interval(90 * 86_400), 7200);
+        let l = listing_queries(None, 3600).unwrap_or_default();
         assert!(l[0]
             .query
             .starts_with("max:kubernetes.memory.working_set{*} by {kube_namespace,"));
@@ -745,7 +768,7 @@ mod tests {
                     proptest::prop_assert!(!v.is_nan());
                 }
             }
-            let _ = listed(&answer, None);
+            let _ = listed(&answer, None, step, i64::MIN);
         }
 
         #[test]
