@@ -331,25 +331,32 @@ impl MetricsSource for PrometheusSource {
                     continue;
                 }
                 let (kind, index) = tag.split_at(1.min(tag.len()));
-                let Some(slot) = index
-                    .parse::<usize>()
-                    .ok()
-                    .and_then(|i| entry.stats.get_mut(i))
-                else {
+                let Ok(index) = index.parse::<usize>() else {
                     continue;
                 };
-                let stat = slot.get_or_insert(UsageStat {
-                    value: f64::NAN,
-                    samples: 0,
-                    history_secs: 0,
-                });
-                match kind {
-                    "q" => stat.value = v,
-                    "c" => {
+                // A count answers every statistic with its mask.
+                let slots: Vec<usize> = match kind {
+                    "q" => vec![index],
+                    "c" => (0..request.stats.len())
+                        .filter(|&i| promql::count_owner(&request.stats, i) == index)
+                        .collect(),
+                    _ => Vec::new(),
+                };
+                for i in slots {
+                    let Some(slot) = entry.stats.get_mut(i) else {
+                        continue;
+                    };
+                    let stat = slot.get_or_insert(UsageStat {
+                        value: f64::NAN,
+                        samples: 0,
+                        history_secs: 0,
+                    });
+                    if kind == "q" {
+                        stat.value = v;
+                    } else {
                         stat.samples = v as u64;
                         stat.history_secs = (v as i64).saturating_mul(stat::CHECKPOINT);
                     }
-                    _ => {}
                 }
             }
             // A count without a quantile is no statistic (a quantile without

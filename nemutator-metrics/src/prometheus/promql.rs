@@ -253,10 +253,13 @@ pub fn usage_query(
         let mut quantile = String::new();
         let _ = write!(quantile, "quantile_over_time({q}, ({masked}){sub})");
         parts.push(tagged(&quantile, &format!("q{i}")));
-        parts.push(tagged(
-            &format!("count_over_time(({masked}){hours})"),
-            &format!("c{i}"),
-        ));
+        // The hours of history depend on the mask only: counted once per mask.
+        if count_owner(stats, i) == i {
+            parts.push(tagged(
+                &format!("count_over_time(({masked}){hours})"),
+                &format!("c{i}"),
+            ));
+        }
     }
     if oom {
         let oom = format!(
@@ -283,6 +286,16 @@ pub fn usage_query(
         parts.push(tagged(&current, "req"));
     }
     (!parts.is_empty()).then(|| parts.join(" or "))
+}
+
+/// The statistic whose `c` part counts the hours of statistic `i`: the
+/// first with the same mask.
+pub fn count_owner(stats: &[StatSpec], i: usize) -> usize {
+    let mask = stats.get(i).map(|s| &s.mask);
+    stats
+        .iter()
+        .position(|s| Some(&s.mask) == mask)
+        .unwrap_or(i)
 }
 
 /// The per-workload total (every container and pod summed) at each step: a
@@ -345,6 +358,29 @@ mod tests {
                 .and_then(mask_condition),
             None
         );
+    }
+
+    #[test]
+    fn hours_are_counted_once_per_mask() {
+        let day = PeriodicMask::new(86_400, [(0, 3600)]);
+        let stats: Vec<StatSpec> = [(0.5, None), (0.9, day.clone()), (1.0, None), (0.1, day)]
+            .into_iter()
+            .map(|(quantile, mask)| StatSpec { quantile, mask })
+            .collect();
+        let owners: Vec<usize> = (0..4).map(|i| count_owner(&stats, i)).collect();
+        assert_eq!(owners, vec![0, 1, 0, 1]);
+        let q = usage_query(
+            Resource::Cpu,
+            "ns",
+            Duration::from_secs(86_400),
+            &mk_res(),
+            &stats,
+            (false, false),
+            Rules::default(),
+        )
+        .unwrap_or_default();
+        assert_eq!(q.matches("count_over_time(").count(), 2, "{q}");
+        assert_eq!(q.matches("quantile_over_time(").count(), 4);
     }
 
     #[test]
