@@ -14,6 +14,8 @@
 //! * [`season`]: seasons (peak, off-peak).
 //! * [`secret`], [`image`]: secret references and resolvers, image commands
 //!   (for secret injection).
+//! * [`controller`]: the pod cache, leader election, the REST API.
+//! * [`evict`]: the [`evict::Evictor`] trait and its safety rules.
 //! * [`install`]: the manifests that run nemutator in a cluster.
 //! * [`error`]: errors as one line of text.
 #![warn(missing_docs)]
@@ -21,7 +23,9 @@
 pub mod admission;
 pub mod annotations;
 pub mod config;
+pub mod controller;
 pub mod error;
+pub mod evict;
 // Panicking entry points for the `fuzz/` targets: not API, only with the
 // `fuzzing` feature (and in this crate's tests, which replay the seeds).
 #[cfg(any(test, feature = "fuzzing"))]

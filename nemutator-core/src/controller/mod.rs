@@ -1,0 +1,6 @@
+//! The controller side of nemutator (`nemutator controller`): the pod cache
+//! the controllers and the REST API read, leader election, the Kubernetes
+//! API calls the controller makes (from which its RBAC is derived) and the
+//! REST API.
+
+pub mod cache;
