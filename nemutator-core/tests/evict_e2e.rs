@@ -180,16 +180,26 @@ async fn events_of(client: &Client, ns: &str, pod: &str) -> Vec<Event> {
         .collect()
 }
 
-async fn setup(test: &str) -> Option<(Client, Store<Pod>)> {
+async fn setup(test: &str) -> Option<(Client, Store<Pod>, kube::Config)> {
     let cluster = TestCluster::from_env(test).await?;
     let (store, task) = pod_cache(cluster.client.clone());
     tokio::spawn(task);
-    Some((cluster.client, store))
+    Some((cluster.client, store, cluster.config))
+}
+
+fn mk_evictor(config: &kube::Config, store: &Store<Pod>) -> KubeEvictor {
+    KubeEvictor::new(
+        config.clone(),
+        store.clone(),
+        EvictionPolicy::default(),
+        Some("e2e".into()),
+    )
+    .unwrap_or_else(|e| panic!("{e}"))
 }
 
 #[tokio::test]
 async fn pod_disruption_budgets_hold_and_dry_run_changes_nothing() {
-    let Some((client, store)) =
+    let Some((client, store, config)) =
         setup("pod_disruption_budgets_hold_and_dry_run_changes_nothing").await
     else {
         return;
@@ -201,22 +211,14 @@ async fn pod_disruption_budgets_hold_and_dry_run_changes_nothing() {
     }
     let last = format!("{RS}-p3");
     cached(&store, ns, &last, is_ready).await;
-    let evictor = KubeEvictor::new(
-        client.clone(),
-        store.clone(),
-        EvictionPolicy::default(),
-        Some("e2e".into()),
-    );
+    let evictor = mk_evictor(&config, &store);
     let p0 = format!("{RS}-p0");
     let pods = Api::<Pod>::namespaced(client.clone(), ns);
 
     // The budget allows nothing: 429, reported blocked, for real and in a dry-run.
-    eprintln!("{:?} pdb", std::time::Instant::now());
     mk_pdb(&client, ns, 0).await;
-    eprintln!("{:?} pdb done", std::time::Instant::now());
     for dry_run in [true, false] {
         let got = outcomes(&evictor, &request(ns, &[&p0], dry_run)).await;
-        eprintln!("{:?} pass {dry_run}", std::time::Instant::now());
         let [Outcome::Blocked { message }] = &got[..] else {
             panic!("dry_run {dry_run}: {got:?}");
         };
@@ -290,7 +292,8 @@ async fn pod_disruption_budgets_hold_and_dry_run_changes_nothing() {
 
 #[tokio::test]
 async fn ready_replicas_are_counted_from_the_pods_status() {
-    let Some((client, store)) = setup("ready_replicas_are_counted_from_the_pods_status").await
+    let Some((client, store, config)) =
+        setup("ready_replicas_are_counted_from_the_pods_status").await
     else {
         return;
     };
@@ -301,12 +304,7 @@ async fn ready_replicas_are_counted_from_the_pods_status() {
     mk_pod(&client, ns, &a, "n1", true).await;
     mk_pod(&client, ns, &b, "n2", false).await;
     cached(&store, ns, &b, |p| p.status.is_some()).await;
-    let evictor = KubeEvictor::new(
-        client.clone(),
-        store.clone(),
-        EvictionPolicy::default(),
-        None,
-    );
+    let evictor = mk_evictor(&config, &store);
     // One of two pods ready: below the minimum of 2.
     let got = outcomes(&evictor, &request(ns, &[&a], true)).await;
     assert!(
@@ -341,7 +339,8 @@ async fn ready_replicas_are_counted_from_the_pods_status() {
 
 #[tokio::test]
 async fn pods_the_rules_protect_are_never_sent_to_the_api() {
-    let Some((client, store)) = setup("pods_the_rules_protect_are_never_sent_to_the_api").await
+    let Some((client, store, config)) =
+        setup("pods_the_rules_protect_are_never_sent_to_the_api").await
     else {
         return;
     };
@@ -369,12 +368,7 @@ async fn pods_the_rules_protect_are_never_sent_to_the_api() {
     for name in ["agent-x2x4z", "bare", "critical"] {
         cached(&store, ns, name, is_ready).await;
     }
-    let evictor = KubeEvictor::new(
-        client.clone(),
-        store.clone(),
-        EvictionPolicy::default(),
-        None,
-    );
+    let evictor = mk_evictor(&config, &store);
     let got = outcomes(
         &evictor,
         &request(ns, &["agent-x2x4z", "bare", "critical"], false),

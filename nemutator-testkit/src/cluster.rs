@@ -25,6 +25,8 @@ pub const REQUIRE_ENV: &str = "NEMUTATOR_REQUIRE_APISERVER";
 pub struct TestCluster {
     /// Admin client.
     pub client: Client,
+    /// Its configuration (for clients of other settings).
+    pub config: kube::Config,
     /// The admin kubeconfig.
     pub kubeconfig: PathBuf,
 }
@@ -39,9 +41,11 @@ impl TestCluster {
         let config = kube::Config::from_custom_kubeconfig(file, &Default::default())
             .await
             .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        let client = Client::try_from(config).unwrap_or_else(|e| panic!("kube client: {e}"));
+        let client =
+            Client::try_from(config.clone()).unwrap_or_else(|e| panic!("kube client: {e}"));
         Some(TestCluster {
             client,
+            config,
             kubeconfig: path,
         })
     }

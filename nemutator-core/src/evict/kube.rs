@@ -31,6 +31,11 @@ const NOTE_MAX: usize = 1024;
 /// store of every pod), evictions through `pods/eviction`, Events through
 /// `events.k8s.io/v1`. One pass runs at a time, so two passes cannot both
 /// take the last of a limit.
+///
+/// Evictions go through a client of their own without kube-rs's default
+/// retry of 429 answers: for an eviction a 429 is the PodDisruptionBudget's
+/// answer ("blocked, ask again later"), which the default policy would
+/// otherwise retry for many minutes inside one call.
 pub struct KubeEvictor {
     client: Client,
     pods: Store<Pod>,
@@ -53,23 +58,27 @@ impl KubeEvictor {
     /// An evictor with `policy`, reading pods from `pods`; `instance` names
     /// this replica in its Events (`reportingInstance`, the pod name).
     pub fn new(
-        client: Client,
+        config: kube::Config,
         pods: Store<Pod>,
         policy: EvictionPolicy,
         instance: Option<String>,
-    ) -> Self {
+    ) -> Result<Self, kube::Error> {
         let reporter = Reporter {
             controller: REPORTING_CONTROLLER.to_owned(),
             instance,
         };
-        KubeEvictor {
-            recorder: Recorder::new(client.clone(), reporter),
+        let recorder = Recorder::new(Client::try_from(config.clone())?, reporter);
+        let mut config = config;
+        config.default_retry = false;
+        let client = Client::try_from(config)?;
+        Ok(KubeEvictor {
+            recorder,
             client,
             pods,
             policy,
             ledger: tokio::sync::Mutex::new(Ledger::new()),
             metrics: Arc::new(EvictionMetrics::new()),
-        }
+        })
     }
 
     /// The decision counters (for `/metrics`).

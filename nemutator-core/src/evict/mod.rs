@@ -14,7 +14,7 @@
 //! | `Mirror` | a static pod's mirror (`kubernetes.io/config.mirror`) |
 //! | `Bare` | a pod without a controller owner: nothing would re-create it |
 //! | `DaemonSet` | a DaemonSet's pod: it comes back on the same node |
-//! | `SystemCritical` | `system-cluster-critical`, `system-node-critical`, or priority >= 2000000000 |
+//! | `SystemCritical` | a priority class `system-*` (`system-cluster-critical`, `system-node-critical`), or priority >= 2000000000 |
 //! | `CoolDown` | a pod of a workload that had a pod evicted by an earlier pass within the cool-down |
 //! | `MinReplicas` | a pod of a workload with fewer ready pods than `min_replicas` (2) |
 //! | `Tolerance` | a pod whose eviction would leave fewer ready pods than the eviction tolerance (50%) keeps |

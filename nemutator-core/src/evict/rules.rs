@@ -14,9 +14,10 @@ use crate::workload::WorkloadKey;
 
 /// The annotation the kubelet puts on the API copy of a static pod.
 pub const MIRROR_ANNOTATION: &str = "kubernetes.io/config.mirror";
-/// Priority classes of the pods a cluster cannot run without.
-pub const CRITICAL_PRIORITY_CLASSES: [&str; 2] =
-    ["system-cluster-critical", "system-node-critical"];
+/// The prefix of the priority classes reserved for the pods a cluster
+/// cannot run without (`system-cluster-critical`, `system-node-critical`:
+/// Kubernetes refuses other classes with this prefix).
+pub const CRITICAL_PRIORITY_CLASS_PREFIX: &str = "system-";
 /// Priorities from here up are reserved for system-critical pods.
 pub const CRITICAL_PRIORITY: i32 = 2_000_000_000;
 
@@ -237,7 +238,7 @@ pub fn check_pod(pod: &PodFacts) -> Result<(), Refusal> {
     if let Some(class) = pod
         .priority_class
         .as_deref()
-        .filter(|c| CRITICAL_PRIORITY_CLASSES.contains(c))
+        .filter(|c| c.starts_with(CRITICAL_PRIORITY_CLASS_PREFIX))
     {
         return Err((
             Rule::SystemCritical,

@@ -109,7 +109,11 @@ fn rule_daemonset() {
 
 #[test]
 fn rule_system_critical() {
-    for class in CRITICAL_PRIORITY_CLASSES {
+    for class in [
+        "system-cluster-critical",
+        "system-node-critical",
+        "system-x",
+    ] {
         let pod = PodFacts::of(&mk_pod("dns-1", "n1", |v| {
             v["spec"]["priorityClassName"] = json!(class);
         }));
