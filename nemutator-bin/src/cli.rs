@@ -39,7 +39,7 @@ impl Command {
     /// Whether this command runs as a long-lived server.
     pub fn is_server(&self) -> bool {
         match self {
-            Command::Webhook(_) => true,
+            Command::Webhook(_) | Command::Controller(_) => true,
             #[cfg(feature = "profiler")]
             Command::Agent(_) => true,
             _ => false,
@@ -51,6 +51,8 @@ impl Command {
 pub enum Command {
     /// Serve the admission webhook over HTTPS.
     Webhook(WebhookArgs),
+    /// Run the controller: leader-elected, serving the REST API over HTTPS.
+    Controller(crate::cmd::controller::ControllerArgs),
     /// Review an AdmissionReview offline and print the response.
     Review(ReviewArgs),
     /// Compute recommendations for the workloads in the metrics source.

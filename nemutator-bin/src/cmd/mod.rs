@@ -3,6 +3,7 @@
 #[cfg(feature = "profiler")]
 pub mod agent;
 pub mod copy_self;
+pub mod controller;
 pub mod env;
 pub mod install;
 #[cfg(feature = "profiler")]
@@ -28,6 +29,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     rt.block_on(async move {
         match cli.command {
             Command::Webhook(args) => webhook::run(&cli.global, args).await,
+            Command::Controller(args) => controller::run(&cli.global, args).await,
             Command::Review(args) => review::run(&cli.global, args).await,
             Command::Recommend(args) => recommend::run(&cli.global, args).await,
             Command::Season(args) => season::run(&cli.global, args).await,

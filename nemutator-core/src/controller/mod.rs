@@ -3,4 +3,10 @@
 //! API calls the controller makes (from which its RBAC is derived) and the
 //! REST API.
 
+pub mod api;
 pub mod cache;
+pub mod calls;
+pub mod leader;
+mod run;
+
+pub use run::{start, ControllerError, ControllerOptions};

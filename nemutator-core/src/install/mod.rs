@@ -58,6 +58,19 @@ pub fn service_dns_names(namespace: &str) -> Vec<String> {
     ]
 }
 
+/// The name of the controller's Deployment, ServiceAccount and Service.
+pub const CONTROLLER_NAME: &str = "nemutator-controller";
+
+/// The DNS names of the controller's Service in `namespace`.
+pub fn controller_dns_names(namespace: &str) -> Vec<String> {
+    vec![
+        format!("{CONTROLLER_NAME}.{namespace}.svc"),
+        format!("{CONTROLLER_NAME}.{namespace}.svc.cluster.local"),
+        format!("{CONTROLLER_NAME}.{namespace}"),
+        CONTROLLER_NAME.to_owned(),
+    ]
+}
+
 /// Why the manifests could not be made.
 #[derive(Debug, thiserror::Error)]
 pub enum InstallError {

@@ -91,6 +91,15 @@ impl SeasonStore {
         self.cluster.store(Arc::new(profile.map(Arc::new)));
     }
 
+    /// Every workload profile.
+    pub fn snapshot(&self) -> Vec<(WorkloadKey, Arc<FittedProfile>)> {
+        self.workloads
+            .load()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+
     /// Number of workload profiles.
     pub fn len(&self) -> usize {
         self.workloads.load().len()

@@ -1,0 +1,332 @@
+//! The `/api/v1/` handlers: decode, check access, call the library, encode.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use http::{header, Request, StatusCode};
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Patch, PatchParams};
+use kube::Api;
+use serde::de::DeserializeOwned;
+
+use super::auth::Access;
+use super::types::{
+    EvictionsRequest, EvictionsResponse, MetadataPatch, PodMetadata, RecommendationsResponse,
+    SeasonInfo, SeasonsResponse,
+};
+use super::{error, json, ApiState, BoxError, Reply, MAX_BODY_BYTES};
+use crate::error::Chain;
+use crate::evict::{EvictError, EvictionRequest, PodKey};
+use crate::mutate::SeasonOracle as _;
+use crate::season::FittedProfile;
+use crate::server::body::read_limited;
+
+/// The field manager of nemutator's metadata patches.
+pub const FIELD_MANAGER: &str = "nemutator-controller";
+
+fn authorization<B>(req: &Request<B>) -> Option<String> {
+    req.headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
+async fn check(
+    state: &ApiState,
+    auth: Option<String>,
+    access: &Access,
+) -> Result<String, Box<Reply>> {
+    match state.auth.check(auth.as_deref(), access).await {
+        Ok(caller) => Ok(caller.username),
+        Err(e) => {
+            tracing::info!(error = %e, "REST request refused");
+            let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::FORBIDDEN);
+            Err(Box::new(error(status, e)))
+        }
+    }
+}
+
+async fn body<T, B>(req: Request<B>) -> Result<T, Box<Reply>>
+where
+    T: DeserializeOwned,
+    B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<BoxError>,
+{
+    let bytes = read_limited(req, MAX_BODY_BYTES)
+        .await
+        .map_err(|e| Box::new(error(e.status(), e)))?;
+    serde_json::from_slice(&bytes).map_err(|e| {
+        Box::new(error(
+            StatusCode::BAD_REQUEST,
+            format!("invalid JSON body: {e}"),
+        ))
+    })
+}
+
+/// The `namespace` query parameter (the only one these routes take).
+fn namespace_param<B>(req: &Request<B>) -> Result<Option<String>, Box<Reply>> {
+    let mut namespace = None;
+    for pair in req
+        .uri()
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .filter(|p| !p.is_empty())
+    {
+        match pair.split_once('=') {
+            Some(("namespace", v)) if valid_name(v) => namespace = Some(v.to_owned()),
+            Some(("namespace", v)) => {
+                return Err(Box::new(error(
+                    StatusCode::BAD_REQUEST,
+                    format!("namespace {v:?} is not a valid namespace name"),
+                )))
+            }
+            _ => {
+                return Err(Box::new(error(
+                    StatusCode::BAD_REQUEST,
+                    format!("unknown query parameter {pair:?} (only namespace=NAME)"),
+                )))
+            }
+        }
+    }
+    Ok(namespace)
+}
+
+/// A DNS-1123 label (namespaces) or subdomain (pod names), loosely: what
+/// may appear in a path and a cache key.
+fn valid_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+}
+
+/// `(namespace, name)` of `/api/v1/namespaces/{ns}/pods/{name}/metadata`.
+pub(super) fn metadata_target(path: &str) -> Option<(&str, &str)> {
+    let rest = path.strip_prefix("/api/v1/namespaces/")?;
+    let (ns, rest) = rest.split_once("/pods/")?;
+    let name = rest.strip_suffix("/metadata")?;
+    (!ns.contains('/') && !name.contains('/')).then_some((ns, name))
+}
+
+pub(super) async fn evictions<B>(state: &ApiState, req: Request<B>) -> Reply
+where
+    B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<BoxError>,
+{
+    let auth = authorization(&req);
+    let request: EvictionsRequest = match body(req).await {
+        Ok(r) => r,
+        Err(reply) => return *reply,
+    };
+    if !valid_name(&request.namespace) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "namespace must be a namespace name",
+        );
+    }
+    let caller = match check(state, auth, &Access::evict(&request.namespace)).await {
+        Ok(c) => c,
+        Err(reply) => return *reply,
+    };
+    let ns = request.namespace.as_str();
+    let pods: Vec<PodKey> = match (&request.pod_name, &request.label_selector) {
+        (Some(name), None) if valid_name(name) => vec![PodKey::new(ns, name.as_str())],
+        (Some(_), None) => return error(StatusCode::BAD_REQUEST, "podName must be a pod name"),
+        (None, Some(selector)) if !selector.is_empty() => {
+            let mut keys: Vec<PodKey> = state
+                .pods
+                .state()
+                .iter()
+                .filter(|p| p.metadata.namespace.as_deref() == Some(ns))
+                .filter(|p| {
+                    let labels = p.metadata.labels.as_ref();
+                    selector
+                        .iter()
+                        .all(|(k, v)| labels.and_then(|l| l.get(k)) == Some(v))
+                })
+                .filter_map(|p| p.metadata.name.as_deref().map(|n| PodKey::new(ns, n)))
+                .collect();
+            keys.sort();
+            keys
+        }
+        _ => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "give either podName or a labelSelector with at least one label",
+            )
+        }
+    };
+    let eviction = EvictionRequest {
+        pods,
+        dry_run: request.dry_run,
+        reason: request.reason.replace('\n', " "),
+        requester: Some(caller),
+    };
+    match state.evictor.evict(&eviction).await {
+        Ok(pods) => json(
+            StatusCode::OK,
+            &EvictionsResponse {
+                dry_run: request.dry_run,
+                pods,
+            },
+        ),
+        Err(e @ EvictError::NotSynced) => error(StatusCode::SERVICE_UNAVAILABLE, e),
+        Err(e) => error(StatusCode::BAD_REQUEST, e),
+    }
+}
+
+pub(super) async fn recommendations<B>(state: &ApiState, req: Request<B>) -> Reply {
+    let namespace = match namespace_param(&req) {
+        Ok(n) => n,
+        Err(reply) => return *reply,
+    };
+    if let Err(reply) = check(
+        state,
+        authorization(&req),
+        &Access::read("recommendations", namespace.as_deref()),
+    )
+    .await
+    {
+        return *reply;
+    }
+    let recommendations = state
+        .recommendations
+        .snapshot()
+        .into_iter()
+        .filter(|r| {
+            namespace
+                .as_deref()
+                .is_none_or(|ns| r.target.workload.namespace == ns)
+        })
+        .filter_map(|r| serde_json::to_value(&r).ok())
+        .collect();
+    json(
+        StatusCode::OK,
+        &RecommendationsResponse {
+            loaded: state.recommendations.is_loaded(),
+            recommendations,
+        },
+    )
+}
+
+fn season_info(
+    workload: Option<String>,
+    fitted: &FittedProfile,
+    season: Option<String>,
+) -> SeasonInfo {
+    SeasonInfo {
+        workload,
+        season,
+        periods: fitted.profile.periods().to_vec(),
+        lead: fitted.profile.lead(),
+        fitted_at: fitted.fitted_at,
+    }
+}
+
+pub(super) async fn seasons<B>(state: &ApiState, req: Request<B>) -> Reply {
+    let namespace = match namespace_param(&req) {
+        Ok(n) => n,
+        Err(reply) => return *reply,
+    };
+    if let Err(reply) = check(
+        state,
+        authorization(&req),
+        &Access::read("seasons", namespace.as_deref()),
+    )
+    .await
+    {
+        return *reply;
+    }
+    let Some(store) = &state.seasons else {
+        return json(StatusCode::OK, &SeasonsResponse::default());
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+    let cluster = store.cluster().map(|c| {
+        let season =
+            (!c.profile.periods().is_empty()).then(|| c.profile.season_at(now).to_string());
+        season_info(None, &c, season)
+    });
+    let mut workloads: Vec<SeasonInfo> = store
+        .snapshot()
+        .into_iter()
+        .filter(|(k, _)| namespace.as_deref().is_none_or(|ns| k.namespace == ns))
+        .map(|(k, fitted)| {
+            let season = store.season(&k, now).map(|s| s.to_string());
+            season_info(Some(k.to_string()), &fitted, season)
+        })
+        .collect();
+    workloads.sort_by(|a, b| a.workload.cmp(&b.workload));
+    json(
+        StatusCode::OK,
+        &SeasonsResponse {
+            enabled: true,
+            cluster,
+            workloads,
+        },
+    )
+}
+
+pub(super) async fn metadata<B>(state: &ApiState, req: Request<B>) -> Reply
+where
+    B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<BoxError>,
+{
+    let Some((ns, name)) =
+        metadata_target(req.uri().path()).map(|(n, p)| (n.to_owned(), p.to_owned()))
+    else {
+        return error(StatusCode::NOT_FOUND, "not found");
+    };
+    if !valid_name(&ns) || !valid_name(&name) {
+        return error(StatusCode::BAD_REQUEST, "namespace and pod must be names");
+    }
+    let caller = match check(state, authorization(&req), &Access::patch_pod(&ns, &name)).await {
+        Ok(c) => c,
+        Err(reply) => return *reply,
+    };
+    let patch: MetadataPatch = match body(req).await {
+        Ok(p) => p,
+        Err(reply) => return *reply,
+    };
+    if patch.labels.is_empty() && patch.annotations.is_empty() {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "nothing to change: give labels or annotations",
+        );
+    }
+    let merge = serde_json::json!({"metadata": {
+        "labels": patch.labels,
+        "annotations": patch.annotations,
+    }});
+    let params = PatchParams {
+        field_manager: Some(FIELD_MANAGER.to_owned()),
+        dry_run: patch.dry_run,
+        ..PatchParams::default()
+    };
+    let api: Api<Pod> = Api::namespaced(state.client.clone(), &ns);
+    match api.patch(&name, &params, &Patch::Merge(&merge)).await {
+        Ok(pod) => {
+            tracing::info!(pod = %format_args!("{ns}/{name}"), user = %caller, dry_run = patch.dry_run, "pod metadata patched");
+            let to_map = |m: Option<BTreeMap<String, String>>| m.unwrap_or_default();
+            json(
+                StatusCode::OK,
+                &PodMetadata {
+                    namespace: ns,
+                    name,
+                    labels: to_map(pod.metadata.labels),
+                    annotations: to_map(pod.metadata.annotations),
+                },
+            )
+        }
+        Err(kube::Error::Api(status)) => {
+            let code = StatusCode::from_u16(status.code)
+                .ok()
+                .filter(|c| c.is_client_error())
+                .unwrap_or(StatusCode::BAD_GATEWAY);
+            error(code, status.message)
+        }
+        Err(e) => error(StatusCode::BAD_GATEWAY, Chain(&e)),
+    }
+}

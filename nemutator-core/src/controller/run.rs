@@ -1,0 +1,87 @@
+//! Assembling `nemutator controller`: the pod cache, the evictor, the
+//! leader election and the REST API's state, from a kube-rs configuration.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use kube::Client;
+
+use super::api::auth::Authorizer;
+use super::api::{ApiState, ApiTelemetry};
+use super::cache::pod_cache;
+use super::leader::{LeaderError, Leadership, LeaseConfig};
+use crate::error::Chain;
+use crate::evict::{EvictionPolicy, Evictor, KubeEvictor};
+use crate::recommend::RecommendationStore;
+use crate::season::SeasonStore;
+
+/// What the controller is started with.
+#[derive(Clone, Debug)]
+pub struct ControllerOptions {
+    /// The Lease of the leader election.
+    pub lease: LeaseConfig,
+    /// The limits of eviction.
+    pub policy: EvictionPolicy,
+}
+
+/// Why the controller could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ControllerError {
+    /// No Kubernetes API configuration (no kubeconfig, not in a pod).
+    #[error("no Kubernetes API configuration (KUBECONFIG, ~/.kube/config or in-cluster)")]
+    Config(#[source] kube::config::InferConfigError),
+    /// A client could not be built.
+    #[error("Kubernetes client")]
+    Client(#[source] kube::Error),
+    /// The election could not start.
+    #[error(transparent)]
+    Leader(#[from] LeaderError),
+}
+
+/// Starts the controller: returns the REST API's state and the future that
+/// runs the pod cache and the election until `shutdown` resolves (then
+/// releases the Lease).
+pub async fn start(
+    options: &ControllerOptions,
+    recommendations: Arc<RecommendationStore>,
+    seasons: Option<Arc<SeasonStore>>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(Arc<ApiState>, impl Future<Output = ()> + Send), ControllerError> {
+    let config = kube::Config::infer()
+        .await
+        .map_err(ControllerError::Config)?;
+    let client = Client::try_from(config.clone()).map_err(ControllerError::Client)?;
+    let (pods, cache) = pod_cache(client.clone());
+    let evictor = KubeEvictor::new(
+        config,
+        pods.clone(),
+        options.policy.clone(),
+        Some(options.lease.identity.clone()),
+    )
+    .map_err(ControllerError::Client)?;
+    let eviction_metrics = evictor.metrics();
+    let evictor: Arc<dyn Evictor> = Arc::new(evictor);
+    let (leadership, election) = Leadership::join(client.clone(), &options.lease, shutdown).await?;
+    let state = Arc::new(ApiState {
+        auth: Authorizer::new(client.clone()),
+        client,
+        pods,
+        evictor,
+        eviction_metrics,
+        recommendations,
+        seasons,
+        leadership,
+        telemetry: ApiTelemetry::new(),
+    });
+    let run = async move {
+        let cache = tokio::spawn(cache);
+        election.await;
+        cache.abort();
+        if let Err(e) = cache.await {
+            if !e.is_cancelled() {
+                tracing::warn!(error = %Chain(&e), "the pod cache task failed");
+            }
+        }
+    };
+    Ok((state, run))
+}
