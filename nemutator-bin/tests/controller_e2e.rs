@@ -1,0 +1,396 @@
+//! `nemutator controller` against the real API server (scripts/apiserver.sh):
+//! leader election between real processes over a coordination.k8s.io Lease,
+//! and the REST API's TokenReview / SubjectAccessReview checks, evictions
+//! and metadata patches.
+//!
+//! No kubelet runs there: the tests play it, setting the pods' phase and
+//! `Ready` condition through the status subresource.
+
+mod support;
+
+use std::time::Duration;
+
+use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Namespace, Pod, ServiceAccount};
+use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use kube::api::{Patch, PatchParams, PostParams};
+use kube::{Api, Client};
+use nemutator_testkit::cluster::{eventually, TestCluster};
+use serde_json::{json, Value};
+use support::Webhook as Server;
+
+fn mk<T: serde::de::DeserializeOwned>(v: Value) -> T {
+    serde_json::from_value(v).unwrap_or_else(|e| panic!("{e}"))
+}
+
+async fn mk_namespace(client: &Client, tag: &str) -> String {
+    let name = format!("ctl-{tag}-{}", std::process::id());
+    Api::<Namespace>::all(client.clone())
+        .create(
+            &PostParams::default(),
+            &mk(json!({"metadata": {"name": name}})),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("namespace {name}: {e}"));
+    name
+}
+
+/// `nemutator controller` as `identity`, its Lease in `ns`.
+fn start(cluster: &TestCluster, ns: &str, identity: &str) -> Server {
+    let kubeconfig = cluster.kubeconfig.display().to_string();
+    Server::spawn(
+        "controller",
+        &[
+            "--lease-namespace",
+            ns,
+            "--lease-duration",
+            "3s",
+            "--identity",
+            identity,
+        ],
+        &[("KUBECONFIG", &kubeconfig)],
+    )
+}
+
+async fn holder(client: &Client, ns: &str) -> Option<String> {
+    let lease = Api::<Lease>::namespaced(client.clone(), ns)
+        .get_opt("nemutator-controller")
+        .await
+        .ok()??;
+    lease.spec?.holder_identity
+}
+
+async fn leads(server: &Server) -> Option<bool> {
+    let r = server
+        .client()
+        .request("GET", "/metrics", vec![])
+        .await
+        .ok()?;
+    let text = String::from_utf8_lossy(&r.body).into_owned();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("nemutator_controller_leader "))?;
+    Some(line.ends_with(" 1"))
+}
+
+/// Waits until `who` holds the Lease and says so in its metrics.
+async fn wait_leader(client: &Client, ns: &str, who: &str, server: &Server) {
+    // Lease 3 s: a generous bound, not a timing assertion.
+    let got = eventually(Duration::from_secs(40), || async {
+        (holder(client, ns).await.as_deref() == Some(who) && leads(server).await == Some(true))
+            .then_some(())
+    })
+    .await;
+    assert!(
+        got.is_some(),
+        "{who} never led; holder {:?}",
+        holder(client, ns).await
+    );
+}
+
+#[tokio::test]
+async fn one_of_two_controllers_leads_and_a_killed_leader_is_replaced() {
+    let test = "one_of_two_controllers_leads_and_a_killed_leader_is_replaced";
+    let Some(cluster) = TestCluster::from_env(test).await else {
+        return;
+    };
+    let client = cluster.client.clone();
+    let ns = mk_namespace(&client, "lease").await;
+    let mut a = start(&cluster, &ns, "ctl-a");
+    a.client().wait_ready().await;
+    wait_leader(&client, &ns, "ctl-a", &a).await;
+    let mut b = start(&cluster, &ns, "ctl-b");
+    b.client().wait_ready().await;
+    // B serves but does not lead while A renews.
+    assert_eq!(leads(&b).await, Some(false));
+    assert_eq!(holder(&client, &ns).await.as_deref(), Some("ctl-a"));
+
+    // Killed (no release): B takes over once the Lease has expired.
+    let _ = a.child.kill();
+    let _ = a.child.wait();
+    wait_leader(&client, &ns, "ctl-b", &b).await;
+
+    // Stopped with SIGTERM: B releases the Lease and C takes it.
+    let c = start(&cluster, &ns, "ctl-c");
+    c.client().wait_ready().await;
+    assert_eq!(leads(&c).await, Some(false));
+    assert!(b.terminate().success());
+    wait_leader(&client, &ns, "ctl-c", &c).await;
+    let logs = b.logs().join("\n");
+    assert!(logs.contains("released the Lease"), "{logs}");
+}
+
+/// A ServiceAccount's token, bound to a Role in `ns` with `rules` (none: no
+/// Role at all).
+async fn token_with(client: &Client, ns: &str, name: &str, rules: Value) -> String {
+    let sa_api = Api::<ServiceAccount>::namespaced(client.clone(), ns);
+    sa_api
+        .create(
+            &PostParams::default(),
+            &mk(json!({"metadata": {"name": name}})),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    if rules.as_array().is_some_and(|r| !r.is_empty()) {
+        Api::<Role>::namespaced(client.clone(), ns)
+            .create(
+                &PostParams::default(),
+                &mk(json!({"metadata": {"name": name}, "rules": rules})),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        Api::<RoleBinding>::namespaced(client.clone(), ns)
+            .create(
+                &PostParams::default(),
+                &mk(json!({
+                    "metadata": {"name": name},
+                    "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+                    "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": ns}],
+                })),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    let req = TokenRequest {
+        spec: TokenRequestSpec {
+            audiences: vec![],
+            expiration_seconds: Some(3600),
+            ..TokenRequestSpec::default()
+        },
+        ..TokenRequest::default()
+    };
+    sa_api
+        .create_token_request(name, &PostParams::default(), &req)
+        .await
+        .unwrap_or_else(|e| panic!("token of {name}: {e}"))
+        .status
+        .map(|s| s.token)
+        .unwrap_or_default()
+}
+
+/// Two ready pods of Deployment `web` (ReplicaSet `web-5f7d8c9b6`).
+async fn mk_web_pods(client: &Client, ns: &str) -> Vec<String> {
+    let pods = Api::<Pod>::namespaced(client.clone(), ns);
+    let mut names = Vec::new();
+    for i in 0..2 {
+        let name = format!("web-5f7d8c9b6-w{i}");
+        let pod: Pod = mk(json!({
+            "metadata": {
+                "name": name, "namespace": ns, "labels": {"app": "web"},
+                "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet",
+                    "name": "web-5f7d8c9b6", "uid": "0b6c2a52-0000-4000-8000-000000000009",
+                    "controller": true}],
+            },
+            "spec": {"nodeName": format!("n{i}"), "containers": [{"name": "web", "image": "registry.invalid/web:1"}]},
+        }));
+        pods.create(&PostParams::default(), &pod)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let status = json!({"status": {"phase": "Running",
+            "conditions": [{"type": "Ready", "status": "True"}]}});
+        pods.patch_status(&name, &PatchParams::default(), &Patch::Merge(&status))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        names.push(name);
+    }
+    names
+}
+
+async fn call(
+    server: &Server,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Value,
+) -> (u16, Value) {
+    let headers: Vec<(&str, String)> = token
+        .map(|t| vec![("authorization", format!("Bearer {t}"))])
+        .unwrap_or_default();
+    let body = if body.is_null() {
+        vec![]
+    } else {
+        body.to_string().into_bytes()
+    };
+    let r = server
+        .client()
+        .request_with(method, path, &headers, body)
+        .await
+        .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+    (
+        r.status,
+        serde_json::from_slice(&r.body).unwrap_or(Value::Null),
+    )
+}
+
+#[tokio::test]
+async fn the_rest_api_checks_tokens_and_rbac_and_dry_run_changes_nothing() {
+    let test = "the_rest_api_checks_tokens_and_rbac_and_dry_run_changes_nothing";
+    let Some(cluster) = TestCluster::from_env(test).await else {
+        return;
+    };
+    let client = cluster.client.clone();
+    let ns = mk_namespace(&client, "rest").await;
+    let pods = mk_web_pods(&client, &ns).await;
+    let nobody = token_with(&client, &ns, "nobody", json!([])).await;
+    let evicter = token_with(
+        &client,
+        &ns,
+        "evicter",
+        json!([
+            {"apiGroups": [""], "resources": ["pods/eviction"], "verbs": ["create"]},
+            {"apiGroups": [""], "resources": ["pods"], "verbs": ["patch"]},
+            {"apiGroups": ["nemutator.io"], "resources": ["recommendations", "seasons"], "verbs": ["get"]},
+        ]),
+    )
+    .await;
+    let server = start(&cluster, &ns, "ctl-rest");
+    server.client().wait_ready().await;
+
+    let evict =
+        json!({"namespace": ns, "labelSelector": {"app": "web"}, "dryRun": true, "reason": "e2e"});
+    let (status, body) = call(&server, "POST", "/api/v1/evictions", None, evict.clone()).await;
+    assert_eq!(status, 401, "{body}");
+    let (status, body) = call(
+        &server,
+        "POST",
+        "/api/v1/evictions",
+        Some("not-a-token"),
+        evict.clone(),
+    )
+    .await;
+    assert_eq!(status, 401, "{body}");
+    let (status, body) = call(
+        &server,
+        "POST",
+        "/api/v1/evictions",
+        Some(&nobody),
+        evict.clone(),
+    )
+    .await;
+    assert_eq!(status, 403, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("pods/eviction")),
+        "{body}"
+    );
+
+    // With the right: a dry-run over both pods; one may go (tolerance), and
+    // nothing changes.
+    let (status, body) = call(&server, "POST", "/api/v1/evictions", Some(&evicter), evict).await;
+    assert_eq!(status, 200, "{body}");
+    let outcomes: Vec<&str> = body["pods"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|p| p["outcome"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(outcomes, ["dry-run", "refused"], "{body}");
+    let pod_api = Api::<Pod>::namespaced(client.clone(), &ns);
+    for name in &pods {
+        let p = pod_api.get(name).await.unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            p.metadata.deletion_timestamp.is_none(),
+            "{name} was deleted by a dry-run"
+        );
+    }
+    let events = Api::<Event>::namespaced(client.clone(), &ns)
+        .list(&Default::default())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        events.items.is_empty(),
+        "a dry-run writes no Event: {:?}",
+        events.items
+    );
+    // In another namespace the evicter has no right.
+    let other = json!({"namespace": "default", "podName": "x", "reason": "e2e", "dryRun": true});
+    let (status, _) = call(&server, "POST", "/api/v1/evictions", Some(&evicter), other).await;
+    assert_eq!(status, 403);
+
+    // Labels on a running pod: dry-run leaves it, then set for real.
+    let path = format!("/api/v1/namespaces/{ns}/pods/{}/metadata", pods[0]);
+    let patch = json!({"labels": {"nemutator.io/noisy": "true"}, "dryRun": true});
+    let (status, _) = call(&server, "PATCH", &path, Some(&nobody), patch.clone()).await;
+    assert_eq!(status, 403);
+    let (status, body) = call(&server, "PATCH", &path, Some(&evicter), patch).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["labels"]["nemutator.io/noisy"], "true", "{body}");
+    let p = pod_api
+        .get(&pods[0])
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(!p
+        .metadata
+        .labels
+        .unwrap_or_default()
+        .contains_key("nemutator.io/noisy"));
+    let patch = json!({"labels": {"nemutator.io/noisy": "true"}, "annotations": {"team": "shop"}});
+    let (status, body) = call(&server, "PATCH", &path, Some(&evicter), patch).await;
+    assert_eq!(status, 200, "{body}");
+    let p = pod_api
+        .get(&pods[0])
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        p.metadata
+            .labels
+            .unwrap_or_default()
+            .get("nemutator.io/noisy")
+            .map(String::as_str),
+        Some("true")
+    );
+    let bad = json!({"labels": {"not a label": "x"}});
+    let (status, body) = call(&server, "PATCH", &path, Some(&evicter), bad).await;
+    assert_eq!(status, 422, "{body}");
+
+    // Reads: namespaced with the right, forbidden cluster-wide.
+    let (status, body) = call(
+        &server,
+        "GET",
+        &format!("/api/v1/recommendations?namespace={ns}"),
+        Some(&evicter),
+        Value::Null,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body["recommendations"].is_array(), "{body}");
+    let (status, _) = call(
+        &server,
+        "GET",
+        "/api/v1/recommendations",
+        Some(&evicter),
+        Value::Null,
+    )
+    .await;
+    assert_eq!(status, 403);
+    let (status, body) = call(
+        &server,
+        "GET",
+        &format!("/api/v1/seasons?namespace={ns}"),
+        Some(&evicter),
+        Value::Null,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, _) = call(
+        &server,
+        "GET",
+        "/api/v1/seasons?bogus=1",
+        Some(&evicter),
+        Value::Null,
+    )
+    .await;
+    assert_eq!(status, 400);
+
+    // The document describes every route.
+    let (status, doc) = call(&server, "GET", "/openapi.json", None, Value::Null).await;
+    assert_eq!(status, 200);
+    for path in [
+        "/api/v1/evictions",
+        "/api/v1/recommendations",
+        "/api/v1/seasons",
+    ] {
+        assert!(doc["paths"][path].is_object(), "{path}");
+    }
+}
