@@ -356,4 +356,18 @@ async fn install_applied_to_a_real_api_server_right_sizes_pods() {
     )
     .delete("nemutator", &Default::default())
     .await;
+    // Nor the controller's cluster-wide RBAC (a Helm install would refuse
+    // to adopt it).
+    let _ = Api::<k8s_openapi::api::rbac::v1::ClusterRoleBinding>::all(client.clone())
+        .delete(
+            nemutator_core::install::CONTROLLER_NAME,
+            &Default::default(),
+        )
+        .await;
+    let _ = Api::<k8s_openapi::api::rbac::v1::ClusterRole>::all(client.clone())
+        .delete(
+            nemutator_core::install::CONTROLLER_NAME,
+            &Default::default(),
+        )
+        .await;
 }

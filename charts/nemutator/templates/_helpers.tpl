@@ -24,12 +24,33 @@ text of a file given with --set-file config=FILE. */}}
 {{- end -}}
 {{- end -}}
 
-{{/* The Service's DNS names, the serving certificate's names. */}}
+{{/* The DNS names of the webhook's and the controller's Services, the
+serving certificate's names. */}}
 {{- define "nemutator.dnsNames" -}}
 - nemutator.{{ .Release.Namespace }}.svc
 - nemutator.{{ .Release.Namespace }}.svc.cluster.local
 - nemutator.{{ .Release.Namespace }}
 - nemutator
+- nemutator-controller.{{ .Release.Namespace }}.svc
+- nemutator-controller.{{ .Release.Namespace }}.svc.cluster.local
+- nemutator-controller.{{ .Release.Namespace }}
+- nemutator-controller
+{{- end -}}
+
+{{/* Labels of the controller's objects. */}}
+{{- define "nemutator.controllerLabels" -}}
+app.kubernetes.io/component: controller
+app.kubernetes.io/name: nemutator
+app.kubernetes.io/part-of: nemutator
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
+{{- end -}}
+
+{{/* Labels that select the controller's pods. */}}
+{{- define "nemutator.controllerSelector" -}}
+app.kubernetes.io/component: controller
+app.kubernetes.io/name: nemutator
 {{- end -}}
 
 {{/* What the secrets configuration needs, as in `nemutator install`

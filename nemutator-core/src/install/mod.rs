@@ -14,6 +14,7 @@
 
 mod certmanager;
 mod certs;
+pub mod controller;
 mod kustomize;
 mod objects;
 
@@ -24,7 +25,7 @@ use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service, ServiceAccount};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 
 pub use certmanager::{Certificate, CertificateSpec, Issuer, IssuerRef, IssuerSpec};
 pub use certs::{WebhookCerts, VALIDITY};
@@ -196,9 +197,12 @@ impl InstallOptions {
         Ok(self)
     }
 
-    /// The Service's DNS names.
+    /// The DNS names of the webhook's and the controller's Services (one
+    /// serving certificate for both).
     pub fn dns_names(&self) -> Vec<String> {
-        service_dns_names(&self.namespace)
+        let mut names = service_dns_names(&self.namespace);
+        names.extend(controller_dns_names(&self.namespace));
+        names
     }
 
     /// The names the serving certificate must hold: the Service's, and the
@@ -260,6 +264,20 @@ pub struct Manifests {
     pub service: Service,
     /// The registration with the API server.
     pub webhook: MutatingWebhookConfiguration,
+    /// The controller's identity (it calls the API: its token is mounted).
+    pub controller_service_account: ServiceAccount,
+    /// The controller's cluster-wide calls ([`crate::controller::calls`]).
+    pub controller_cluster_role: ClusterRole,
+    /// Binds them to its ServiceAccount.
+    pub controller_cluster_role_binding: ClusterRoleBinding,
+    /// The controller's calls in nemutator's namespace (its Lease).
+    pub controller_role: Role,
+    /// Binds them to its ServiceAccount.
+    pub controller_role_binding: RoleBinding,
+    /// The controller, two replicas, one leading.
+    pub controller_deployment: Deployment,
+    /// The controller's REST API.
+    pub controller_service: Service,
 }
 
 /// The objects to install for `options`, with certificates from `tls`.
@@ -280,6 +298,13 @@ pub fn manifests(options: &InstallOptions, tls: &Tls) -> Manifests {
         pod_disruption_budget: objects::pod_disruption_budget(options),
         service: objects::service(options),
         webhook: objects::webhook_configuration(options, tls),
+        controller_service_account: controller::service_account(options),
+        controller_cluster_role: controller::cluster_role(),
+        controller_cluster_role_binding: controller::cluster_role_binding(options),
+        controller_role: controller::role(options),
+        controller_role_binding: controller::role_binding(options),
+        controller_deployment: controller::deployment(options),
+        controller_service: controller::service(options),
     }
 }
 
@@ -309,6 +334,13 @@ impl Manifests {
             pod_disruption_budget,
             service,
             webhook,
+            controller_service_account,
+            controller_cluster_role,
+            controller_cluster_role_binding,
+            controller_role,
+            controller_role_binding,
+            controller_deployment,
+            controller_service,
         } = self;
         let mut out = Vec::new();
         let mut push = |file_stem: &'static str,
@@ -343,6 +375,19 @@ impl Manifests {
         push("poddisruptionbudget", json(pod_disruption_budget))?;
         push("service", json(service))?;
         push("mutatingwebhookconfiguration", json(webhook))?;
+        push(
+            "controller-serviceaccount",
+            json(controller_service_account),
+        )?;
+        push("controller-clusterrole", json(controller_cluster_role))?;
+        push(
+            "controller-clusterrolebinding",
+            json(controller_cluster_role_binding),
+        )?;
+        push("controller-role", json(controller_role))?;
+        push("controller-rolebinding", json(controller_role_binding))?;
+        push("controller-deployment", json(controller_deployment))?;
+        push("controller-service", json(controller_service))?;
         Ok(out)
     }
 

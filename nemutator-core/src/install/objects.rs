@@ -223,14 +223,14 @@ pub(super) fn cert_manager(o: &InstallOptions, tls: &Tls) -> Option<(Issuer, Cer
     Some((issuer, certificate))
 }
 
-fn quantities(pairs: &[(&str, &str)]) -> BTreeMap<String, Quantity> {
+pub(super) fn quantities(pairs: &[(&str, &str)]) -> BTreeMap<String, Quantity> {
     pairs
         .iter()
         .map(|(k, v)| ((*k).to_owned(), Quantity((*v).to_owned())))
         .collect()
 }
 
-fn https_probe(path: &str, period: i32, failures: i32) -> Probe {
+pub(super) fn https_probe(path: &str, period: i32, failures: i32) -> Probe {
     Probe {
         http_get: Some(HTTPGetAction {
             path: Some(path.to_owned()),
@@ -245,21 +245,21 @@ fn https_probe(path: &str, period: i32, failures: i32) -> Probe {
     }
 }
 
-fn spread(key: &str) -> TopologySpreadConstraint {
+pub(super) fn spread(key: &str, selector: BTreeMap<String, String>) -> TopologySpreadConstraint {
     TopologySpreadConstraint {
         max_skew: 1,
         topology_key: key.to_owned(),
         // A single-node or single-zone cluster still runs both replicas.
         when_unsatisfiable: "ScheduleAnyway".to_owned(),
         label_selector: Some(LabelSelector {
-            match_labels: Some(selector_labels()),
+            match_labels: Some(selector),
             ..LabelSelector::default()
         }),
         ..TopologySpreadConstraint::default()
     }
 }
 
-fn container(o: &InstallOptions) -> Container {
+pub(super) fn container(o: &InstallOptions) -> Container {
     let tls = format!("{TLS_DIR}/tls");
     Container {
         name: "webhook".to_owned(),
@@ -373,8 +373,8 @@ pub(super) fn deployment(o: &InstallOptions) -> Deployment {
                     }),
                     containers: vec![container(o)],
                     topology_spread_constraints: Some(vec![
-                        spread("kubernetes.io/hostname"),
-                        spread("topology.kubernetes.io/zone"),
+                        spread("kubernetes.io/hostname", selector_labels()),
+                        spread("topology.kubernetes.io/zone", selector_labels()),
                     ]),
                     termination_grace_period_seconds: Some(30),
                     volumes: Some(vec![

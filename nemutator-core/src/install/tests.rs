@@ -1,8 +1,10 @@
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use serde_json::{json, Value};
 
 use super::*;
+use crate::controller::calls::{Scope, API_CALLS};
 
 fn mk_options() -> InstallOptions {
     InstallOptions::new("nemutator").unwrap_or_else(|e| panic!("{e}"))
@@ -181,10 +183,157 @@ fn the_deployment_is_highly_available_and_locked_down() {
         ),
         false
     );
+    let bound: Vec<&Value> = objects
+        .iter()
+        .filter(|(k, _)| k.contains("RoleBinding/"))
+        .flat_map(|(_, b)| at(b, "/subjects").as_array().into_iter().flatten())
+        .collect();
     assert!(
-        !objects.keys().any(|k| k.contains("Role")),
-        "the webhook calls no API and is granted nothing: {:?}",
-        objects.keys()
+        !bound.iter().any(|s| at(s, "/name") == NAME),
+        "the webhook calls no API and is granted nothing: {bound:?}"
+    );
+}
+
+/// The table in the docs of `controller::calls`, parsed: (group, resource,
+/// verb, scope) for every verb.
+fn documented_calls() -> BTreeSet<(String, String, String, Scope)> {
+    let doc = include_str!("../controller/calls.rs");
+    let mut out = BTreeSet::new();
+    for line in doc.lines().filter_map(|l| l.strip_prefix("//! | `")) {
+        let cells: Vec<&str> = line
+            .split(" | ")
+            .map(|c| c.trim_matches(['`', ' ']))
+            .collect();
+        let [group, resource, verbs, scope, ..] = cells[..] else {
+            continue;
+        };
+        if resource == "resource" || resource.starts_with("---") {
+            continue;
+        }
+        let scope = match scope {
+            "cluster" => Scope::Cluster,
+            "own namespace" => Scope::OwnNamespace,
+            other => panic!("scope {other:?} in the calls table"),
+        };
+        let group = group.trim_matches('"');
+        for verb in verbs.split(", ") {
+            out.insert((
+                group.to_owned(),
+                resource.to_owned(),
+                verb.to_owned(),
+                scope,
+            ));
+        }
+    }
+    out
+}
+
+#[test]
+fn the_controller_is_granted_exactly_the_calls_it_makes() {
+    let o = mk_options();
+    let objects = mk_objects(&o, &Tls::CertManager);
+    let mut granted = BTreeSet::new();
+    for (key, scope) in [
+        ("ClusterRole/nemutator-controller", Scope::Cluster),
+        ("Role/nemutator-controller", Scope::OwnNamespace),
+    ] {
+        for rule in at(&objects[key], "/rules").as_array().into_iter().flatten() {
+            let list = |p: &str| -> Vec<String> {
+                at(rule, p)
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|v| v.as_str().map(str::to_owned))
+                    .collect()
+            };
+            for group in list("/apiGroups") {
+                for resource in list("/resources") {
+                    for verb in list("/verbs") {
+                        assert!(!verb.contains('*') && !resource.contains('*'), "{rule}");
+                        granted.insert((group.clone(), resource.clone(), verb, scope));
+                    }
+                }
+            }
+        }
+    }
+    let made: BTreeSet<_> = API_CALLS
+        .iter()
+        .flat_map(|c| {
+            c.verbs.iter().map(|v| {
+                (
+                    c.group.to_owned(),
+                    c.resource.to_owned(),
+                    (*v).to_owned(),
+                    c.scope,
+                )
+            })
+        })
+        .collect();
+    assert_eq!(
+        granted, made,
+        "the Role and ClusterRole grant what API_CALLS lists"
+    );
+    assert_eq!(
+        documented_calls(),
+        made,
+        "the table in controller/calls.rs docs"
+    );
+    assert!(!granted
+        .iter()
+        .any(|(_, r, v, _)| r == "pods" && v == "delete"));
+    for binding in [
+        "ClusterRoleBinding/nemutator-controller",
+        "RoleBinding/nemutator-controller",
+    ] {
+        assert_eq!(
+            at(&objects[binding], "/subjects"),
+            &json!([{"kind": "ServiceAccount", "name": "nemutator-controller", "namespace": o.namespace}])
+        );
+    }
+}
+
+#[test]
+fn the_controller_runs_two_replicas_with_its_own_account_and_service() {
+    let o = mk_options();
+    let objects = mk_objects(&o, &Tls::CertManager);
+    let d = &objects["Deployment/nemutator-controller"];
+    assert_eq!(at(d, "/spec/replicas"), 2);
+    let pod = at(d, "/spec/template/spec");
+    assert_eq!(at(pod, "/serviceAccountName"), "nemutator-controller");
+    assert_eq!(at(pod, "/automountServiceAccountToken"), true);
+    let c = at(pod, "/containers/0");
+    assert_eq!(at(c, "/args/0"), "controller");
+    let env: Vec<&str> = at(c, "/env")
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e["name"].as_str())
+        .collect();
+    assert!(
+        env.contains(&"POD_NAME") && env.contains(&"POD_NAMESPACE"),
+        "{env:?}"
+    );
+    let selector = at(d, "/spec/selector/matchLabels");
+    assert_eq!(
+        at(&objects["Service/nemutator-controller"], "/spec/selector"),
+        selector
+    );
+    assert_ne!(
+        at(&objects["Service/nemutator"], "/spec/selector"),
+        selector,
+        "the webhook's Service does not send reviews to the controller"
+    );
+    let template_labels = at(d, "/spec/template/metadata/labels");
+    for (k, v) in selector.as_object().into_iter().flatten() {
+        assert_eq!(&template_labels[k], v);
+    }
+    // One serving certificate for both Services.
+    let names = at(&objects["Certificate/nemutator-tls"], "/spec/dnsNames");
+    assert!(
+        names
+            .as_array()
+            .is_some_and(|n| n.contains(&json!("nemutator-controller.nemutator.svc"))),
+        "{names}"
     );
 }
 
