@@ -11,12 +11,17 @@ mod support;
 use std::time::Duration;
 
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+use k8s_openapi::api::authorization::v1::{
+    ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
+};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Namespace, Pod, ServiceAccount};
 use k8s_openapi::api::events::v1::Event;
-use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, Client};
+use nemutator_core::controller::calls::{Scope, API_CALLS};
+use nemutator_core::install::{self, InstallOptions, Tls, CONTROLLER_NAME};
 use nemutator_testkit::cluster::{eventually, TestCluster};
 use serde_json::{json, Value};
 use support::Webhook as Server;
@@ -37,9 +42,14 @@ async fn mk_namespace(client: &Client, tag: &str) -> String {
     name
 }
 
-/// `nemutator controller` as `identity`, its Lease in `ns`.
+/// `nemutator controller` as `identity`, its Lease in `ns`, as the API
+/// server's administrator.
 fn start(cluster: &TestCluster, ns: &str, identity: &str) -> Server {
-    let kubeconfig = cluster.kubeconfig.display().to_string();
+    start_with(&cluster.kubeconfig.display().to_string(), ns, identity)
+}
+
+/// [`start`] with the credentials of `kubeconfig`.
+fn start_with(kubeconfig: &str, ns: &str, identity: &str) -> Server {
     Server::spawn(
         "controller",
         &[
@@ -50,8 +60,73 @@ fn start(cluster: &TestCluster, ns: &str, identity: &str) -> Server {
             "--identity",
             identity,
         ],
-        &[("KUBECONFIG", &kubeconfig)],
+        &[("KUBECONFIG", kubeconfig)],
     )
+}
+
+/// The controller's ServiceAccount and RBAC of `nemutator install -n ns`
+/// created on the test API server (the cluster-wide objects renamed per
+/// run, so that runs and other tests do not meet); returns the name of the
+/// ClusterRole.
+async fn install_rbac(client: &Client, ns: &str) -> String {
+    let options = InstallOptions::new(ns).unwrap_or_else(|e| panic!("{e}"));
+    let m = install::manifests(&options, &Tls::CertManager);
+    let unique = format!("{CONTROLLER_NAME}-{ns}");
+    let pp = PostParams::default();
+    let mut cluster_role = m.controller_cluster_role;
+    cluster_role.metadata.name = Some(unique.clone());
+    let mut binding = m.controller_cluster_role_binding;
+    binding.metadata.name = Some(unique.clone());
+    binding.role_ref.name = unique.clone();
+    fn fail<T>(e: kube::Error) -> T {
+        panic!("{e}")
+    }
+    Api::<ServiceAccount>::namespaced(client.clone(), ns)
+        .create(&pp, &m.controller_service_account)
+        .await
+        .unwrap_or_else(fail);
+    Api::<ClusterRole>::all(client.clone())
+        .create(&pp, &cluster_role)
+        .await
+        .unwrap_or_else(fail);
+    Api::<ClusterRoleBinding>::all(client.clone())
+        .create(&pp, &binding)
+        .await
+        .unwrap_or_else(fail);
+    Api::<Role>::namespaced(client.clone(), ns)
+        .create(&pp, &m.controller_role)
+        .await
+        .unwrap_or_else(fail);
+    Api::<RoleBinding>::namespaced(client.clone(), ns)
+        .create(&pp, &m.controller_role_binding)
+        .await
+        .unwrap_or_else(fail);
+    unique
+}
+
+/// A kubeconfig of the test API server with `token` for credentials.
+fn kubeconfig_with_token(cluster: &TestCluster, token: &str, path: &std::path::Path) {
+    let admin =
+        kube::config::Kubeconfig::read_from(&cluster.kubeconfig).unwrap_or_else(|e| panic!("{e}"));
+    let c = admin
+        .clusters
+        .first()
+        .and_then(|c| c.cluster.clone())
+        .unwrap_or_else(|| panic!("no cluster in the admin kubeconfig"));
+    let yaml = json!({
+        "apiVersion": "v1", "kind": "Config",
+        "clusters": [{"name": "test", "cluster": {
+            "server": c.server, "certificate-authority-data": c.certificate_authority_data,
+        }}],
+        "users": [{"name": "sa", "user": {"token": token}}],
+        "contexts": [{"name": "sa", "context": {"cluster": "test", "user": "sa"}}],
+        "current-context": "sa",
+    });
+    std::fs::write(
+        path,
+        serde_yaml::to_string(&yaml).unwrap_or_else(|e| panic!("{e}")),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
 }
 
 async fn holder(client: &Client, ns: &str) -> Option<String> {
@@ -126,13 +201,15 @@ async fn one_of_two_controllers_leads_and_a_killed_leader_is_replaced() {
 /// Role at all).
 async fn token_with(client: &Client, ns: &str, name: &str, rules: Value) -> String {
     let sa_api = Api::<ServiceAccount>::namespaced(client.clone(), ns);
-    sa_api
-        .create(
-            &PostParams::default(),
-            &mk(json!({"metadata": {"name": name}})),
-        )
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    if sa_api.get_opt(name).await.ok().flatten().is_none() {
+        sa_api
+            .create(
+                &PostParams::default(),
+                &mk(json!({"metadata": {"name": name}})),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
     if rules.as_array().is_some_and(|r| !r.is_empty()) {
         Api::<Role>::namespaced(client.clone(), ns)
             .create(
@@ -245,8 +322,15 @@ async fn the_rest_api_checks_tokens_and_rbac_and_dry_run_changes_nothing() {
         ]),
     )
     .await;
-    let server = start(&cluster, &ns, "ctl-rest");
+    // The controller runs with the RBAC `nemutator install` grants it, and
+    // nothing more: a call it makes outside those rules fails this test.
+    install_rbac(&client, &ns).await;
+    let controller_token = token_with(&client, &ns, CONTROLLER_NAME, json!([])).await;
+    let kubeconfig = support::tmpdir("ctl-rest").join("kubeconfig");
+    kubeconfig_with_token(&cluster, &controller_token, &kubeconfig);
+    let server = start_with(&kubeconfig.display().to_string(), &ns, "ctl-rest");
     server.client().wait_ready().await;
+    wait_leader(&client, &ns, "ctl-rest", &server).await;
 
     let evict =
         json!({"namespace": ns, "labelSelector": {"app": "web"}, "dryRun": true, "reason": "e2e"});
@@ -307,6 +391,31 @@ async fn the_rest_api_checks_tokens_and_rbac_and_dry_run_changes_nothing() {
     let other = json!({"namespace": "default", "podName": "x", "reason": "e2e", "dryRun": true});
     let (status, _) = call(&server, "POST", "/api/v1/evictions", Some(&evicter), other).await;
     assert_eq!(status, 403);
+    // For real, one pod by name: evicted, with an Event.
+    let one = json!({"namespace": ns, "podName": pods[1], "reason": "e2e for real"});
+    let (status, body) = call(&server, "POST", "/api/v1/evictions", Some(&evicter), one).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["pods"][0]["outcome"], "evicted", "{body}");
+    let p = pod_api
+        .get(&pods[1])
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(p.metadata.deletion_timestamp.is_some(), "evicted");
+    let events = Api::<Event>::namespaced(client.clone(), &ns)
+        .list(&Default::default())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        events
+            .items
+            .iter()
+            .any(|e| e.reason.as_deref() == Some("Evicted")
+                && e.note.as_deref().is_some_and(
+                    |n| n.contains("system:serviceaccount:") && n.contains(":evicter")
+                )),
+        "{:?}",
+        events.items
+    );
 
     // Labels on a running pod: dry-run leaves it, then set for real.
     let path = format!("/api/v1/namespaces/{ns}/pods/{}/metadata", pods[0]);
@@ -392,5 +501,99 @@ async fn the_rest_api_checks_tokens_and_rbac_and_dry_run_changes_nothing() {
         "/api/v1/seasons",
     ] {
         assert!(doc["paths"][path].is_object(), "{path}");
+    }
+}
+
+fn sar(
+    user: &str,
+    groups: &[String],
+    verb: &str,
+    group: &str,
+    resource: &str,
+    ns: Option<&str>,
+) -> SubjectAccessReview {
+    let (resource, subresource) = match resource.split_once('/') {
+        Some((r, s)) => (r, Some(s.to_owned())),
+        None => (resource, None),
+    };
+    SubjectAccessReview {
+        spec: SubjectAccessReviewSpec {
+            user: Some(user.to_owned()),
+            groups: Some(groups.to_vec()),
+            resource_attributes: Some(ResourceAttributes {
+                verb: Some(verb.to_owned()),
+                group: Some(group.to_owned()),
+                resource: Some(resource.to_owned()),
+                subresource,
+                namespace: ns.map(str::to_owned),
+                ..ResourceAttributes::default()
+            }),
+            ..SubjectAccessReviewSpec::default()
+        },
+        ..SubjectAccessReview::default()
+    }
+}
+
+#[tokio::test]
+async fn the_installed_rbac_allows_every_call_of_the_controller_and_no_other() {
+    let test = "the_installed_rbac_allows_every_call_of_the_controller_and_no_other";
+    let Some(cluster) = TestCluster::from_env(test).await else {
+        return;
+    };
+    let client = cluster.client.clone();
+    let ns = mk_namespace(&client, "rbac").await;
+    install_rbac(&client, &ns).await;
+    let user = format!("system:serviceaccount:{ns}:{CONTROLLER_NAME}");
+    let groups = vec![
+        "system:serviceaccounts".to_owned(),
+        format!("system:serviceaccounts:{ns}"),
+        "system:authenticated".to_owned(),
+    ];
+    let api = Api::<SubjectAccessReview>::all(client.clone());
+    let allowed = |review: SubjectAccessReview| {
+        let api = api.clone();
+        async move {
+            api.create(&PostParams::default(), &review)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"))
+                .status
+                .is_some_and(|s| s.allowed)
+        }
+    };
+    for call in API_CALLS {
+        let where_ = match call.scope {
+            Scope::Cluster => Some("some-namespace"),
+            Scope::OwnNamespace => Some(ns.as_str()),
+        };
+        for verb in call.verbs {
+            let review = sar(&user, &groups, verb, call.group, call.resource, where_);
+            assert!(
+                allowed(review).await,
+                "{verb} {}/{} denied",
+                call.group,
+                call.resource
+            );
+        }
+    }
+    for (verb, group, resource, at) in [
+        ("delete", "", "pods", Some("some-namespace")),
+        ("create", "", "pods", Some("some-namespace")),
+        ("update", "", "pods", Some("some-namespace")),
+        ("get", "", "secrets", Some(ns.as_str())),
+        ("list", "", "secrets", None),
+        (
+            "patch",
+            "coordination.k8s.io",
+            "leases",
+            Some("kube-system"),
+        ),
+        ("delete", "coordination.k8s.io", "leases", Some(ns.as_str())),
+        ("patch", "", "pods/resize", Some("some-namespace")),
+    ] {
+        let review = sar(&user, &groups, verb, group, resource, at);
+        assert!(
+            !allowed(review).await,
+            "{verb} {group}/{resource} in {at:?} allowed"
+        );
     }
 }
