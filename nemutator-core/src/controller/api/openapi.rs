@@ -111,3 +111,76 @@ pub fn document() -> Value {
         },
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BEGIN: &str = "<!-- openapi.json: generated, NEMUTATOR_BLESS=1 cargo test -p nemutator-core openapi -->\n```json\n";
+    const END: &str = "```\n<!-- end of openapi.json -->";
+
+    fn refs<'a>(v: &'a Value, out: &mut Vec<&'a str>) {
+        match v {
+            Value::Object(m) => {
+                if let Some(Value::String(r)) = m.get("$ref") {
+                    out.push(r);
+                }
+                m.values().for_each(|v| refs(v, out));
+            }
+            Value::Array(a) => a.iter().for_each(|v| refs(v, out)),
+            _ => {}
+        }
+    }
+
+    #[test]
+    fn every_schema_reference_resolves_and_every_route_is_described() {
+        let doc = document();
+        let mut found = Vec::new();
+        refs(&doc, &mut found);
+        assert!(!found.is_empty());
+        for r in found {
+            let name = r
+                .strip_prefix("#/components/schemas/")
+                .unwrap_or_else(|| panic!("{r}"));
+            assert!(doc["components"]["schemas"][name].is_object(), "{r}");
+        }
+        assert_eq!(doc["openapi"], "3.0.3");
+        for (path, method) in [
+            ("/api/v1/evictions", "post"),
+            ("/api/v1/recommendations", "get"),
+            ("/api/v1/seasons", "get"),
+            (
+                "/api/v1/namespaces/{namespace}/pods/{name}/metadata",
+                "patch",
+            ),
+        ] {
+            let op = &doc["paths"][path][method];
+            assert!(op["responses"]["200"].is_object(), "{path}");
+            assert!(op["responses"]["403"].is_object(), "{path}");
+        }
+    }
+
+    /// docs/CONTROLLER.md holds the served document; `NEMUTATOR_BLESS=1`
+    /// rewrites it after an intended change.
+    #[test]
+    fn the_docs_hold_the_served_openapi_document() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/CONTROLLER.md");
+        let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        let (before, rest) = text
+            .split_once(BEGIN)
+            .unwrap_or_else(|| panic!("{path}: no openapi.json block"));
+        let (block, after) = rest
+            .split_once(END)
+            .unwrap_or_else(|| panic!("{path}: unterminated openapi.json block"));
+        let want = serde_json::to_string_pretty(&document()).unwrap_or_default() + "\n";
+        if std::env::var_os("NEMUTATOR_BLESS").is_some() {
+            std::fs::write(path, format!("{before}{BEGIN}{want}{END}{after}"))
+                .unwrap_or_else(|e| panic!("{e}"));
+            return;
+        }
+        assert!(
+            block == want,
+            "docs/CONTROLLER.md's openapi.json drifted; NEMUTATOR_BLESS=1 cargo test -p nemutator-core openapi rewrites it"
+        );
+    }
+}
