@@ -57,6 +57,8 @@ pub struct App {
     pub seasons: Option<Seasons>,
     pub refresher: Refresher,
     pub admission: Admission,
+    /// Admission's right-sizing, for the controller's drift reconciler.
+    pub resources: ResourcesLayer,
 }
 
 /// The secrets layer of `secrets:`: a cached resolver for `env` injection,
@@ -123,7 +125,7 @@ impl App {
         let refresher = Refresher::new(loader, policies, store.clone())
             .with_seasons(seasons.clone(), state)
             .with_resolution(config.metrics.resolution());
-        let pipeline = Pipeline::builder().layer(resources);
+        let pipeline = Pipeline::builder().layer(resources.clone());
         let pipeline = if config.secrets.enabled {
             pipeline
                 .layer(secrets_layer(&config.secrets).await?)
@@ -137,6 +139,7 @@ impl App {
             seasons,
             refresher,
             admission: Admission::new(pipeline),
+            resources,
         })
     }
 

@@ -588,7 +588,7 @@ async fn the_installed_rbac_allows_every_call_of_the_controller_and_no_other() {
             Some("kube-system"),
         ),
         ("delete", "coordination.k8s.io", "leases", Some(ns.as_str())),
-        ("patch", "", "pods/resize", Some("some-namespace")),
+        ("update", "", "pods/resize", Some("some-namespace")),
     ] {
         let review = sar(&user, &groups, verb, group, resource, at);
         assert!(

@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use nemutator_core::controller::api::ApiRouter;
 use nemutator_core::controller::leader::{LeaseConfig, LEASE_NAME};
+use nemutator_core::controller::reconcile::DriftMode;
 use nemutator_core::controller::{self, ControllerOptions};
 use nemutator_core::evict::EvictionPolicy;
 use nemutator_core::install;
@@ -65,13 +66,27 @@ pub struct ControllerArgs {
     /// After an eviction, the workload is left alone this long.
     #[arg(long, env = "NEMUTATOR_EVICTION_COOLDOWN", default_value = "10m")]
     pub eviction_cooldown: HumanDuration,
+    /// The drift reconciler: `off`, `dry-run` (decide and ask the API server
+    /// for dry-run resizes and evictions) or `on`.
+    #[arg(long, env = "NEMUTATOR_DRIFT", value_enum, default_value_t = Drift::DryRun)]
+    pub drift: Drift,
+    /// How often the leader runs a drift pass.
+    #[arg(long, env = "NEMUTATOR_DRIFT_INTERVAL", default_value = "1m")]
+    pub drift_interval: HumanDuration,
     /// How long to let open connections finish after SIGTERM.
     #[arg(long, env = "NEMUTATOR_DRAIN", default_value = "10s")]
     pub drain: HumanDuration,
 }
 
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum Drift {
+    Off,
+    DryRun,
+    On,
+}
+
 pub async fn run(global: &Global, args: ControllerArgs) -> anyhow::Result<ExitCode> {
-    let app = App::new(global)?;
+    let app = App::new(global).await?;
     let service = install::controller_dns_names(install::DEFAULT_NAMESPACE);
     let defaults = tls::LOOPBACK_NAMES
         .into_iter()
@@ -104,12 +119,19 @@ pub async fn run(global: &Global, args: ControllerArgs) -> anyhow::Result<ExitCo
             window: Duration::from_secs(60),
             cooldown: args.eviction_cooldown.0,
         },
+        drift: match args.drift {
+            Drift::Off => DriftMode::Off,
+            Drift::DryRun => DriftMode::DryRun,
+            Drift::On => DriftMode::On,
+        },
+        drift_interval: args.drift_interval.0,
     };
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let (state, running) = controller::start(
         &options,
         app.store.clone(),
         app.seasons.as_ref().map(|s| s.store.clone()),
+        app.resources.clone(),
         async move {
             let _ = stop_rx.await;
         },

@@ -7,6 +7,7 @@
 //! | `""` | `pods` | list, watch | cluster | the pod cache (a reflector) |
 //! | `""` | `pods` | patch | cluster | `PATCH /api/v1/namespaces/{ns}/pods/{name}/metadata` |
 //! | `""` | `pods/eviction` | create | cluster | the [`crate::evict::KubeEvictor`] |
+//! | `""` | `pods/resize` | patch | cluster | the drift reconciler's in-place resizes |
 //! | `events.k8s.io` | `events` | create, patch | cluster | an Event per eviction decision (patch: a repeated Event's count) |
 //! | `authentication.k8s.io` | `tokenreviews` | create | cluster | the REST API's bearer tokens |
 //! | `authorization.k8s.io` | `subjectaccessreviews` | create | cluster | the REST API's access checks |
@@ -46,6 +47,12 @@ pub const API_CALLS: &[ApiCall] = &[
         group: "",
         resource: "pods/eviction",
         verbs: &["create"],
+        scope: Scope::Cluster,
+    },
+    ApiCall {
+        group: "",
+        resource: "pods/resize",
+        verbs: &["patch"],
         scope: Scope::Cluster,
     },
     ApiCall {

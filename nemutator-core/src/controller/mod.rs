@@ -6,7 +6,9 @@
 pub mod api;
 pub mod cache;
 pub mod calls;
+pub mod drift;
 pub mod leader;
+pub mod reconcile;
 mod run;
 
 pub use run::{start, ControllerError, ControllerOptions};

@@ -10,8 +10,10 @@ use super::api::auth::Authorizer;
 use super::api::{ApiState, ApiTelemetry};
 use super::cache::pod_cache;
 use super::leader::{LeaderError, Leadership, LeaseConfig};
+use super::reconcile::{DriftMode, DriftReconciler};
 use crate::error::Chain;
 use crate::evict::{EvictionPolicy, Evictor, KubeEvictor};
+use crate::mutate::ResourcesLayer;
 use crate::recommend::RecommendationStore;
 use crate::season::SeasonStore;
 
@@ -22,6 +24,10 @@ pub struct ControllerOptions {
     pub lease: LeaseConfig,
     /// The limits of eviction.
     pub policy: EvictionPolicy,
+    /// Whether the drift reconciler acts.
+    pub drift: DriftMode,
+    /// How often the leader runs a drift pass.
+    pub drift_interval: std::time::Duration,
 }
 
 /// Why the controller could not start.
@@ -45,6 +51,7 @@ pub async fn start(
     options: &ControllerOptions,
     recommendations: Arc<RecommendationStore>,
     seasons: Option<Arc<SeasonStore>>,
+    resources: ResourcesLayer,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(Arc<ApiState>, impl Future<Output = ()> + Send), ControllerError> {
     let config = kube::Config::infer()
@@ -62,6 +69,14 @@ pub async fn start(
     let eviction_metrics = evictor.metrics();
     let evictor: Arc<dyn Evictor> = Arc::new(evictor);
     let (leadership, election) = Leadership::join(client.clone(), &options.lease, shutdown).await?;
+    let reconciler = DriftReconciler {
+        client: client.clone(),
+        pods: pods.clone(),
+        resources,
+        evictor: evictor.clone(),
+        mode: options.drift,
+    };
+    let drift = reconciler.run(leadership.clone(), options.drift_interval);
     let state = Arc::new(ApiState {
         auth: Authorizer::new(client.clone()),
         client,
@@ -75,7 +90,9 @@ pub async fn start(
     });
     let run = async move {
         let cache = tokio::spawn(cache);
+        let drift = tokio::spawn(drift);
         election.await;
+        drift.abort();
         cache.abort();
         if let Err(e) = cache.await {
             if !e.is_cancelled() {

@@ -14,7 +14,7 @@ use k8s_openapi::api::core::v1::ResourceRequirements;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity as K8sQuantity;
 use tower::{Layer, Service};
 
-use super::{ContainerView, MutationError, PodReview};
+use super::{ContainerView, MutationError, PodReview, PodView};
 use crate::annotations;
 use crate::metrics::Resource;
 use crate::policy::{plan_resource, EffectivePolicy, PolicySet, ResourcePlan};
@@ -346,6 +346,16 @@ impl ResourcesLayer {
     pub fn with_seasons(mut self, seasons: Arc<dyn SeasonOracle>) -> Self {
         self.seasons = seasons;
         self
+    }
+
+    /// `pod` (a running one) right-sized as admission would right-size it
+    /// now, at `now` (unix seconds): what the drift reconciler compares the
+    /// running pod with ([`crate::controller::drift`]).
+    pub fn desired(&self, pod: &k8s_openapi::api::core::v1::Pod, now: i64) -> PodView {
+        let mut review = PodReview::new("", PodView::from(pod));
+        review.now = now;
+        self.apply(&mut review);
+        *review.pod
     }
 
     fn apply(&self, review: &mut PodReview) {

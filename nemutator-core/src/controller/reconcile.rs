@@ -1,0 +1,155 @@
+//! The drift reconciler's loop: on the leader, a pass over the pod cache
+//! every interval (the cache is a reflector: no list is polled), each pod
+//! decided by [`super::drift::decide`] against what admission would give it
+//! now; resizes through `pods/resize`, re-creations through the
+//! [`crate::evict::Evictor`] and its safety rules, in one eviction pass.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::runtime::reflector::Store;
+use kube::Client;
+
+use super::drift::{self, DriftAction};
+use super::leader::Leadership;
+use crate::error::Chain;
+use crate::evict::{EvictionRequest, Evictor, PodKey};
+use crate::mutate::ResourcesLayer;
+
+/// Whether the reconciler acts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DriftMode {
+    /// No pass at all.
+    Off,
+    /// Decide, and ask the API server for dry-run resizes and evictions only.
+    DryRun,
+    /// Resize and evict.
+    On,
+}
+
+/// What one pass did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PassReport {
+    /// Running pods looked at.
+    pub pods: usize,
+    /// Within their recommendation.
+    pub in_sync: usize,
+    /// Resized in place (or would be, in a dry-run).
+    pub resized: usize,
+    /// Resizes the API server refused (left for the next pass).
+    pub resize_failed: usize,
+    /// Waiting for a resize under way.
+    pub waiting: usize,
+    /// Handed to the evictor (its rules may still refuse).
+    pub to_evict: usize,
+}
+
+/// The drift reconciler.
+pub struct DriftReconciler {
+    /// The API (resizes).
+    pub client: Client,
+    /// Every pod.
+    pub pods: Store<Pod>,
+    /// Admission's right-sizing (the same store, policies and seasons).
+    pub resources: ResourcesLayer,
+    /// Re-creations.
+    pub evictor: Arc<dyn Evictor>,
+    /// Whether it acts.
+    pub mode: DriftMode,
+}
+
+impl std::fmt::Debug for DriftReconciler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DriftReconciler")
+            .field("mode", &self.mode)
+            .finish_non_exhaustive()
+    }
+}
+
+fn running(pod: &Pod) -> bool {
+    pod.metadata.deletion_timestamp.is_none()
+        && pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
+}
+
+impl DriftReconciler {
+    /// One pass at `now` (unix seconds), `resize_supported` as discovered.
+    pub async fn pass(&self, now: i64, resize_supported: bool) -> PassReport {
+        let dry_run = self.mode != DriftMode::On;
+        let mut report = PassReport::default();
+        let mut evict = Vec::new();
+        for pod in self.pods.state().iter().filter(|p| running(p)) {
+            report.pods += 1;
+            let desired = self.resources.desired(pod, now);
+            let (Some(ns), Some(name)) = (&pod.metadata.namespace, &pod.metadata.name) else {
+                continue;
+            };
+            match drift::decide(pod, &desired, resize_supported, now) {
+                DriftAction::InSync => report.in_sync += 1,
+                DriftAction::Wait(why) => {
+                    report.waiting += 1;
+                    tracing::debug!(pod = %format_args!("{ns}/{name}"), why, "drift: waiting");
+                }
+                DriftAction::Resize(changed) => {
+                    match drift::resize(self.client.clone(), ns, name, &changed, dry_run).await {
+                        Ok(_) => {
+                            report.resized += 1;
+                            tracing::info!(pod = %format_args!("{ns}/{name}"), dry_run, "drift: resized in place");
+                        }
+                        Err(e) => {
+                            report.resize_failed += 1;
+                            tracing::warn!(pod = %format_args!("{ns}/{name}"), error = %Chain(&e), "drift: resize refused");
+                        }
+                    }
+                }
+                DriftAction::Evict(why) => {
+                    tracing::info!(pod = %format_args!("{ns}/{name}"), why, "drift: re-create");
+                    evict.push(PodKey::new(ns.as_str(), name.as_str()));
+                }
+            }
+        }
+        report.to_evict = evict.len();
+        if !evict.is_empty() {
+            let request = EvictionRequest {
+                pods: evict,
+                dry_run,
+                reason: "drift: requests left the recommendation".into(),
+                requester: None,
+            };
+            if let Err(e) = self.evictor.evict(&request).await {
+                tracing::warn!(error = %Chain(&e), "drift: eviction pass failed");
+            }
+        }
+        report
+    }
+
+    /// Runs a pass every `interval` while `leadership` says this replica
+    /// leads, until the election ends.
+    pub async fn run(self, mut leadership: Leadership, interval: Duration) {
+        if self.mode == DriftMode::Off {
+            return;
+        }
+        let mut resize_supported = None;
+        loop {
+            if leadership.is_leader() {
+                if resize_supported.is_none() {
+                    match drift::supports_resize(&self.client).await {
+                        Ok(s) => resize_supported = Some(s),
+                        Err(e) => tracing::warn!(error = %Chain(&e), "drift: API discovery failed"),
+                    }
+                }
+                if let Some(supported) = resize_supported {
+                    let now = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+                    let report = self.pass(now, supported).await;
+                    tracing::info!(?report, mode = ?self.mode, "drift pass");
+                }
+            }
+            tokio::select! {
+                () = tokio::time::sleep(interval) => {}
+                changed = leadership.changed() => if changed.is_none() { return },
+            }
+        }
+    }
+}
