@@ -330,3 +330,69 @@ where
         Err(e) => error(StatusCode::BAD_GATEWAY, Chain(&e)),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn mk_request(uri: &str) -> Request<()> {
+        Request::builder()
+            .uri(uri)
+            .body(())
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn metadata_paths_name_one_pod() {
+        assert_eq!(
+            metadata_target("/api/v1/namespaces/shop/pods/web-1/metadata"),
+            Some(("shop", "web-1"))
+        );
+        for bad in [
+            "/api/v1/namespaces/shop/pods/web-1",
+            "/api/v1/namespaces/a/b/pods/web-1/metadata",
+            "/api/v1/namespaces/shop/pods/a/b/metadata",
+            "/api/v1/pods/web-1/metadata",
+        ] {
+            assert_eq!(metadata_target(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn only_a_valid_namespace_parameter_is_taken() {
+        let ns = |uri: &str| namespace_param(&mk_request(uri)).map_err(|r| r.status());
+        assert_eq!(ns("/api/v1/seasons"), Ok(None));
+        assert_eq!(
+            ns("/api/v1/seasons?namespace=shop"),
+            Ok(Some("shop".into()))
+        );
+        assert_eq!(
+            ns("/api/v1/seasons?namespace=Shop"),
+            Err(StatusCode::BAD_REQUEST)
+        );
+        assert_eq!(
+            ns("/api/v1/seasons?namespace="),
+            Err(StatusCode::BAD_REQUEST)
+        );
+        assert_eq!(ns("/api/v1/seasons?limit=1"), Err(StatusCode::BAD_REQUEST));
+    }
+
+    proptest! {
+        #[test]
+        fn outside_paths_and_queries_never_panic(path in "\\PC{0,80}", query in "\\PC{0,80}") {
+            let _ = metadata_target(&path);
+            if let Ok(uri) = format!("/api/v1/seasons?{query}").parse::<http::Uri>() {
+                let req = Request::builder().uri(uri).body(()).unwrap_or_else(|e| panic!("{e}"));
+                let _ = namespace_param(&req);
+            }
+        }
+
+        #[test]
+        fn a_metadata_target_is_what_was_put_in(ns in "[a-z0-9-]{1,20}", name in "[a-z0-9.-]{1,40}") {
+            let path = format!("/api/v1/namespaces/{ns}/pods/{name}/metadata");
+            prop_assert_eq!(metadata_target(&path), Some((ns.as_str(), name.as_str())));
+        }
+    }
+}
