@@ -154,13 +154,13 @@ async fn main() {
         None,
     )
     .unwrap_or_else(|e| panic!("{e}"));
-    let reconciler = DriftReconciler {
-        client: client.clone(),
-        pods: cache.clone(),
+    let reconciler = DriftReconciler::new(
+        client.clone(),
+        cache.clone(),
         resources,
-        evictor: Arc::new(evictor),
-        mode: DriftMode::DryRun,
-    };
+        Arc::new(evictor),
+        DriftMode::DryRun,
+    );
     let t = Instant::now();
     let report = reconciler.pass(0, true).await;
     let pass = t.elapsed();

@@ -211,13 +211,13 @@ async fn a_drift_pass_resizes_a_pod_that_left_its_recommendation() {
         None,
     )
     .unwrap_or_else(|e| panic!("{e}"));
-    let mut reconciler = DriftReconciler {
-        client: client.clone(),
-        pods: cache.clone(),
-        resources: ResourcesLayer::new(store, policies),
-        evictor: Arc::new(evictor),
-        mode: DriftMode::DryRun,
-    };
+    let mut reconciler = DriftReconciler::new(
+        client.clone(),
+        cache.clone(),
+        ResourcesLayer::new(store, policies),
+        Arc::new(evictor),
+        DriftMode::DryRun,
+    );
     let only_ours = |r: &nemutator_core::controller::reconcile::PassReport| r.resized;
     let report = reconciler.pass(0, true).await;
     assert!(only_ours(&report) >= 1, "{report:?}");
@@ -237,4 +237,35 @@ async fn a_drift_pass_resizes_a_pod_that_left_its_recommendation() {
         "resized in place, not re-created"
     );
     assert!(p.metadata.deletion_timestamp.is_none());
+    let events = Api::<k8s_openapi::api::events::v1::Event>::namespaced(client.clone(), &ns)
+        .list(&Default::default())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let resized: Vec<_> = events
+        .items
+        .iter()
+        .filter(|e| e.reason.as_deref() == Some("Resized"))
+        .collect();
+    assert_eq!(
+        resized.len(),
+        1,
+        "one Event, none for the dry-run: {:?}",
+        events.items
+    );
+    assert!(
+        resized[0]
+            .note
+            .as_deref()
+            .is_some_and(|n| n.contains("cpu 250m")),
+        "{resized:?}"
+    );
+    let mut text = String::new();
+    reconciler.metrics().render(&mut text);
+    assert!(
+        text.lines().any(
+            |l| l.starts_with("nemutator_drift_decisions_total{action=\"resized\"}")
+                && !l.ends_with(" 0")
+        ),
+        "{text}"
+    );
 }

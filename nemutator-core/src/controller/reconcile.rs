@@ -4,12 +4,15 @@
 //! now; resizes through `pods/resize`, re-creations through the
 //! [`crate::evict::Evictor`] and its safety rules, in one eviction pass.
 
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::Store;
-use kube::Client;
+use kube::{Client, Resource as _};
 
 use super::drift::{self, DriftAction};
 use super::leader::Leadership;
@@ -45,18 +48,59 @@ pub struct PassReport {
     pub to_evict: usize,
 }
 
+/// `nemutator_drift_decisions_total{action}`: the reconciler's decisions,
+/// by action (`in_sync`, `resized`, `resize_failed`, `waiting`, `evict`).
+#[derive(Debug, Default)]
+pub struct DriftMetrics {
+    counts: [AtomicU64; ACTIONS.len()],
+}
+
+const ACTIONS: [&str; 5] = ["in_sync", "resized", "resize_failed", "waiting", "evict"];
+
+impl DriftMetrics {
+    fn add(&self, report: &PassReport) {
+        let PassReport {
+            pods: _,
+            in_sync,
+            resized,
+            resize_failed,
+            waiting,
+            to_evict,
+        } = report;
+        for (i, n) in [in_sync, resized, resize_failed, waiting, to_evict]
+            .into_iter()
+            .enumerate()
+        {
+            self.counts[i].fetch_add(*n as u64, Ordering::Relaxed);
+        }
+    }
+
+    /// Appends the exposition text to `out`.
+    pub fn render(&self, out: &mut String) {
+        out.push_str(
+            "# HELP nemutator_drift_decisions_total Drift reconciler decisions, by action.\n",
+        );
+        out.push_str("# TYPE nemutator_drift_decisions_total counter\n");
+        for (action, n) in ACTIONS.iter().zip(&self.counts) {
+            let _ = writeln!(
+                out,
+                "nemutator_drift_decisions_total{{action=\"{action}\"}} {}",
+                n.load(Ordering::Relaxed)
+            );
+        }
+    }
+}
+
 /// The drift reconciler.
 pub struct DriftReconciler {
-    /// The API (resizes).
-    pub client: Client,
-    /// Every pod.
-    pub pods: Store<Pod>,
-    /// Admission's right-sizing (the same store, policies and seasons).
-    pub resources: ResourcesLayer,
-    /// Re-creations.
-    pub evictor: Arc<dyn Evictor>,
+    client: Client,
+    pods: Store<Pod>,
+    resources: ResourcesLayer,
+    evictor: Arc<dyn Evictor>,
     /// Whether it acts.
     pub mode: DriftMode,
+    metrics: Arc<DriftMetrics>,
+    recorder: Recorder,
 }
 
 impl std::fmt::Debug for DriftReconciler {
@@ -73,6 +117,35 @@ fn running(pod: &Pod) -> bool {
 }
 
 impl DriftReconciler {
+    /// A reconciler over `pods`, right-sizing with `resources`, re-creating
+    /// through `evictor`; Events reported as `nemutator.io/controller`.
+    pub fn new(
+        client: Client,
+        pods: Store<Pod>,
+        resources: ResourcesLayer,
+        evictor: Arc<dyn Evictor>,
+        mode: DriftMode,
+    ) -> Self {
+        let reporter = Reporter {
+            controller: crate::evict::REPORTING_CONTROLLER.to_owned(),
+            instance: None,
+        };
+        DriftReconciler {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            pods,
+            resources,
+            evictor,
+            mode,
+            metrics: Arc::new(DriftMetrics::default()),
+        }
+    }
+
+    /// The decision counters (for `/metrics`).
+    pub fn metrics(&self) -> Arc<DriftMetrics> {
+        self.metrics.clone()
+    }
+
     /// One pass at `now` (unix seconds), `resize_supported` as discovered.
     pub async fn pass(&self, now: i64, resize_supported: bool) -> PassReport {
         let dry_run = self.mode != DriftMode::On;
@@ -95,6 +168,9 @@ impl DriftReconciler {
                         Ok(_) => {
                             report.resized += 1;
                             tracing::info!(pod = %format_args!("{ns}/{name}"), dry_run, "drift: resized in place");
+                            if !dry_run {
+                                self.resized_event(pod, &changed).await;
+                            }
                         }
                         Err(e) => {
                             report.resize_failed += 1;
@@ -120,7 +196,38 @@ impl DriftReconciler {
                 tracing::warn!(error = %Chain(&e), "drift: eviction pass failed");
             }
         }
+        self.metrics.add(&report);
         report
+    }
+
+    async fn resized_event(
+        &self,
+        pod: &Pod,
+        changed: &[(String, k8s_openapi::api::core::v1::ResourceRequirements)],
+    ) {
+        let mut note = String::from("resized in place by nemutator to the recommendation:");
+        for (container, r) in changed {
+            let requests = r
+                .requests
+                .iter()
+                .flatten()
+                .map(|(k, v)| format!("{k} {}", v.0));
+            let _ = write!(
+                note,
+                " {container}: {}",
+                requests.collect::<Vec<_>>().join(", ")
+            );
+        }
+        let event = Event {
+            type_: EventType::Normal,
+            reason: "Resized".to_owned(),
+            note: Some(note),
+            action: "Resize".to_owned(),
+            secondary: None,
+        };
+        if let Err(e) = self.recorder.publish(&event, &pod.object_ref(&())).await {
+            tracing::warn!(error = %Chain(&e), "could not record the resize Event");
+        }
     }
 
     /// Runs a pass every `interval` while `leadership` says this replica

@@ -69,13 +69,14 @@ pub async fn start(
     let eviction_metrics = evictor.metrics();
     let evictor: Arc<dyn Evictor> = Arc::new(evictor);
     let (leadership, election) = Leadership::join(client.clone(), &options.lease, shutdown).await?;
-    let reconciler = DriftReconciler {
-        client: client.clone(),
-        pods: pods.clone(),
+    let reconciler = DriftReconciler::new(
+        client.clone(),
+        pods.clone(),
         resources,
-        evictor: evictor.clone(),
-        mode: options.drift,
-    };
+        evictor.clone(),
+        options.drift,
+    );
+    let drift_metrics = reconciler.metrics();
     let drift = reconciler.run(leadership.clone(), options.drift_interval);
     let state = Arc::new(ApiState {
         auth: Authorizer::new(client.clone()),
@@ -83,6 +84,7 @@ pub async fn start(
         pods,
         evictor,
         eviction_metrics,
+        drift_metrics,
         recommendations,
         seasons,
         leadership,

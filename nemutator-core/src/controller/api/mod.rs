@@ -40,6 +40,9 @@ use crate::season::SeasonStore;
 
 /// Largest accepted request body.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
+/// Time limit of one request (an eviction pass included): answered 503
+/// after it.
+pub const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// What the routes share.
 pub struct ApiState {
@@ -53,6 +56,8 @@ pub struct ApiState {
     pub evictor: Arc<dyn Evictor>,
     /// The evictor's counters, for `/metrics`.
     pub eviction_metrics: Arc<EvictionMetrics>,
+    /// The drift reconciler's counters, for `/metrics`.
+    pub drift_metrics: Arc<super::reconcile::DriftMetrics>,
     /// The recommendations (the webhook's store, filled by the refresher).
     pub recommendations: Arc<RecommendationStore>,
     /// Season profiles, when the season model is enabled.
@@ -151,11 +156,27 @@ where
     B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
     B::Error: Into<BoxError>,
 {
-    let Some(name) = route_of(req.uri().path()) else {
+    let name = route_of(req.uri().path());
+    let reply = match tokio::time::timeout(REQUEST_TIMEOUT, answer(&state, name, req)).await {
+        Ok(reply) => reply,
+        Err(_) => error(StatusCode::SERVICE_UNAVAILABLE, "the request timed out"),
+    };
+    if let Some(name) = name {
+        state.telemetry.observe(name, reply.status().as_u16());
+    }
+    reply
+}
+
+async fn answer<B>(state: &Arc<ApiState>, name: Option<&'static str>, req: Request<B>) -> Reply
+where
+    B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<BoxError>,
+{
+    let Some(name) = name else {
         return error(StatusCode::NOT_FOUND, "not found");
     };
     let method = req.method().clone();
-    let reply = match (name, &method) {
+    match (name, &method) {
         ("healthz", &Method::GET) => text(StatusCode::OK, "ok\n"),
         ("readyz", &Method::GET) => {
             if state.is_ready() {
@@ -168,7 +189,7 @@ where
             }
         }
         ("metrics", &Method::GET) => {
-            let mut r = text(StatusCode::OK, telemetry::render(&state));
+            let mut r = text(StatusCode::OK, telemetry::render(state));
             r.headers_mut().insert(
                 header::CONTENT_TYPE,
                 header::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
@@ -176,14 +197,12 @@ where
             r
         }
         ("openapi", &Method::GET) => json(StatusCode::OK, &openapi::document()),
-        ("evictions", &Method::POST) => handlers::evictions(&state, req).await,
-        ("recommendations", &Method::GET) => handlers::recommendations(&state, req).await,
-        ("seasons", &Method::GET) => handlers::seasons(&state, req).await,
-        ("metadata", &Method::PATCH) => handlers::metadata(&state, req).await,
+        ("evictions", &Method::POST) => handlers::evictions(state, req).await,
+        ("recommendations", &Method::GET) => handlers::recommendations(state, req).await,
+        ("seasons", &Method::GET) => handlers::seasons(state, req).await,
+        ("metadata", &Method::PATCH) => handlers::metadata(state, req).await,
         _ => error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
-    };
-    state.telemetry.observe(name, reply.status().as_u16());
-    reply
+    }
 }
 
 impl<B> Service<Request<B>> for ApiRouter

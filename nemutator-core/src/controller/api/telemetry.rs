@@ -4,7 +4,8 @@
 //! * `nemutator_api_requests_total{route,code}` (REST and probe requests);
 //! * `nemutator_recommendations` (gauge: workload containers in the store);
 //! * the evictor's `nemutator_evictions_total{outcome}` and
-//!   `nemutator_eviction_refusals_total{rule}`.
+//!   `nemutator_eviction_refusals_total{rule}`;
+//! * the drift reconciler's `nemutator_drift_decisions_total{action}`.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -75,5 +76,6 @@ pub fn render(state: &ApiState) -> String {
         state.recommendations.len()
     );
     state.eviction_metrics.render(&mut s);
+    state.drift_metrics.render(&mut s);
     s
 }
