@@ -336,6 +336,18 @@ async fn the_rest_api_checks_tokens_and_rbac_and_dry_run_changes_nothing() {
         json!({"namespace": ns, "labelSelector": {"app": "web"}, "dryRun": true, "reason": "e2e"});
     let (status, body) = call(&server, "POST", "/api/v1/evictions", None, evict.clone()).await;
     assert_eq!(status, 401, "{body}");
+    // The body is read only for a known caller: garbage without a token is 401.
+    let (status, _) = call(&server, "POST", "/api/v1/evictions", None, json!("garbage")).await;
+    assert_eq!(status, 401);
+    let (status, body) = call(
+        &server,
+        "POST",
+        "/api/v1/evictions",
+        Some(&nobody),
+        json!("garbage"),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
     let (status, body) = call(
         &server,
         "POST",

@@ -171,17 +171,18 @@ impl Authorizer {
         authorization: Option<&str>,
         access: &Access,
     ) -> Result<Caller, AuthError> {
+        let caller = self.authenticate(authorization).await?;
+        self.authorize(&caller, access).await?;
+        Ok(caller)
+    }
+
+    /// The caller of `authorization` (the header's value): a `TokenReview`.
+    pub async fn authenticate(&self, authorization: Option<&str>) -> Result<Caller, AuthError> {
         let token = authorization
             .and_then(|h| h.strip_prefix("Bearer "))
             .map(str::trim)
             .filter(|t| !t.is_empty())
             .ok_or(AuthError::NoToken)?;
-        let caller = self.authenticate(token).await?;
-        self.authorize(&caller, access).await?;
-        Ok(caller)
-    }
-
-    async fn authenticate(&self, token: &str) -> Result<Caller, AuthError> {
         let review = TokenReview {
             spec: TokenReviewSpec {
                 token: Some(token.to_owned()),
@@ -208,7 +209,8 @@ impl Authorizer {
         })
     }
 
-    async fn authorize(&self, caller: &Caller, access: &Access) -> Result<(), AuthError> {
+    /// Whether `caller` may `access`: a `SubjectAccessReview`.
+    pub async fn authorize(&self, caller: &Caller, access: &Access) -> Result<(), AuthError> {
         let review = SubjectAccessReview {
             spec: SubjectAccessReviewSpec {
                 user: Some(caller.username.clone()),

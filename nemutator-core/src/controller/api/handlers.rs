@@ -9,7 +9,7 @@ use kube::api::{Patch, PatchParams};
 use kube::Api;
 use serde::de::DeserializeOwned;
 
-use super::auth::Access;
+use super::auth::{Access, AuthError};
 use super::types::{
     EvictionsRequest, EvictionsResponse, MetadataPatch, PodMetadata, RecommendationsResponse,
     SeasonInfo, SeasonsResponse,
@@ -31,6 +31,12 @@ fn authorization<B>(req: &Request<B>) -> Option<String> {
         .map(str::to_owned)
 }
 
+fn refused(e: AuthError) -> Reply {
+    tracing::info!(error = %e, "REST request refused");
+    let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::FORBIDDEN);
+    error(status, e)
+}
+
 async fn check(
     state: &ApiState,
     auth: Option<String>,
@@ -38,11 +44,7 @@ async fn check(
 ) -> Result<String, Box<Reply>> {
     match state.auth.check(auth.as_deref(), access).await {
         Ok(caller) => Ok(caller.username),
-        Err(e) => {
-            tracing::info!(error = %e, "REST request refused");
-            let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::FORBIDDEN);
-            Err(Box::new(error(status, e)))
-        }
+        Err(e) => Err(Box::new(refused(e))),
     }
 }
 
@@ -114,7 +116,16 @@ where
     B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
     B::Error: Into<BoxError>,
 {
-    let auth = authorization(&req);
+    // Who first (the body is only read for a known caller), then whether
+    // they may in the namespace the body names.
+    let caller = match state
+        .auth
+        .authenticate(authorization(&req).as_deref())
+        .await
+    {
+        Ok(c) => c,
+        Err(e) => return refused(e),
+    };
     let request: EvictionsRequest = match body(req).await {
         Ok(r) => r,
         Err(reply) => return *reply,
@@ -125,10 +136,14 @@ where
             "namespace must be a namespace name",
         );
     }
-    let caller = match check(state, auth, &Access::evict(&request.namespace)).await {
-        Ok(c) => c,
-        Err(reply) => return *reply,
-    };
+    if let Err(e) = state
+        .auth
+        .authorize(&caller, &Access::evict(&request.namespace))
+        .await
+    {
+        return refused(e);
+    }
+    let caller = caller.username;
     let ns = request.namespace.as_str();
     let pods: Vec<PodKey> = match (&request.pod_name, &request.label_selector) {
         (Some(name), None) if valid_name(name) => vec![PodKey::new(ns, name.as_str())],
