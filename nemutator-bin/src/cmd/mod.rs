@@ -2,8 +2,8 @@
 
 #[cfg(feature = "profiler")]
 pub mod agent;
-pub mod copy_self;
 pub mod controller;
+pub mod copy_self;
 pub mod env;
 pub mod install;
 #[cfg(feature = "profiler")]

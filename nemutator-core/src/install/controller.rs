@@ -173,7 +173,11 @@ pub(super) fn deployment(o: &InstallOptions) -> Deployment {
                 format!("--tls-key={tls}.key"),
                 format!("--config={CONFIG_DIR}/{CONFIG_KEY}"),
             ]);
-            c.env.get_or_insert_with(Vec::new).extend([
+            // The image of exec injection's init container is the webhook's
+            // concern, not the controller's.
+            let env = c.env.get_or_insert_with(Vec::new);
+            env.retain(|e| e.name != super::IMAGE_ENV);
+            env.extend([
                 field_env("POD_NAME", "metadata.name"),
                 field_env("POD_NAMESPACE", "metadata.namespace"),
             ]);
