@@ -107,6 +107,8 @@ async fn main() {
             samples: 10_000,
             history_secs: 7 * 86_400,
             oom_killed: false,
+            current: None,
+            distribution: vec![],
         }),
         memory: None,
         skipped: vec![],

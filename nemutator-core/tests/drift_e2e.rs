@@ -184,6 +184,8 @@ async fn a_drift_pass_resizes_a_pod_that_left_its_recommendation() {
             samples: 10_000,
             history_secs: 7 * 86_400,
             oom_killed: false,
+            current: None,
+            distribution: vec![],
         }),
         memory: None,
         skipped: vec![],
