@@ -30,6 +30,8 @@ case "${1:-tests}" in
     # scripts/registry.sh: a real OCI registry, and htpasswd for its basic auth.
     have docker-registry || need_apt+=(docker-registry)
     have htpasswd || need_apt+=(apache2-utils)
+    # The shared store's tests: a real Redis (scripts/redis.sh).
+    have redis-server && have redis-cli || need_apt+=(redis-server)
     ;;
   bpf)
     # clang with the BPF target, against the libbpf and kernel UAPI headers.

@@ -10,7 +10,8 @@
 # tests (their own test binaries) after. It also starts a real Prometheus
 # (scripts/prometheus.sh) on history backfilled from the sample usage file
 # and from a generated cluster (examples/data/generate.py), for the
-# Prometheus backend's tests.
+# Prometheus backend's tests, and a real Redis (scripts/redis.sh) for the
+# shared store's.
 #
 # Where a harness cannot be built, the tests that need it print one line and
 # skip; with NEMUTATOR_REQUIRE_APISERVER=1 (CI) that is a failure instead.
@@ -36,6 +37,7 @@ cleanup() {
   ./scripts/openbao.sh stop "$state/openbao" >/dev/null 2>&1 || true
   ./scripts/prometheus.sh stop "$state/prometheus" >/dev/null 2>&1 || true
   ./scripts/registry.sh stop "$state/registry" >/dev/null 2>&1 || true
+  ./scripts/redis.sh stop "$state/redis" >/dev/null 2>&1 || true
   rm -rf "$state"
 }
 trap cleanup EXIT
@@ -78,6 +80,13 @@ if ./scripts/prometheus.sh start "$state/prometheus" nemutator-metrics/data/usag
   . "$state/prometheus/env"
 else
   harness_missing "Prometheus did not start"
+fi
+
+if ./scripts/redis.sh start "$state/redis"; then
+  # shellcheck disable=SC1091
+  . "$state/redis/env"
+else
+  harness_missing "Redis did not start"
 fi
 
 # One build of every test binary, then run them.

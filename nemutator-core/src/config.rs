@@ -184,19 +184,65 @@ impl Default for DatadogConfig {
     }
 }
 
-/// `metrics.cache`.
+/// `metrics.cache`: the store shared by every webhook replica, in Redis
+/// (docs/METRICS.md, "Shared store").
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CacheConfig {
-    /// Redis URL.
+    /// Redis URL: `redis://HOST:PORT[/DB]`, or `rediss://` for TLS (the
+    /// system's roots). A password in it is used and never logged; prefer
+    /// `password_env`.
     pub redis: String,
-    /// How long cached answers are kept.
+    /// The producer recomputes when the shared data is older than this or
+    /// than `metrics.refresh`, whichever is shorter; younger data is taken as
+    /// it is by a replica that starts or takes over.
     #[serde(default = "default_cache_ttl")]
     pub ttl: HumanDuration,
+    /// The environment variable holding the Redis password (never logged).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_env: Option<String>,
+    /// Prefix of every key (`{PREFIX}:lock`, `{PREFIX}:fence`,
+    /// `{PREFIX}:published`), so that several installations can share one
+    /// Redis.
+    #[serde(default = "default_cache_prefix")]
+    pub prefix: String,
+    /// Expiry of the producer's lock: a producer that stops renewing it is
+    /// replaced after at most this long. Renewed every third of it.
+    #[serde(default = "default_lock_ttl")]
+    pub lock_ttl: HumanDuration,
+    /// Longest wait for one Redis command or connection.
+    #[serde(default = "default_cache_timeout")]
+    pub timeout: HumanDuration,
 }
 
 fn default_cache_ttl() -> HumanDuration {
     HumanDuration::from_secs(300)
+}
+
+fn default_cache_prefix() -> String {
+    "nemutator".into()
+}
+
+fn default_lock_ttl() -> HumanDuration {
+    HumanDuration::from_secs(30)
+}
+
+fn default_cache_timeout() -> HumanDuration {
+    HumanDuration::from_secs(2)
+}
+
+impl CacheConfig {
+    /// A cache at `url` with every other key at its default.
+    pub fn new(url: impl Into<String>) -> Self {
+        CacheConfig {
+            redis: url.into(),
+            ttl: default_cache_ttl(),
+            password_env: None,
+            prefix: default_cache_prefix(),
+            lock_ttl: default_lock_ttl(),
+            timeout: default_cache_timeout(),
+        }
+    }
 }
 
 fn default_refresh() -> HumanDuration {
@@ -550,7 +596,17 @@ metrics:
     fn accepts_the_design_example() {
         let c = Config::from_yaml(DESIGN_EXAMPLE, Path::new("x.yaml"))
             .unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(c.metrics.cache.as_ref().map(|c| c.ttl.as_secs()), Some(300));
+        let cache = c
+            .metrics
+            .cache
+            .clone()
+            .unwrap_or_else(|| CacheConfig::new("-"));
+        assert_eq!(cache.ttl.as_secs(), 300);
+        assert_eq!(cache.redis, "redis://127.0.0.1:6379");
+        assert_eq!(
+            (cache.prefix.as_str(), cache.lock_ttl.as_secs()),
+            ("nemutator", 30)
+        );
         assert_eq!(c.metrics.resolution(), None);
         assert_eq!(c.policies.0.len(), 1);
         assert_eq!(c.secrets.resolver, crate::secret::ResolverKind::File);

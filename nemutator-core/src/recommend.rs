@@ -29,7 +29,11 @@ mod build;
 mod refresh;
 use build::build;
 pub use build::oom_bump;
+mod shared;
 pub use refresh::{NotReady, RefreshHealth, Refresher, MAX_BACKOFF, MIN_BACKOFF};
+pub use shared::{
+    Head, Publication, SharedError, SharedHealth, SharedRefresher, SharedStore, SharedTiming,
+};
 
 /// The recommended request of one resource. Written (as part of a
 /// [`Recommendation`]) with the request in the notation of its resource, as

@@ -7,7 +7,8 @@
 //! ([`sample::SAMPLE_USAGE`]), the default source, and Prometheus
 //! ([`prometheus::PrometheusSource`]) and Datadog
 //! ([`datadog::DatadogSource`]). All compute the statistic of
-//! [`nemutator_core::metrics::stat`]: on the same data they agree.
+//! [`nemutator_core::metrics::stat`]: on the same data they agree. The
+//! store that webhook replicas share, in Redis, is [`shared::RedisStore`].
 #![warn(missing_docs)]
 
 pub mod datadog;
@@ -15,11 +16,13 @@ pub mod file;
 pub mod openmetrics;
 pub mod prometheus;
 pub mod sample;
+pub mod shared;
 
 pub use datadog::DatadogSource;
 pub use file::{FileLoader, FileSource};
 pub use prometheus::{LiveLoader, PrometheusSource};
 pub use sample::{TextLoader, SAMPLE_USAGE};
+pub use shared::RedisStore;
 
 use std::sync::Arc;
 

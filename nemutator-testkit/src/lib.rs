@@ -64,6 +64,7 @@ pub mod cluster;
 pub mod datadog;
 pub mod prometheus;
 pub mod registry;
+pub mod redis;
 mod routes;
 mod store;
 

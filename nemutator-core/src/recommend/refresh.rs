@@ -45,6 +45,12 @@ impl RefreshHealth {
         *self.last_success.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
     }
 
+    /// A refresh succeeded at `at` (data computed elsewhere, e.g. read from
+    /// the shared store with the time it was published).
+    pub fn record_success_at(&self, at: Instant) {
+        *self.last_success.lock().unwrap_or_else(|p| p.into_inner()) = Some(at);
+    }
+
     /// Time since the last successful refresh (`None`: none yet).
     pub fn age(&self) -> Option<Duration> {
         self.last_success
@@ -140,6 +146,16 @@ impl Refresher {
         self
     }
 
+    /// The store it fills.
+    pub fn store(&self) -> &Arc<RecommendationStore> {
+        &self.store
+    }
+
+    /// Where it keeps season profiles, when it learns them.
+    pub fn season_store(&self) -> Option<&Arc<crate::season::SeasonStore>> {
+        self.seasons.as_ref().map(|s| &s.store)
+    }
+
     /// Learn seasons on every refresh; save the profiles to `state` if given.
     pub fn with_seasons(
         mut self,
@@ -213,36 +229,53 @@ impl Refresher {
     /// doubling up to [`MAX_BACKOFF`]. Runs until dropped (which stops the
     /// refresher too) or until the runtime shuts down.
     pub async fn supervise(self, interval: Duration) {
-        /// Stops the refresher's task when the supervisor is dropped.
-        struct AbortOnDrop(tokio::task::JoinHandle<()>);
-        impl Drop for AbortOnDrop {
-            fn drop(&mut self) {
-                self.0.abort();
-            }
-        }
+        let store = self.store.clone();
+        supervise(&store, "the recommendation refresher", move || {
+            self.clone().run(interval)
+        })
+        .await;
+    }
+}
 
-        let mut backoff = MIN_BACKOFF;
-        loop {
-            let started = Instant::now();
-            let mut task = AbortOnDrop(tokio::spawn(self.clone().run(interval)));
-            let why = match (&mut task.0).await {
-                Ok(()) => "ended".to_string(),
-                Err(e) if e.is_panic() => format!("panicked: {}", panic_message(e.into_panic())),
-                // Cancelled: the runtime is shutting down.
-                Err(_) => return,
-            };
-            self.store.health().record_restart();
-            if started.elapsed() >= MAX_BACKOFF {
-                backoff = MIN_BACKOFF;
-            }
-            tracing::error!(
-                restarts = self.store.health().restarts(),
-                backoff = %HumanDuration(backoff),
-                "the recommendation refresher {why}; restarting it"
-            );
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(MAX_BACKOFF);
+/// Runs the task `start` makes, restarting it whenever it panics or ends:
+/// the failure is logged, counted in the store's
+/// [`RefreshHealth::restarts`], and the restart waits [`MIN_BACKOFF`],
+/// doubling up to [`MAX_BACKOFF`]. Runs until dropped (which stops the task
+/// too) or until the runtime shuts down.
+pub(super) async fn supervise<F, T>(store: &RecommendationStore, what: &str, mut start: F)
+where
+    F: FnMut() -> T,
+    T: std::future::Future<Output = ()> + Send + 'static,
+{
+    /// Stops the task when the supervisor is dropped.
+    struct AbortOnDrop(tokio::task::JoinHandle<()>);
+    impl Drop for AbortOnDrop {
+        fn drop(&mut self) {
+            self.0.abort();
         }
+    }
+
+    let mut backoff = MIN_BACKOFF;
+    loop {
+        let started = Instant::now();
+        let mut task = AbortOnDrop(tokio::spawn(start()));
+        let why = match (&mut task.0).await {
+            Ok(()) => "ended".to_string(),
+            Err(e) if e.is_panic() => format!("panicked: {}", panic_message(e.into_panic())),
+            // Cancelled: the runtime is shutting down.
+            Err(_) => return,
+        };
+        store.health().record_restart();
+        if started.elapsed() >= MAX_BACKOFF {
+            backoff = MIN_BACKOFF;
+        }
+        tracing::error!(
+            restarts = store.health().restarts(),
+            backoff = %HumanDuration(backoff),
+            "{what} {why}; restarting it"
+        );
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(MAX_BACKOFF);
     }
 }
 

@@ -92,7 +92,7 @@ pub use io::{parse_series_csv, predictions_csv, season_report_json};
 pub use profile::{
     Component, PeakWindow, PeriodTest, Prediction, SeasonProfile, TestOutcome, MAX_PREDICTIONS,
 };
-pub use store::{FittedProfile, SeasonStore, SeasonStoreError};
+pub use store::{FittedProfile, SeasonSnapshot, SeasonStore, SeasonStoreError};
 
 /// One usage sample: `(unix seconds, value)`. Every API of this module takes
 /// series as slices of these tuples.

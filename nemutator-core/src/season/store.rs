@@ -22,12 +22,16 @@ pub struct FittedProfile {
     pub fitted_at: i64,
 }
 
-#[derive(Default, Serialize, Deserialize)]
-struct Snapshot {
+/// Every profile of a [`SeasonStore`]: what the state file holds, and what
+/// the shared store publishes.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct SeasonSnapshot {
+    /// Workload profiles.
     #[serde(default)]
-    workloads: Vec<(WorkloadKey, FittedProfile)>,
+    pub workloads: Vec<(WorkloadKey, FittedProfile)>,
+    /// The cluster-wide profile.
     #[serde(default)]
-    cluster: Option<FittedProfile>,
+    pub cluster: Option<FittedProfile>,
 }
 
 /// Season profiles by workload. Admission asks it which season a workload is
@@ -110,17 +114,32 @@ impl SeasonStore {
         self.len() == 0
     }
 
+    /// Every profile (the cluster's too), sorted by workload: what the
+    /// state file and the shared store hold.
+    pub fn state(&self) -> SeasonSnapshot {
+        let mut workloads: Vec<_> = self
+            .workloads
+            .load()
+            .iter()
+            .map(|(k, v)| (k.clone(), (**v).clone()))
+            .collect();
+        workloads.sort_by(|a, b| a.0.cmp(&b.0));
+        SeasonSnapshot {
+            workloads,
+            cluster: self.cluster().map(|c| (*c).clone()),
+        }
+    }
+
+    /// Replace every profile with those of `snapshot`.
+    pub fn restore(&self, snapshot: SeasonSnapshot) {
+        let SeasonSnapshot { workloads, cluster } = snapshot;
+        self.replace(workloads.into_iter().collect());
+        self.set_cluster(cluster);
+    }
+
     /// Write the state to `path` (atomically: a temporary file, then rename).
     pub fn save(&self, path: &Path) -> Result<(), SeasonStoreError> {
-        let snapshot = Snapshot {
-            workloads: self
-                .workloads
-                .load()
-                .iter()
-                .map(|(k, v)| (k.clone(), (**v).clone()))
-                .collect(),
-            cluster: self.cluster().map(|c| (*c).clone()),
-        };
+        let snapshot = self.state();
         let name = path.display().to_string();
         let text = serde_json::to_vec(&snapshot).map_err(|e| SeasonStoreError::Format {
             path: name.clone(),
@@ -143,13 +162,12 @@ impl SeasonStore {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
             Err(source) => return Err(SeasonStoreError::Io { path: name, source }),
         };
-        let snapshot: Snapshot =
+        let snapshot: SeasonSnapshot =
             serde_json::from_slice(&text).map_err(|e| SeasonStoreError::Format {
                 path: name,
                 message: e.to_string(),
             })?;
-        self.replace(snapshot.workloads.into_iter().collect());
-        self.set_cluster(snapshot.cluster);
+        self.restore(snapshot);
         Ok(())
     }
 }

@@ -64,6 +64,9 @@ pub struct WebhookState {
     /// `/readyz` fails when the last successful refresh of the store is
     /// older than this (`None`: never, once loaded).
     pub stale_after: Option<Duration>,
+    /// The shared store's side of this replica, when there is one (for
+    /// metrics).
+    pub shared: Option<Arc<crate::recommend::SharedHealth>>,
 }
 
 impl WebhookState {
@@ -77,6 +80,7 @@ impl WebhookState {
             max_body: MAX_BODY_BYTES,
             timeout: REQUEST_TIMEOUT,
             stale_after: None,
+            shared: None,
         }
     }
 }
@@ -172,7 +176,12 @@ where
             Err(e) => text(StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")),
         },
         (&Method::GET, "/metrics") => {
-            let mut r = text(StatusCode::OK, state.telemetry.render(&state.store));
+            let mut r = text(
+                StatusCode::OK,
+                state
+                    .telemetry
+                    .render(&state.store, state.shared.as_deref()),
+            );
             r.headers_mut().insert(
                 header::CONTENT_TYPE,
                 header::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),

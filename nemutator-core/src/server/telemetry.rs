@@ -8,13 +8,16 @@
 //!   successful refresh; absent before the first)
 //! * `nemutator_refresher_restarts_total` (counter: restarts of the refresher
 //!   after it panicked or ended)
+//! * with a shared store, `nemutator_store_{up,producer,version,token}`
+//!   (gauges) and `nemutator_store_{errors,loads,publishes,fenced}_total`
+//!   ([`crate::recommend::SharedHealth`])
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::admission::Outcome;
-use crate::recommend::RecommendationStore;
+use crate::recommend::{RecommendationStore, SharedHealth};
 
 /// Histogram bucket bounds, seconds.
 const BUCKETS: [f64; 12] = [
@@ -68,7 +71,7 @@ impl Telemetry {
     }
 
     /// The exposition text.
-    pub fn render(&self, store: &RecommendationStore) -> String {
+    pub fn render(&self, store: &RecommendationStore, shared: Option<&SharedHealth>) -> String {
         let mut s = String::with_capacity(4096);
         s.push_str("# HELP nemutator_admission_requests_total Admission requests by outcome.\n");
         s.push_str("# TYPE nemutator_admission_requests_total counter\n");
@@ -139,6 +142,9 @@ impl Telemetry {
             "nemutator_refresher_restarts_total {}",
             store.health().restarts()
         );
+        if let Some(shared) = shared {
+            shared.render(&mut s);
+        }
         s
     }
 }
@@ -153,7 +159,7 @@ mod tests {
         t.observe(Outcome::Patched, Duration::from_micros(300));
         t.observe(Outcome::Patched, Duration::from_millis(20));
         t.observe(Outcome::Invalid, Duration::from_micros(50));
-        let text = t.render(&RecommendationStore::new());
+        let text = t.render(&RecommendationStore::new(), None);
         assert!(text.contains("nemutator_admission_requests_total{outcome=\"patched\"} 2\n"));
         assert!(text.contains("nemutator_admission_requests_total{outcome=\"invalid\"} 1\n"));
         assert!(text.contains(
@@ -168,5 +174,10 @@ mod tests {
             .lines()
             .any(|l| l.starts_with("nemutator_recommendations_age_seconds")));
         assert!(text.contains("nemutator_refresher_restarts_total 0\n"));
+        assert!(!text.contains("nemutator_store_"));
+        let shared = SharedHealth::default();
+        let text = t.render(&RecommendationStore::new(), Some(&shared));
+        assert!(text.contains("nemutator_store_up 0\n"), "{text}");
+        assert!(text.contains("nemutator_store_errors_total 0\n"));
     }
 }
