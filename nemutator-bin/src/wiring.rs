@@ -8,7 +8,9 @@ use nemutator_core::config::Config;
 use nemutator_core::error::Chain;
 use nemutator_core::image::{ImageLookup, NoLookup};
 use nemutator_core::mutate::{Pipeline, ResourcesLayer, SecretsLayer};
-use nemutator_core::recommend::{RecommendationStore, Refresher, Seasons};
+use nemutator_core::recommend::{
+    RecommendationStore, Refresher, Seasons, SharedRefresher, SharedStore as _,
+};
 use nemutator_core::season::{DefaultSeasonModel, SeasonStore};
 use nemutator_core::secret::{NoResolver, SecretResolver, SecretsConfig};
 use nemutator_core::server::tls::{self, CertStore};
@@ -141,6 +143,26 @@ impl App {
             admission: Admission::new(pipeline),
             resources,
         })
+    }
+
+    /// With `metrics.cache`, the refresher that shares recommendations with
+    /// the other replicas through Redis (the lock names this replica by its
+    /// host name, the pod's, and process id).
+    pub fn shared_refresher(&self) -> anyhow::Result<Option<SharedRefresher>> {
+        let Some(cache) = &self.config.metrics.cache else {
+            return Ok(None);
+        };
+        let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "nemutator".into());
+        let holder = format!("{host}/{}", std::process::id());
+        let redis = nemutator_metrics::RedisStore::new(cache, &holder)?;
+        tracing::info!(store = %redis.describe(), holder, "sharing recommendations through Redis");
+        let timing =
+            nemutator_metrics::RedisStore::timing(cache, self.config.metrics.refresh_interval());
+        Ok(Some(SharedRefresher::new(
+            self.refresher.clone(),
+            Arc::new(redis),
+            timing,
+        )))
     }
 
     /// Load recommendations once (for the offline commands).

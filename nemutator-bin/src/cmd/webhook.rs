@@ -25,14 +25,22 @@ pub async fn run(global: &Global, args: WebhookArgs) -> anyhow::Result<ExitCode>
         .await
         .with_context(|| format!("listening on {}", args.listen))?;
     let local = listener.local_addr()?;
-    // Restarted if it dies; readiness fails when its refreshes keep failing.
-    tokio::spawn(
-        app.refresher
-            .clone()
-            .supervise(app.config.metrics.refresh_interval()),
-    );
     let mut state = WebhookState::new(app.admission.clone(), app.store.clone());
     state.stale_after = Some(app.config.metrics.stale_after());
+    // Restarted if it dies; readiness fails when its refreshes keep failing.
+    match app.shared_refresher()? {
+        Some(shared) => {
+            state.shared = Some(shared.health());
+            tokio::spawn(shared.supervise());
+        }
+        None => {
+            tokio::spawn(
+                app.refresher
+                    .clone()
+                    .supervise(app.config.metrics.refresh_interval()),
+            );
+        }
+    }
     let state = Arc::new(state);
     tracing::info!(listen = %local, "serving the admission webhook on https://{local}/mutate");
     server::serve(
