@@ -58,7 +58,10 @@ async fn patch(client: &Client) -> String {
     assert_eq!(reply.status, 200);
     let v: serde_json::Value =
         serde_json::from_slice(&reply.body).unwrap_or_else(|e| panic!("{e}"));
-    let patch = v["response"]["patch"].as_str().unwrap_or_default().to_owned();
+    let patch = v["response"]["patch"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
     assert!(!patch.is_empty(), "{v}");
     patch
 }
@@ -108,7 +111,10 @@ async fn two_webhooks_answer_alike_and_a_killed_producer_is_replaced() {
     let from_a = patch(&ca).await;
     assert_eq!(patch(&cb).await, from_a, "b serves a's recommendations");
     assert_eq!(metric(&cb, "nemutator_store_producer").await, Some(0));
-    assert_eq!(metric(&cb, "nemutator_store_publishes_total").await, Some(0));
+    assert_eq!(
+        metric(&cb, "nemutator_store_publishes_total").await,
+        Some(0)
+    );
 
     // Killed without a chance to say goodbye: b takes over once the lock
     // expires, computes from its own file and publishes.
@@ -125,7 +131,10 @@ async fn two_webhooks_answer_alike_and_a_killed_producer_is_replaced() {
     let c = Webhook::start(&["--config", &config_a]);
     let cc = c.client();
     cc.wait_ready().await;
-    until("c reads b's publication", || async { patch(&cc).await == from_b }).await;
+    until("c reads b's publication", || async {
+        patch(&cc).await == from_b
+    })
+    .await;
     assert_eq!(metric(&cc, "nemutator_store_producer").await, Some(0));
     let logs = b.logs().join("\n");
     assert!(logs.contains("this replica is now the producer"), "{logs}");
