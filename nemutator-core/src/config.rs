@@ -22,6 +22,9 @@ pub enum MetricsBackend {
     Prometheus,
     /// Datadog's metrics API.
     Datadog,
+    /// `metrics.k8s.io` pod metrics (metrics-server), sampled by nemutator,
+    /// which keeps the history itself.
+    Kubernetes,
 }
 
 /// `metrics.file`.
@@ -184,6 +187,51 @@ impl Default for DatadogConfig {
     }
 }
 
+/// `metrics.kubernetes`: sampling `metrics.k8s.io` pod metrics (what
+/// metrics-server serves) and keeping the history (docs/METRICS.md).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KubernetesMetricsConfig {
+    /// How often pod metrics are sampled (metrics-server refreshes every
+    /// 15 s to 60 s; a sample that has not changed is not kept twice).
+    #[serde(default = "default_sample_interval")]
+    pub interval: HumanDuration,
+    /// Samples older than this are dropped.
+    #[serde(default = "default_retention")]
+    pub retention: HumanDuration,
+    /// At most this many samples are kept (16 bytes each); the oldest go
+    /// first.
+    #[serde(default = "default_max_samples")]
+    pub max_samples: usize,
+    /// Where the history is saved without `metrics.cache` (with it, in
+    /// Redis); none: kept in memory only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub history_file: Option<PathBuf>,
+}
+
+fn default_sample_interval() -> HumanDuration {
+    HumanDuration::from_secs(60)
+}
+
+fn default_retention() -> HumanDuration {
+    HumanDuration::from_secs(8 * 86_400)
+}
+
+fn default_max_samples() -> usize {
+    4_000_000
+}
+
+impl Default for KubernetesMetricsConfig {
+    fn default() -> Self {
+        KubernetesMetricsConfig {
+            interval: default_sample_interval(),
+            retention: default_retention(),
+            max_samples: default_max_samples(),
+            history_file: None,
+        }
+    }
+}
+
 /// `metrics.cache`: the store shared by every webhook replica, in Redis
 /// (docs/METRICS.md, "Shared store").
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -265,6 +313,9 @@ pub struct MetricsConfig {
     /// Datadog backend settings.
     #[serde(default)]
     pub datadog: DatadogConfig,
+    /// Settings of the `kubernetes` source.
+    #[serde(default)]
+    pub kubernetes: KubernetesMetricsConfig,
     /// Optional shared cache.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache: Option<CacheConfig>,
@@ -304,11 +355,14 @@ impl MetricsConfig {
     }
 
     /// How often the refresher ticks: [`FILE_REFRESH`] for a file (re-read
-    /// only when it changed), `refresh` for a live backend.
+    /// only when it changed), the sampling interval for `kubernetes` (which
+    /// samples on every tick and recomputes every `refresh`), `refresh` for
+    /// another live backend.
     pub fn refresh_interval(&self) -> std::time::Duration {
         match self.source {
             MetricsBackend::File => FILE_REFRESH,
-            _ => self.refresh.0,
+            MetricsBackend::Kubernetes => self.kubernetes.interval.0.min(self.refresh.0),
+            MetricsBackend::Prometheus | MetricsBackend::Datadog => self.refresh.0,
         }
     }
 
@@ -344,6 +398,7 @@ impl Default for MetricsConfig {
             file: FileMetricsConfig::default(),
             prometheus: PrometheusConfig::default(),
             datadog: DatadogConfig::default(),
+            kubernetes: KubernetesMetricsConfig::default(),
             cache: None,
             refresh: default_refresh(),
             stale_after: None,

@@ -129,7 +129,7 @@ pub struct FileSource {
 }
 
 /// `(namespace, pod, container)`.
-type PodKey = (String, String, String);
+pub type PodKey = (String, String, String);
 
 impl FileSource {
     /// Load a file.
@@ -217,6 +217,34 @@ impl FileSource {
                         .into(),
             });
         }
+        Ok(Self::build(raw, &owners, samples, newest))
+    }
+
+    /// A source over samples already in memory: per pod container, the CPU
+    /// counter and the working set, `(milliseconds, value)`.
+    pub fn from_series(
+        series: impl IntoIterator<Item = (PodKey, Vec<(i64, f64)>, Vec<(i64, f64)>)>,
+    ) -> Self {
+        let mut raw: HashMap<PodKey, PodHistory> = HashMap::new();
+        let (mut samples, mut newest) = (0, i64::MIN);
+        for (key, cpu, memory) in series {
+            samples += cpu.len() + memory.len();
+            if let Some(t) = cpu.iter().chain(&memory).map(|p| p.0).max() {
+                newest = newest.max(t.div_euclid(1000));
+            }
+            let h = raw.entry(key).or_default();
+            h.cpu.extend(cpu);
+            h.memory.extend(memory);
+        }
+        Self::build(raw, &HashMap::new(), samples, newest)
+    }
+
+    fn build(
+        raw: HashMap<PodKey, PodHistory>,
+        owners: &HashMap<(String, String), WorkloadKey>,
+        samples: usize,
+        newest: i64,
+    ) -> Self {
         let mut gaps: Vec<i64> = Vec::new();
         let mut data: HashMap<ContainerRef, Vec<PodHistory>> = HashMap::new();
         for ((ns, pod, container), mut series) in raw {
@@ -241,12 +269,12 @@ impl FileSource {
             let mid = gaps.len() / 2;
             (*gaps.select_nth_unstable(mid).1 / 1000).max(1)
         };
-        Ok(FileSource {
+        FileSource {
             data: Arc::new(data),
             newest: if newest == i64::MIN { 0 } else { newest },
             samples,
             interval: Duration::from_secs(interval.unsigned_abs()),
-        })
+        }
     }
 
     /// Number of samples read.

@@ -13,6 +13,7 @@
 
 pub mod datadog;
 pub mod file;
+pub mod kubernetes;
 pub mod openmetrics;
 pub mod prometheus;
 pub mod sample;
@@ -46,6 +47,9 @@ pub enum SetupError {
     /// The Datadog backend's configuration is wrong (or a key is missing).
     #[error(transparent)]
     Datadog(#[from] datadog::DatadogError),
+    /// The Redis settings are wrong.
+    #[error(transparent)]
+    Redis(#[from] shared::RedisSetupError),
 }
 
 /// The [`SourceLoader`] for a `metrics:` configuration section: the file at
@@ -61,5 +65,19 @@ pub fn loader_from_config(config: &MetricsConfig) -> Result<Arc<dyn SourceLoader
         }),
         MetricsBackend::Prometheus => Ok(Arc::new(LiveLoader::prometheus(&config.prometheus)?)),
         MetricsBackend::Datadog => Ok(Arc::new(LiveLoader::datadog(&config.datadog)?)),
+        MetricsBackend::Kubernetes => {
+            let keeper = match (&config.cache, &config.kubernetes.history_file) {
+                (Some(cache), _) => {
+                    kubernetes::HistoryKeeper::Redis(Box::new(RedisStore::new(cache, "history")?))
+                }
+                (None, Some(path)) => kubernetes::HistoryKeeper::File(path.clone()),
+                (None, None) => kubernetes::HistoryKeeper::Memory,
+            };
+            Ok(Arc::new(kubernetes::KubernetesLoader::new(
+                config.kubernetes.clone(),
+                config.refresh.0,
+                keeper,
+            )))
+        }
     }
 }

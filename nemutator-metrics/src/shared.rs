@@ -10,7 +10,8 @@
 //!   replica that takes the lock, renewed with `PEXPIRE` while its value is
 //!   unchanged;
 //! * `{PREFIX}:published`: a hash of `version`, `token`, `at` (unix seconds)
-//!   and `payload` (JSON of a [`Publication`], with its format number).
+//!   and `payload` (JSON of a [`Publication`], with its format number);
+//! * `{PREFIX}:history`: the `kubernetes` source's usage history (JSON).
 //!
 //! Every write goes through a Lua script that compares the writer's token
 //! with `{PREFIX}:fence` first, so a producer whose lock expired while it
@@ -120,6 +121,7 @@ pub struct RedisStore {
     lock: String,
     fence: String,
     published: String,
+    history: String,
     lock_ttl: Duration,
 }
 
@@ -180,6 +182,7 @@ impl RedisStore {
             lock: key("lock"),
             fence: key("fence"),
             published: key("published"),
+            history: key("history"),
             lock_ttl: config.lock_ttl.0,
         })
     }
@@ -196,6 +199,27 @@ impl RedisStore {
     /// The key names: lock, fence, publication.
     pub fn keys(&self) -> [&str; 3] {
         [&self.lock, &self.fence, &self.published]
+    }
+
+    /// The usage history of the `kubernetes` source (`{PREFIX}:history`).
+    pub async fn get_history(&self) -> Result<Option<Vec<u8>>, SharedError> {
+        let mut conn = self.conn.clone();
+        redis::cmd("GET")
+            .arg(&self.history)
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| self.unavailable(&e))
+    }
+
+    /// Save the usage history of the `kubernetes` source.
+    pub async fn set_history(&self, bytes: Vec<u8>) -> Result<(), SharedError> {
+        let mut conn = self.conn.clone();
+        redis::cmd("SET")
+            .arg(&self.history)
+            .arg(bytes)
+            .exec_async(&mut conn)
+            .await
+            .map_err(|e| self.unavailable(&e))
     }
 
     fn unavailable(&self, e: &redis::RedisError) -> SharedError {

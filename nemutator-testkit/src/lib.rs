@@ -62,6 +62,7 @@
 
 pub mod cluster;
 pub mod datadog;
+pub mod metrics_server;
 pub mod prometheus;
 pub mod registry;
 pub mod redis;
