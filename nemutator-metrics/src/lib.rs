@@ -8,7 +8,9 @@
 //! ([`prometheus::PrometheusSource`]) and Datadog
 //! ([`datadog::DatadogSource`]). All compute the statistic of
 //! [`nemutator_core::metrics::stat`]: on the same data they agree. The
-//! store that webhook replicas share, in Redis, is [`shared::RedisStore`].
+//! store that webhook replicas share, in Redis, is [`shared::RedisStore`];
+//! [`kubernetes::KubernetesLoader`] samples `metrics.k8s.io` and keeps the
+//! history itself.
 #![warn(missing_docs)]
 
 pub mod datadog;
@@ -39,7 +41,7 @@ struct ReadmeDoctests;
 #[derive(Debug, thiserror::Error)]
 pub enum SetupError {
     /// The configured backend is not available in this build yet.
-    #[error("metrics.source {0:?} is not available yet; use `file` or `prometheus`")]
+    #[error("metrics.source {0:?} is not available yet; use `file`, `prometheus` or `kubernetes`")]
     Unavailable(&'static str),
     /// The Prometheus backend's configuration is wrong.
     #[error(transparent)]
