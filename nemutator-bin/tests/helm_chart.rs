@@ -183,6 +183,23 @@ fn the_chart_lints_and_renders_what_nemutator_install_prints() {
         assert_same(&normalized(&run(&mut cmd)), &install(&["--config", &path]));
     }
 
+    // The kubernetes source: a token and the metrics.k8s.io reader role.
+    let file = dir.join("kubernetes.yaml");
+    std::fs::write(&file, "metrics:\n  source: kubernetes\n").unwrap_or_else(|e| panic!("{e}"));
+    let path = file.display().to_string();
+    let mut cmd = Command::new(&helm);
+    cmd.args([
+        "template",
+        "nemutator",
+        &chart(),
+        "--namespace",
+        "nemutator",
+    ])
+    .args(["--set-file", &format!("config={path}")]);
+    let chart_objects = normalized(&run(&mut cmd));
+    assert!(chart_objects.contains_key("ClusterRole/nemutator-metrics-reader"));
+    assert_same(&chart_objects, &install(&["--config", &path]));
+
     let url = "https://127.0.0.1:9443/mutate";
     assert_same(
         &template(&helm, &[&format!("webhook.url={url}")]),

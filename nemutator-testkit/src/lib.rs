@@ -64,8 +64,8 @@ pub mod cluster;
 pub mod datadog;
 pub mod metrics_server;
 pub mod prometheus;
-pub mod registry;
 pub mod redis;
+pub mod registry;
 mod routes;
 mod store;
 

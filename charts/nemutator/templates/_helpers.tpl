@@ -69,12 +69,22 @@ true
 {{- end -}}
 {{- end -}}
 
+{{/* metrics.source: kubernetes: the webhook lists metrics.k8s.io pod
+metrics: "true" or "". */}}
+{{- define "nemutator.metricsReader" -}}
+{{- $cfg := include "nemutator.config" . | fromYaml -}}
+{{- if eq (dig "metrics" "source" "file" $cfg) "kubernetes" -}}
+true
+{{- end -}}
+{{- end -}}
+
 {{/* The webhook's pods mount their token: to log in to Vault themselves
-(env injection with Kubernetes auth) or to read pull secrets. */}}
+(env injection with Kubernetes auth), to read pull secrets, or to list
+metrics.k8s.io pod metrics. */}}
 {{- define "nemutator.mountToken" -}}
 {{- $cfg := include "nemutator.config" . | fromYaml -}}
 {{- $env := or (eq (dig "secrets" "injection" "exec" $cfg) "env") (dig "secrets" "env_namespaces" list $cfg) -}}
-{{- if or (and (include "nemutator.kubernetesAuth" .) $env) (include "nemutator.pullSecrets" .) -}}
+{{- if or (and (include "nemutator.kubernetesAuth" .) $env) (include "nemutator.pullSecrets" .) (include "nemutator.metricsReader" .) -}}
 true
 {{- end -}}
 {{- end -}}

@@ -31,8 +31,8 @@ pub use certmanager::{Certificate, CertificateSpec, Issuer, IssuerRef, IssuerSpe
 pub use certs::{WebhookCerts, VALIDITY};
 pub use kustomize::kustomize_tree;
 pub use objects::{
-    labels, token_needed, CONFIG_DIGEST_ANNOTATION, CONFIG_DIR, CONFIG_KEY, CONTAINER_PORT,
-    IMAGE_ENV, OPT_OUT_VALUE, TLS_DIR, TLS_SECRET,
+    labels, reads_metrics_api, token_needed, CONFIG_DIGEST_ANNOTATION, CONFIG_DIR, CONFIG_KEY,
+    CONTAINER_PORT, IMAGE_ENV, METRICS_READER, OPT_OUT_VALUE, TLS_DIR, TLS_SECRET,
 };
 
 use crate::config::Config;
@@ -248,6 +248,11 @@ pub struct Manifests {
     pub pull_secrets_role: Option<ClusterRole>,
     /// Its binding to the service account.
     pub pull_secrets_binding: Option<ClusterRoleBinding>,
+    /// With `metrics.source: kubernetes`: `get` and `list` on
+    /// `metrics.k8s.io` pods, and nothing else.
+    pub metrics_reader_role: Option<ClusterRole>,
+    /// Its binding to the service account.
+    pub metrics_reader_binding: Option<ClusterRoleBinding>,
     /// The configuration file.
     pub config_map: ConfigMap,
     /// The serving pair, when `nemutator install` made it.
@@ -284,12 +289,15 @@ pub struct Manifests {
 pub fn manifests(options: &InstallOptions, tls: &Tls) -> Manifests {
     let (issuer, certificate) = objects::cert_manager(options, tls).unzip();
     let (pull_secrets_role, pull_secrets_binding) = objects::pull_secrets(options).unzip();
+    let (metrics_reader_role, metrics_reader_binding) = objects::metrics_reader(options).unzip();
     Manifests {
         namespace: objects::namespace(options),
         service_account: objects::service_account(options),
         token_reviewer: objects::token_reviewer(options),
         pull_secrets_role,
         pull_secrets_binding,
+        metrics_reader_role,
+        metrics_reader_binding,
         config_map: objects::config_map(options),
         tls_secret: objects::tls_secret(options, tls),
         issuer,
@@ -326,6 +334,8 @@ impl Manifests {
             token_reviewer,
             pull_secrets_role,
             pull_secrets_binding,
+            metrics_reader_role,
+            metrics_reader_binding,
             config_map,
             tls_secret,
             issuer,
@@ -360,6 +370,12 @@ impl Manifests {
         }
         if let Some(b) = pull_secrets_binding {
             push("clusterrolebinding-pull-secrets", json(b))?;
+        }
+        if let Some(r) = metrics_reader_role {
+            push("clusterrole-metrics-reader", json(r))?;
+        }
+        if let Some(b) = metrics_reader_binding {
+            push("clusterrolebinding-metrics-reader", json(b))?;
         }
         push("configmap", json(config_map))?;
         if let Some(s) = tls_secret {

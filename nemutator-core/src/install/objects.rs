@@ -103,11 +103,46 @@ pub(super) fn service_account(o: &InstallOptions) -> ServiceAccount {
 }
 
 /// Whether the webhook's pods mount their service-account token: to log in
-/// to Vault themselves (`env` injection with Kubernetes auth) or to read
-/// pull secrets. Otherwise the webhook calls no API: no token to steal.
+/// to Vault themselves (`env` injection with Kubernetes auth), to read pull
+/// secrets, or to list `metrics.k8s.io` pod metrics (`metrics.source:
+/// kubernetes`). Otherwise the webhook calls no API: no token to steal.
 pub fn token_needed(o: &InstallOptions) -> bool {
     let s = &o.config.secrets;
-    s.webhook_logs_in() || (s.enabled && s.registry.lookup && s.registry.pull_secrets)
+    s.webhook_logs_in()
+        || (s.enabled && s.registry.lookup && s.registry.pull_secrets)
+        || reads_metrics_api(o)
+}
+
+/// Does the webhook read `metrics.k8s.io` (`metrics.source: kubernetes`)?
+pub fn reads_metrics_api(o: &InstallOptions) -> bool {
+    o.config.metrics.source == crate::config::MetricsBackend::Kubernetes
+}
+
+/// The ClusterRole (and binding) of the `kubernetes` metrics source.
+pub const METRICS_READER: &str = "nemutator-metrics-reader";
+
+/// `get` and `list` on `metrics.k8s.io` pods, only with `metrics.source:
+/// kubernetes`.
+pub(super) fn metrics_reader(o: &InstallOptions) -> Option<(ClusterRole, ClusterRoleBinding)> {
+    if !reads_metrics_api(o) {
+        return None;
+    }
+    let role = ClusterRole {
+        metadata: meta(METRICS_READER, None),
+        rules: Some(vec![PolicyRule {
+            api_groups: Some(vec!["metrics.k8s.io".to_owned()]),
+            resources: Some(vec!["pods".to_owned()]),
+            verbs: vec!["get".to_owned(), "list".to_owned()],
+            ..PolicyRule::default()
+        }]),
+        ..ClusterRole::default()
+    };
+    let binding = ClusterRoleBinding {
+        metadata: meta(METRICS_READER, None),
+        role_ref: cluster_role_ref(METRICS_READER),
+        subjects: Some(vec![subject(o)]),
+    };
+    Some((role, binding))
 }
 
 fn subject(o: &InstallOptions) -> Subject {

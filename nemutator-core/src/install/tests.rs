@@ -537,3 +537,27 @@ fn secrets_get_exactly_the_permissions_their_configuration_needs() {
         "{env}"
     );
 }
+
+#[test]
+fn the_kubernetes_source_gets_a_token_and_may_only_read_pod_metrics() {
+    let plain = mk_objects(&mk_options(), &Tls::CertManager);
+    assert!(!plain.keys().any(|k| k.contains(METRICS_READER)));
+
+    let o = mk_options()
+        .with_config("metrics: { source: kubernetes }\n", Path::new("c.yaml"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let objects = mk_objects(&o, &Tls::CertManager);
+    let role = &objects[&format!("ClusterRole/{METRICS_READER}")];
+    assert_eq!(
+        at(role, "/rules"),
+        &json!([{"apiGroups": ["metrics.k8s.io"], "resources": ["pods"], "verbs": ["get", "list"]}])
+    );
+    let binding = &objects[&format!("ClusterRoleBinding/{METRICS_READER}")];
+    assert_eq!(
+        at(binding, "/subjects"),
+        &json!([{"kind": "ServiceAccount", "name": "nemutator", "namespace": "nemutator"}])
+    );
+    assert_eq!(at(binding, "/roleRef/name"), METRICS_READER);
+    let pod = at(&objects["Deployment/nemutator"], "/spec/template/spec");
+    assert_eq!(at(pod, "/automountServiceAccountToken"), true);
+}
