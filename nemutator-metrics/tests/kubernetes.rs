@@ -48,6 +48,7 @@ fn mk_pods(minute: i64) -> Vec<PodUsage> {
 fn mk_loader(cluster: &TestCluster, keeper: HistoryKeeper, max_samples: usize) -> KubernetesLoader {
     let config = KubernetesMetricsConfig {
         max_samples,
+        interval: nemutator_core::units::HumanDuration::from_secs(1),
         ..KubernetesMetricsConfig::default()
     };
     KubernetesLoader::new(config, Duration::ZERO, keeper).with_client(cluster.client.clone())
@@ -162,6 +163,11 @@ async fn pod_metrics_through_the_aggregation_layer_give_the_statistic() {
         let second = mk_loader(&cluster, store("b"), 1_000_000);
         let _ = sample_minutes(&second, &server, 10..11).await;
         assert_eq!(second.history().await.samples(), 3 * 11);
+        // The first producer, back after a pause longer than two intervals,
+        // continues the history the second one saved, not its own.
+        tokio::time::sleep(Duration::from_millis(2_100)).await;
+        let _ = sample_minutes(&first, &server, 11..12).await;
+        assert_eq!(first.history().await.samples(), 3 * 12);
     }
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -120,7 +120,8 @@ pub fn readings(object: &DynamicObject) -> Option<Vec<Reading>> {
 #[derive(Debug, Default)]
 struct State {
     history: History,
-    restored: bool,
+    /// The last call (`None`: none yet).
+    last_load: Option<Instant>,
     computed: Option<Instant>,
 }
 
@@ -214,6 +215,24 @@ impl KubernetesLoader {
         Ok(added)
     }
 
+    async fn restore(&self, history: &mut History) {
+        let saved = match self.keeper.load().await {
+            Ok(Some(bytes)) => History::from_json(&bytes).map_err(|e| e.to_string()),
+            Ok(None) => return,
+            Err(e) => Err(e),
+        };
+        match saved {
+            Ok(saved) if saved.newest() > history.newest() => {
+                tracing::info!(samples = saved.samples(), "usage history restored");
+                *history = saved;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "usage history not restored; keeping the one in memory")
+            }
+        }
+    }
+
     /// The history now (a copy).
     pub async fn history(&self) -> History {
         self.state.lock().await.history.clone()
@@ -224,23 +243,15 @@ impl SourceLoader for KubernetesLoader {
     fn load(&self) -> BoxFuture<'_, Result<Option<MetricsClient>, MetricsError>> {
         Box::pin(async move {
             let mut st = self.state.lock().await;
-            if !st.restored {
-                st.restored = true;
-                match self.keeper.load().await {
-                    Ok(Some(bytes)) => match History::from_json(&bytes) {
-                        Ok(h) => {
-                            tracing::info!(samples = h.samples(), "usage history restored");
-                            st.history = h;
-                        }
-                        Err(e) => {
-                            tracing::warn!(error = %e, "usage history not restored; starting over")
-                        }
-                    },
-                    Ok(None) => {}
-                    Err(e) => {
-                        tracing::warn!(error = %e, "usage history not restored; starting over")
-                    }
-                }
+            // At the first call, and after a pause (another replica may have
+            // produced, and sampled, meanwhile), the saved history is taken
+            // when it is newer than the one in memory.
+            let paused = st
+                .last_load
+                .is_none_or(|t| t.elapsed() > 2 * self.config.interval.0);
+            st.last_load = Some(Instant::now());
+            if paused {
+                self.restore(&mut st.history).await;
             }
             let added = self.sample(&mut st.history).await?;
             tracing::debug!(added, samples = st.history.samples(), "pod metrics sampled");
