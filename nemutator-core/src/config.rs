@@ -480,6 +480,18 @@ pub struct Config {
     /// Season learning.
     #[serde(default)]
     pub seasons: SeasonsConfig,
+    /// `nemutator controller`.
+    #[serde(default)]
+    pub controller: ControllerConfig,
+}
+
+/// `controller:`: what `nemutator controller` does besides its flags.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ControllerConfig {
+    /// The placeholder Deployment sized by season (docs/CONTROLLER.md).
+    #[serde(default)]
+    pub overprovisioning: crate::controller::overprov::OverprovisioningConfig,
 }
 
 fn default_policies() -> PolicySet {
@@ -493,6 +505,7 @@ impl Default for Config {
             policies: default_policies(),
             secrets: SecretsConfig::off(),
             seasons: SeasonsConfig::default(),
+            controller: ControllerConfig::default(),
         }
     }
 }

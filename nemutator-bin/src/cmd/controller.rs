@@ -73,6 +73,14 @@ pub struct ControllerArgs {
     /// How often the leader runs a drift pass.
     #[arg(long, env = "NEMUTATOR_DRIFT_INTERVAL", default_value = "1m")]
     pub drift_interval: HumanDuration,
+    /// How often the leader applies the overprovisioning placeholder
+    /// (`controller.overprovisioning` in the configuration file).
+    #[arg(
+        long,
+        env = "NEMUTATOR_OVERPROVISIONING_INTERVAL",
+        default_value = "1m"
+    )]
+    pub overprovisioning_interval: HumanDuration,
     /// How long to let open connections finish after SIGTERM.
     #[arg(long, env = "NEMUTATOR_DRAIN", default_value = "10s")]
     pub drain: HumanDuration,
@@ -125,6 +133,8 @@ pub async fn run(global: &Global, args: ControllerArgs) -> anyhow::Result<ExitCo
             Drift::On => DriftMode::On,
         },
         drift_interval: args.drift_interval.0,
+        overprovisioning: app.config.controller.overprovisioning.clone(),
+        overprovisioning_interval: args.overprovisioning_interval.0,
     };
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let (state, running) = controller::start(

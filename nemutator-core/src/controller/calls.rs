@@ -12,6 +12,7 @@
 //! | `authentication.k8s.io` | `tokenreviews` | create | cluster | the REST API's bearer tokens |
 //! | `authorization.k8s.io` | `subjectaccessreviews` | create | cluster | the REST API's access checks |
 //! | `coordination.k8s.io` | `leases` | get, create, patch | own namespace | leader election |
+//! | `apps` | `deployments` | patch | own namespace | the overprovisioning placeholder's server-side apply |
 
 /// Where the controller makes a call.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -77,6 +78,12 @@ pub const API_CALLS: &[ApiCall] = &[
         group: "coordination.k8s.io",
         resource: "leases",
         verbs: &["get", "create", "patch"],
+        scope: Scope::OwnNamespace,
+    },
+    ApiCall {
+        group: "apps",
+        resource: "deployments",
+        verbs: &["patch"],
         scope: Scope::OwnNamespace,
     },
 ];

@@ -1,5 +1,6 @@
 //! Assembling `nemutator controller`: the pod cache, the evictor, the
-//! leader election and the REST API's state, from a kube-rs configuration.
+//! leader election, the leader's loops (drift, overprovisioning) and the
+//! REST API's state, from a kube-rs configuration.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -10,6 +11,7 @@ use super::api::auth::Authorizer;
 use super::api::{ApiState, ApiTelemetry};
 use super::cache::pod_cache;
 use super::leader::{LeaderError, Leadership, LeaseConfig};
+use super::overprov::{Overprovisioner, OverprovisioningConfig};
 use super::reconcile::{DriftMode, DriftReconciler};
 use crate::error::Chain;
 use crate::evict::{EvictionPolicy, Evictor, KubeEvictor};
@@ -28,6 +30,10 @@ pub struct ControllerOptions {
     pub drift: DriftMode,
     /// How often the leader runs a drift pass.
     pub drift_interval: std::time::Duration,
+    /// The placeholder Deployment (in the Lease's namespace).
+    pub overprovisioning: OverprovisioningConfig,
+    /// How often the leader applies it.
+    pub overprovisioning_interval: std::time::Duration,
 }
 
 /// Why the controller could not start.
@@ -78,6 +84,13 @@ pub async fn start(
     );
     let drift_metrics = reconciler.metrics();
     let drift = reconciler.run(leadership.clone(), options.drift_interval);
+    let overprovisioning = Overprovisioner::new(
+        client.clone(),
+        &options.lease.namespace,
+        options.overprovisioning.clone(),
+        seasons.clone(),
+    )
+    .run(leadership.clone(), options.overprovisioning_interval);
     let state = Arc::new(ApiState {
         auth: Authorizer::new(client.clone()),
         client,
@@ -93,8 +106,10 @@ pub async fn start(
     let run = async move {
         let cache = tokio::spawn(cache);
         let drift = tokio::spawn(drift);
+        let overprovisioning = tokio::spawn(overprovisioning);
         election.await;
         drift.abort();
+        overprovisioning.abort();
         cache.abort();
         if let Err(e) = cache.await {
             if !e.is_cancelled() {
