@@ -480,8 +480,8 @@ pub struct Config {
     /// Season learning.
     #[serde(default)]
     pub seasons: SeasonsConfig,
-    /// `nemutator controller`.
-    #[serde(default)]
+    /// `nemutator controller` (written out only where it differs from the defaults).
+    #[serde(default, skip_serializing_if = "ControllerConfig::is_default")]
     pub controller: ControllerConfig,
 }
 
@@ -492,6 +492,12 @@ pub struct ControllerConfig {
     /// The placeholder Deployment sized by season (docs/CONTROLLER.md).
     #[serde(default)]
     pub overprovisioning: crate::controller::overprov::OverprovisioningConfig,
+}
+
+impl ControllerConfig {
+    fn is_default(&self) -> bool {
+        *self == ControllerConfig::default()
+    }
 }
 
 fn default_policies() -> PolicySet {

@@ -1,7 +1,8 @@
 //! The objects of `nemutator controller`: its Deployment (two replicas, one
 //! leading), its Service (the REST API), its ServiceAccount and RBAC, the
 //! rules of which are derived from [`crate::controller::calls::API_CALLS`],
-//! the one list of the calls the controller makes.
+//! the one list of the calls the controller makes, and the PriorityClass of
+//! its overprovisioning placeholder pods.
 
 use std::collections::BTreeMap;
 
@@ -12,11 +13,13 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::api::rbac::v1::{
     ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding, RoleRef, Subject,
 };
+use k8s_openapi::api::scheduling::v1::PriorityClass;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 
 use super::objects::{self, CONFIG_DIR, CONFIG_KEY, CONTAINER_PORT, TLS_DIR};
 use super::{InstallOptions, CONTROLLER_NAME, NAME};
 use crate::controller::calls::{ApiCall, Scope, API_CALLS};
+use crate::controller::overprov::{PRIORITY, PRIORITY_CLASS};
 
 /// The controller's replicas: one leads, the other takes over.
 pub const CONTROLLER_REPLICAS: i32 = 2;
@@ -194,4 +197,22 @@ pub(super) fn service(o: &InstallOptions) -> Service {
         spec.selector = Some(component_labels(false));
     }
     s
+}
+
+/// The priority of the overprovisioning placeholder pods (below every
+/// workload's default of 0: any pending pod preempts them).
+pub(super) fn priority_class() -> PriorityClass {
+    PriorityClass {
+        metadata: ObjectMeta {
+            name: Some(PRIORITY_CLASS.to_owned()),
+            labels: Some(component_labels(true)),
+            ..ObjectMeta::default()
+        },
+        value: PRIORITY,
+        global_default: Some(false),
+        description: Some(
+            "nemutator's overprovisioning placeholders: preempted by any workload".to_owned(),
+        ),
+        ..PriorityClass::default()
+    }
 }

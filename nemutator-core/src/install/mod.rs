@@ -26,6 +26,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service, ServiceAccount};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
+use k8s_openapi::api::scheduling::v1::PriorityClass;
 
 pub use certmanager::{Certificate, CertificateSpec, Issuer, IssuerRef, IssuerSpec};
 pub use certs::{WebhookCerts, VALIDITY};
@@ -283,6 +284,8 @@ pub struct Manifests {
     pub controller_deployment: Deployment,
     /// The controller's REST API.
     pub controller_service: Service,
+    /// The priority of the controller's overprovisioning placeholders.
+    pub overprovisioning_priority_class: PriorityClass,
 }
 
 /// The objects to install for `options`, with certificates from `tls`.
@@ -313,6 +316,7 @@ pub fn manifests(options: &InstallOptions, tls: &Tls) -> Manifests {
         controller_role_binding: controller::role_binding(options),
         controller_deployment: controller::deployment(options),
         controller_service: controller::service(options),
+        overprovisioning_priority_class: controller::priority_class(),
     }
 }
 
@@ -351,6 +355,7 @@ impl Manifests {
             controller_role_binding,
             controller_deployment,
             controller_service,
+            overprovisioning_priority_class,
         } = self;
         let mut out = Vec::new();
         let mut push = |file_stem: &'static str,
@@ -402,6 +407,10 @@ impl Manifests {
         )?;
         push("controller-role", json(controller_role))?;
         push("controller-rolebinding", json(controller_role_binding))?;
+        push(
+            "controller-priorityclass",
+            json(overprovisioning_priority_class),
+        )?;
         push("controller-deployment", json(controller_deployment))?;
         push("controller-service", json(controller_service))?;
         Ok(out)
