@@ -1,7 +1,7 @@
 //! `nemutator controller` against the real API server (scripts/apiserver.sh):
 //! leader election between real processes over a coordination.k8s.io Lease,
 //! and the REST API's TokenReview / SubjectAccessReview checks, evictions
-//! and metadata patches.
+//! and metadata patches; the overprovisioning placeholder kept by the leader.
 //!
 //! No kubelet runs there: the tests play it, setting the pods' phase and
 //! `Ready` condition through the status subresource.
@@ -10,6 +10,7 @@ mod support;
 
 use std::time::Duration;
 
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::authorization::v1::{
     ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
@@ -21,6 +22,7 @@ use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBind
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use nemutator_core::controller::calls::{Scope, API_CALLS};
+use nemutator_core::controller::overprov::{DEPLOYMENT_NAME, PRIORITY_CLASS};
 use nemutator_core::install::{self, InstallOptions, Tls, CONTROLLER_NAME};
 use nemutator_testkit::cluster::{eventually, TestCluster};
 use serde_json::{json, Value};
@@ -601,6 +603,9 @@ async fn the_installed_rbac_allows_every_call_of_the_controller_and_no_other() {
         ),
         ("delete", "coordination.k8s.io", "leases", Some(ns.as_str())),
         ("update", "", "pods/resize", Some("some-namespace")),
+        ("patch", "apps", "deployments", Some("some-namespace")),
+        ("delete", "apps", "deployments", Some(ns.as_str())),
+        ("update", "apps", "deployments", Some(ns.as_str())),
     ] {
         let review = sar(&user, &groups, verb, group, resource, at);
         assert!(
@@ -608,4 +613,81 @@ async fn the_installed_rbac_allows_every_call_of_the_controller_and_no_other() {
             "{verb} {group}/{resource} in {at:?} allowed"
         );
     }
+}
+
+#[tokio::test]
+async fn the_leader_keeps_the_overprovisioning_placeholder_with_its_installed_rbac() {
+    let test = "the_leader_keeps_the_overprovisioning_placeholder_with_its_installed_rbac";
+    let Some(cluster) = TestCluster::from_env(test).await else {
+        return;
+    };
+    let client = cluster.client.clone();
+    let ns = mk_namespace(&client, "over").await;
+    install_rbac(&client, &ns).await;
+    let token = token_with(&client, &ns, CONTROLLER_NAME, json!([])).await;
+    let dir = support::tmpdir("ctl-over");
+    let kubeconfig = dir.join("kubeconfig");
+    kubeconfig_with_token(&cluster, &token, &kubeconfig);
+    // Without seasons there is no cluster profile: the off-peak size.
+    let config = dir.join("config.yaml");
+    std::fs::write(
+        &config,
+        "seasons: { enabled: false }\ncontroller:\n  overprovisioning:\n    \
+         { enabled: true, replicas_peak: 4, replicas_off_peak: 2, cpu: 100m, memory: 64Mi }\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let server = Server::spawn(
+        "controller",
+        &[
+            "--lease-namespace",
+            &ns,
+            "--lease-duration",
+            "3s",
+            "--identity",
+            "ctl-over",
+            "--overprovisioning-interval",
+            "1s",
+        ],
+        &[
+            ("KUBECONFIG", &kubeconfig.display().to_string()),
+            ("NEMUTATOR_CONFIG", &config.display().to_string()),
+        ],
+    );
+    server.client().wait_ready().await;
+    wait_leader(&client, &ns, "ctl-over", &server).await;
+
+    let deployments = Api::<Deployment>::namespaced(client.clone(), &ns);
+    let sized = |want: i32| {
+        let deployments = deployments.clone();
+        async move {
+            eventually(Duration::from_secs(30), || async {
+                let d = deployments.get_opt(DEPLOYMENT_NAME).await.ok()??;
+                (d.spec.as_ref()?.replicas == Some(want)).then_some(d)
+            })
+            .await
+        }
+    };
+    let d = sized(2).await;
+    let logs = server.logs().join("\n");
+    let d = d.unwrap_or_else(|| panic!("no placeholder of 2 replicas; logs: {logs}"));
+    let pod = d.spec.and_then(|s| s.template.spec);
+    assert_eq!(
+        pod.as_ref().and_then(|p| p.priority_class_name.as_deref()),
+        Some(PRIORITY_CLASS)
+    );
+    let cpu = pod
+        .and_then(|p| p.containers.into_iter().next())
+        .and_then(|c| c.resources?.requests?.remove("cpu"));
+    assert_eq!(cpu.map(|q| q.0).as_deref(), Some("100m"));
+
+    // Scaled by someone else: the leader's next apply puts it back.
+    deployments
+        .patch(
+            DEPLOYMENT_NAME,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"replicas": 9}})),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(sized(2).await.is_some(), "the scale to 9 was not undone");
 }

@@ -12,7 +12,7 @@
 //! | `authentication.k8s.io` | `tokenreviews` | create | cluster | the REST API's bearer tokens |
 //! | `authorization.k8s.io` | `subjectaccessreviews` | create | cluster | the REST API's access checks |
 //! | `coordination.k8s.io` | `leases` | get, create, patch | own namespace | leader election |
-//! | `apps` | `deployments` | patch | own namespace | the overprovisioning placeholder's server-side apply |
+//! | `apps` | `deployments` | create, patch | own namespace | the overprovisioning placeholder's server-side apply (create: the API server authorizes an apply that makes the object as a create) |
 
 /// Where the controller makes a call.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -83,7 +83,7 @@ pub const API_CALLS: &[ApiCall] = &[
     ApiCall {
         group: "apps",
         resource: "deployments",
-        verbs: &["patch"],
+        verbs: &["create", "patch"],
         scope: Scope::OwnNamespace,
     },
 ];
