@@ -356,8 +356,8 @@ async fn install_applied_to_a_real_api_server_right_sizes_pods() {
     )
     .delete("nemutator", &Default::default())
     .await;
-    // Nor the controller's cluster-wide RBAC (a Helm install would refuse
-    // to adopt it).
+    // Nor the controller's cluster-wide RBAC and PriorityClass (a Helm
+    // install would refuse to adopt them).
     let _ = Api::<k8s_openapi::api::rbac::v1::ClusterRoleBinding>::all(client.clone())
         .delete(
             nemutator_core::install::CONTROLLER_NAME,
@@ -367,6 +367,12 @@ async fn install_applied_to_a_real_api_server_right_sizes_pods() {
     let _ = Api::<k8s_openapi::api::rbac::v1::ClusterRole>::all(client.clone())
         .delete(
             nemutator_core::install::CONTROLLER_NAME,
+            &Default::default(),
+        )
+        .await;
+    let _ = Api::<k8s_openapi::api::scheduling::v1::PriorityClass>::all(client.clone())
+        .delete(
+            nemutator_core::controller::overprov::PRIORITY_CLASS,
             &Default::default(),
         )
         .await;

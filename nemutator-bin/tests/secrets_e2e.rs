@@ -526,8 +526,15 @@ async fn secrets_reach_pods_through_the_real_api_server_openbao_and_registry() {
         );
     }
 
-    // Leave the API server as found for other tests: no webhook registered.
+    // Leave the API server as found for other tests: no webhook registered,
+    // no PriorityClass a Helm install would refuse to adopt.
     let _ = Api::<MutatingWebhookConfiguration>::all(client.clone())
         .delete("nemutator", &Default::default())
+        .await;
+    let _ = Api::<k8s_openapi::api::scheduling::v1::PriorityClass>::all(client.clone())
+        .delete(
+            nemutator_core::controller::overprov::PRIORITY_CLASS,
+            &Default::default(),
+        )
         .await;
 }

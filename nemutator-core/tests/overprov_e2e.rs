@@ -10,7 +10,7 @@ use std::sync::Arc;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::api::scheduling::v1::PriorityClass;
-use kube::api::{Patch, PatchParams, PostParams};
+use kube::api::PostParams;
 use kube::Api;
 use nemutator_core::controller::overprov::{
     Overprovisioner, OverprovisioningConfig, DEPLOYMENT_NAME, FIELD_MANAGER, PRIORITY,
@@ -58,23 +58,20 @@ async fn the_placeholder_grows_ahead_of_the_peak_and_shrinks_after_it() {
         .await
         .unwrap_or_else(|e| panic!("{e}"));
 
-    // The PriorityClass as `nemutator install` writes it (applied, so that
-    // other tests applying it too do not collide).
+    // The PriorityClass as `nemutator install` writes it, under a name of
+    // this run (cluster-wide: a Helm install in another test must not find
+    // one it did not make), deleted at the end.
     let options = InstallOptions::new(&ns).unwrap_or_else(|e| panic!("{e}"));
-    let class = install::manifests(&options, &Tls::CertManager).overprovisioning_priority_class;
+    let mut class = install::manifests(&options, &Tls::CertManager).overprovisioning_priority_class;
+    assert_eq!(class.metadata.name.as_deref(), Some(PRIORITY_CLASS));
+    let class_name = format!("{PRIORITY_CLASS}-{ns}");
+    class.metadata.name = Some(class_name.clone());
     let classes = Api::<PriorityClass>::all(client.clone());
-    classes
-        .patch(
-            PRIORITY_CLASS,
-            &PatchParams::apply("overprov-e2e").force(),
-            &Patch::Apply(&class),
-        )
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
     let stored = classes
-        .get(PRIORITY_CLASS)
+        .create(&PostParams::default(), &class)
         .await
         .unwrap_or_else(|e| panic!("{e}"));
+    let _ = classes.delete(&class_name, &Default::default()).await;
     assert_eq!(stored.value, PRIORITY);
     assert_ne!(stored.global_default, Some(true));
 
