@@ -679,6 +679,17 @@ async fn the_leader_keeps_the_overprovisioning_placeholder_with_its_installed_rb
         .and_then(|p| p.containers.into_iter().next())
         .and_then(|c| c.resources?.requests?.remove("cpu"));
     assert_eq!(cpu.map(|q| q.0).as_deref(), Some("100m"));
+    let r = server
+        .client()
+        .request("GET", "/metrics", vec![])
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let text = String::from_utf8_lossy(&r.body).into_owned();
+    assert!(
+        text.lines()
+            .any(|l| l == "nemutator_overprovisioning_replicas 2"),
+        "{text}"
+    );
 
     // Scaled by someone else: the leader's next apply puts it back.
     deployments

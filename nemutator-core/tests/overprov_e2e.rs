@@ -130,6 +130,12 @@ async fn the_placeholder_grows_ahead_of_the_peak_and_shrinks_after_it() {
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(replicas(&d), Some(5));
+    let mut text = String::new();
+    over.metrics().render(&mut text);
+    assert!(
+        text.contains("\nnemutator_overprovisioning_replicas 5\n"),
+        "{text}"
+    );
     let season = d
         .metadata
         .annotations

@@ -11,6 +11,8 @@
 //! [`Overprovisioner`] applies it with server-side apply.
 
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -217,6 +219,43 @@ pub fn deployment(namespace: &str, image: &str, p: &Placeholder) -> Deployment {
     }
 }
 
+/// `nemutator_overprovisioning_replicas` (the last size this replica
+/// applied, -1 before any) and `nemutator_overprovisioning_apply_errors_total`.
+#[derive(Debug)]
+pub struct OverprovisioningMetrics {
+    replicas: AtomicI64,
+    errors: AtomicU64,
+}
+
+impl Default for OverprovisioningMetrics {
+    fn default() -> Self {
+        OverprovisioningMetrics {
+            replicas: AtomicI64::new(-1),
+            errors: AtomicU64::new(0),
+        }
+    }
+}
+
+impl OverprovisioningMetrics {
+    /// Appends the exposition text to `out`.
+    pub fn render(&self, out: &mut String) {
+        out.push_str("# HELP nemutator_overprovisioning_replicas Placeholder pods last applied by this replica (-1: none).\n");
+        out.push_str("# TYPE nemutator_overprovisioning_replicas gauge\n");
+        let _ = writeln!(
+            out,
+            "nemutator_overprovisioning_replicas {}",
+            self.replicas.load(Ordering::Relaxed)
+        );
+        out.push_str("# HELP nemutator_overprovisioning_apply_errors_total Failed applies of the placeholder Deployment.\n");
+        out.push_str("# TYPE nemutator_overprovisioning_apply_errors_total counter\n");
+        let _ = writeln!(
+            out,
+            "nemutator_overprovisioning_apply_errors_total {}",
+            self.errors.load(Ordering::Relaxed)
+        );
+    }
+}
+
 /// The leader's loop that keeps the placeholder Deployment sized.
 #[derive(Clone)]
 pub struct Overprovisioner {
@@ -224,6 +263,7 @@ pub struct Overprovisioner {
     namespace: String,
     config: OverprovisioningConfig,
     seasons: Option<Arc<SeasonStore>>,
+    metrics: Arc<OverprovisioningMetrics>,
 }
 
 impl std::fmt::Debug for Overprovisioner {
@@ -249,7 +289,13 @@ impl Overprovisioner {
             namespace: namespace.to_owned(),
             config,
             seasons,
+            metrics: Arc::new(OverprovisioningMetrics::default()),
         }
+    }
+
+    /// The counters (for `/metrics`).
+    pub fn metrics(&self) -> Arc<OverprovisioningMetrics> {
+        self.metrics.clone()
     }
 
     /// Applies the placeholder for `now` (unix seconds): one server-side
@@ -258,14 +304,25 @@ impl Overprovisioner {
         let cluster = self.seasons.as_ref().and_then(|s| s.cluster());
         let placeholder = desired(&self.config, cluster.as_ref().map(|c| &c.profile), now);
         let object = deployment(&self.namespace, &self.config.image, &placeholder);
-        Api::<Deployment>::namespaced(self.client.clone(), &self.namespace)
+        let applied = Api::<Deployment>::namespaced(self.client.clone(), &self.namespace)
             .patch(
                 DEPLOYMENT_NAME,
                 &PatchParams::apply(FIELD_MANAGER).force(),
                 &Patch::Apply(&object),
             )
-            .await?;
-        Ok(placeholder)
+            .await;
+        match applied {
+            Ok(_) => {
+                self.metrics
+                    .replicas
+                    .store(i64::from(placeholder.replicas), Ordering::Relaxed);
+                Ok(placeholder)
+            }
+            Err(e) => {
+                self.metrics.errors.fetch_add(1, Ordering::Relaxed);
+                Err(e)
+            }
+        }
     }
 
     /// Runs a pass every `interval` while `leadership` says this replica

@@ -84,13 +84,15 @@ pub async fn start(
     );
     let drift_metrics = reconciler.metrics();
     let drift = reconciler.run(leadership.clone(), options.drift_interval);
-    let overprovisioning = Overprovisioner::new(
+    let overprovisioner = Overprovisioner::new(
         client.clone(),
         &options.lease.namespace,
         options.overprovisioning.clone(),
         seasons.clone(),
-    )
-    .run(leadership.clone(), options.overprovisioning_interval);
+    );
+    let overprovisioning_metrics = overprovisioner.metrics();
+    let overprovisioning =
+        overprovisioner.run(leadership.clone(), options.overprovisioning_interval);
     let state = Arc::new(ApiState {
         auth: Authorizer::new(client.clone()),
         client,
@@ -98,6 +100,7 @@ pub async fn start(
         evictor,
         eviction_metrics,
         drift_metrics,
+        overprovisioning_metrics,
         recommendations,
         seasons,
         leadership,

@@ -58,6 +58,8 @@ pub struct ApiState {
     pub eviction_metrics: Arc<EvictionMetrics>,
     /// The drift reconciler's counters, for `/metrics`.
     pub drift_metrics: Arc<super::reconcile::DriftMetrics>,
+    /// The overprovisioning placeholder's figures.
+    pub overprovisioning_metrics: Arc<super::overprov::OverprovisioningMetrics>,
     /// The recommendations (the webhook's store, filled by the refresher).
     pub recommendations: Arc<RecommendationStore>,
     /// Season profiles, when the season model is enabled.

@@ -77,5 +77,6 @@ pub fn render(state: &ApiState) -> String {
     );
     state.eviction_metrics.render(&mut s);
     state.drift_metrics.render(&mut s);
+    state.overprovisioning_metrics.render(&mut s);
     s
 }
