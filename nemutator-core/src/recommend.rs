@@ -630,18 +630,6 @@ impl Recommender {
         let now = wall_clock();
         let refit = seasons.refit.as_secs() as i64;
         let lead = seasons.lead.as_secs() as i64;
-        let fit = |series: &[(i64, f64)]| -> Option<FittedProfile> {
-            match seasons.model.fit(series) {
-                Ok(profile) => Some(FittedProfile {
-                    profile: profile.with_lead(lead),
-                    fitted_at: now,
-                }),
-                Err(e) => {
-                    tracing::debug!(error = %e, "no season profile");
-                    None
-                }
-            }
-        };
         let fresh = |f: &Arc<FittedProfile>| now - f.fitted_at < refit;
         let cluster_fresh = seasons.store.cluster().is_some_and(|f| fresh(&f));
         let mut cluster: BTreeMap<i64, f64> = BTreeMap::new();
@@ -682,24 +670,67 @@ impl Recommender {
                     continue;
                 }
             };
-            for (workload, series) in &batch.workloads {
+            let mut jobs = Vec::with_capacity(need_fit.len());
+            for (workload, series) in batch.workloads {
                 if !cluster_fresh {
-                    for &(t, v) in series {
+                    for &(t, v) in &series {
                         *cluster.entry(t).or_default() += v;
                     }
                 }
-                if need_fit.contains(&workload) {
-                    if let Some(f) = fit(series) {
-                        profiles.insert(workload.clone(), f);
-                    }
+                if need_fit.contains(&&workload) {
+                    jobs.push((workload, series));
                 }
             }
+            profiles.extend(fit_blocking(&seasons.model, lead, now, jobs).await);
         }
         tracing::info!(profiles = profiles.len(), "season profiles learned");
         seasons.store.replace(profiles);
         if !cluster_fresh {
             let series: Vec<(i64, f64)> = cluster.into_iter().collect();
-            seasons.store.set_cluster(fit(&series));
+            let cluster = fit_blocking(&seasons.model, lead, now, vec![((), series)]).await;
+            seasons
+                .store
+                .set_cluster(cluster.into_iter().next().map(|((), f)| f));
+        }
+    }
+}
+
+/// Fits season profiles on tokio's blocking pool: a fit is milliseconds of
+/// CPU (8 weeks of 5-minute samples: about 5 ms), and a refresh of thousands
+/// of workloads must not hold the runtime threads that answer admissions and
+/// probes. A series without a profile (or a fit that panicked) yields none.
+async fn fit_blocking<K: Send + 'static>(
+    model: &Arc<dyn SeasonModel>,
+    lead: i64,
+    now: i64,
+    jobs: Vec<(K, Vec<(i64, f64)>)>,
+) -> Vec<(K, FittedProfile)> {
+    if jobs.is_empty() {
+        return Vec::new();
+    }
+    let model = Arc::clone(model);
+    let fit_all = move || {
+        jobs.into_iter()
+            .filter_map(|(key, series)| match model.fit(&series) {
+                Ok(profile) => Some((
+                    key,
+                    FittedProfile {
+                        profile: profile.with_lead(lead),
+                        fitted_at: now,
+                    },
+                )),
+                Err(e) => {
+                    tracing::debug!(error = %e, "no season profile");
+                    None
+                }
+            })
+            .collect::<Vec<_>>()
+    };
+    match tokio::task::spawn_blocking(fit_all).await {
+        Ok(fitted) => fitted,
+        Err(e) => {
+            tracing::warn!(error = %e, "season fits failed; keeping no new profiles");
+            Vec::new()
         }
     }
 }
@@ -708,6 +739,43 @@ impl Recommender {
 mod tests {
     use super::*;
     use crate::workload::{WorkloadKey, WorkloadKind};
+
+    /// Records the thread of every fit, delegating to the default model.
+    #[derive(Debug, Default)]
+    struct ThreadRecorder(std::sync::Mutex<Vec<std::thread::ThreadId>>);
+
+    impl SeasonModel for ThreadRecorder {
+        fn fit(
+            &self,
+            series: &[crate::season::Sample],
+        ) -> Result<crate::season::SeasonProfile, crate::season::SeasonError> {
+            if let Ok(mut threads) = self.0.lock() {
+                threads.push(std::thread::current().id());
+            }
+            crate::season::DefaultSeasonModel::default().fit(series)
+        }
+    }
+
+    #[tokio::test]
+    async fn season_fits_run_off_the_runtime_thread() {
+        let recorder = Arc::new(ThreadRecorder::default());
+        let model: Arc<dyn SeasonModel> = recorder.clone();
+        let series: Vec<(i64, f64)> = (0..2016).map(|i| (i * 300, (i % 288) as f64)).collect();
+        let jobs = vec![("a", series.clone()), ("b", Vec::new()), ("c", series)];
+        let fitted = fit_blocking(&model, 3600, 1_000_000, jobs).await;
+        // The empty series has no profile; the others keep their keys, the lead and the time.
+        let keys: Vec<&str> = fitted.iter().map(|(k, _)| *k).collect();
+        assert_eq!(keys, ["a", "c"]);
+        assert!(fitted.iter().all(|(_, f)| f.fitted_at == 1_000_000));
+        let threads = recorder.0.lock().map(|t| t.clone()).unwrap_or_default();
+        assert_eq!(threads.len(), 3);
+        // The test's runtime is current-thread: this thread is the runtime's.
+        let here = std::thread::current().id();
+        assert!(
+            threads.iter().all(|t| *t != here),
+            "a fit ran on the runtime thread"
+        );
+    }
 
     fn mk_res(request: &str) -> ResourceRecommendation {
         ResourceRecommendation {
