@@ -480,6 +480,9 @@ impl Recommender {
                 (ns, result)
             })
             .buffer_unordered(self.concurrency);
+        if let Some(progress) = &self.progress {
+            progress(0, total);
+        }
         while let Some((ns, result)) = results.next().await {
             match result {
                 Ok(recs) => run.recommendations.extend(recs),

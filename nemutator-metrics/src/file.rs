@@ -749,6 +749,8 @@ mod tests {
         );
         assert_eq!(block_on(refresher.refresh_once()).ok().flatten(), Some(1));
         assert!(store.is_loaded());
+        // Progress in namespaces, as /metrics shows it.
+        assert_eq!(store.health().progress(), (1, 1));
         // Unchanged file: nothing to do.
         assert_eq!(block_on(refresher.refresh_once()).ok().flatten(), None);
         // A second workload appears.

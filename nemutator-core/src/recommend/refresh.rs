@@ -37,6 +37,8 @@ pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
 pub struct RefreshHealth {
     last_success: Mutex<Option<Instant>>,
     restarts: AtomicU64,
+    namespaces_done: AtomicU64,
+    namespaces_total: AtomicU64,
 }
 
 impl RefreshHealth {
@@ -67,6 +69,22 @@ impl RefreshHealth {
     /// Restarts of the refresher so far.
     pub fn restarts(&self) -> u64 {
         self.restarts.load(Ordering::Relaxed)
+    }
+
+    /// The running (or last) refresh has answered `done` of its `total`
+    /// namespaces.
+    pub fn record_progress(&self, done: usize, total: usize) {
+        self.namespaces_total.store(total as u64, Ordering::Relaxed);
+        self.namespaces_done.store(done as u64, Ordering::Relaxed);
+    }
+
+    /// `(done, total)` namespaces of the running (or last) refresh; `(0, 0)`
+    /// before the first.
+    pub fn progress(&self) -> (u64, u64) {
+        (
+            self.namespaces_done.load(Ordering::Relaxed),
+            self.namespaces_total.load(Ordering::Relaxed),
+        )
     }
 }
 
@@ -176,9 +194,13 @@ impl Refresher {
             self.store.health().record_success();
             return Ok(None);
         };
+        let store = Arc::clone(&self.store);
+        let progress: crate::recommend::Progress =
+            Arc::new(move |done, total| store.health().record_progress(done, total));
         let run = Recommender::new(client, self.policies.clone())
             .with_seasons(self.seasons.clone())
             .with_resolution(self.resolution)
+            .with_progress(Some(progress))
             .run(None)
             .await?;
         let mut recs = run.recommendations;

@@ -8,6 +8,8 @@
 //!   successful refresh; absent before the first)
 //! * `nemutator_refresher_restarts_total` (counter: restarts of the refresher
 //!   after it panicked or ended)
+//! * `nemutator_refresh_namespaces_done` / `nemutator_refresh_namespaces_total`
+//!   (gauges: progress of the running or last refresh, in namespaces)
 //! * with a shared store, `nemutator_store_{up,producer,version,token}`
 //!   (gauges) and `nemutator_store_{errors,loads,publishes,fenced}_total`
 //!   ([`crate::recommend::SharedHealth`])
@@ -142,6 +144,13 @@ impl Telemetry {
             "nemutator_refresher_restarts_total {}",
             store.health().restarts()
         );
+        let (done, total) = store.health().progress();
+        s.push_str("# HELP nemutator_refresh_namespaces_done Namespaces answered by the running (or last) refresh.\n");
+        s.push_str("# TYPE nemutator_refresh_namespaces_done gauge\n");
+        let _ = writeln!(s, "nemutator_refresh_namespaces_done {done}");
+        s.push_str("# HELP nemutator_refresh_namespaces_total Namespaces the running (or last) refresh asks.\n");
+        s.push_str("# TYPE nemutator_refresh_namespaces_total gauge\n");
+        let _ = writeln!(s, "nemutator_refresh_namespaces_total {total}");
         if let Some(shared) = shared {
             shared.render(&mut s);
         }
@@ -174,6 +183,16 @@ mod tests {
             .lines()
             .any(|l| l.starts_with("nemutator_recommendations_age_seconds")));
         assert!(text.contains("nemutator_refresher_restarts_total 0\n"));
+        assert!(text.contains("nemutator_refresh_namespaces_done 0\n"));
+        assert!(text.contains("nemutator_refresh_namespaces_total 0\n"));
+        let store = RecommendationStore::new();
+        store.health().record_progress(2, 5);
+        let text = t.render(&store, None);
+        assert!(
+            text.contains("nemutator_refresh_namespaces_done 2\n"),
+            "{text}"
+        );
+        assert!(text.contains("nemutator_refresh_namespaces_total 5\n"));
         assert!(!text.contains("nemutator_store_"));
         let shared = SharedHealth::default();
         let text = t.render(&RecommendationStore::new(), Some(&shared));
