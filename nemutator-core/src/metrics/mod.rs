@@ -194,6 +194,99 @@ pub struct SeriesBatch {
     pub workloads: BTreeMap<WorkloadKey, Vec<(i64, f64)>>,
 }
 
+/// A live question for noisy-neighbour scoring: what every pod container of
+/// a namespace (or of the cluster) did over the last `window` before `end`.
+/// Unlike the other questions it is about *pods*, not workloads: a noisy
+/// neighbour is one pod on one node. A backend answers it with one query per
+/// signal (never one per pod).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct PodSignalsRequest {
+    /// One namespace, or all (`None`).
+    pub namespace: Option<String>,
+    /// How far back from `end` the signals look (a few minutes).
+    #[serde(with = "secs")]
+    pub window: Duration,
+    /// End of the window, unix seconds.
+    pub end: i64,
+}
+
+/// One container of one pod.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct PodContainerRef {
+    /// Namespace.
+    pub namespace: String,
+    /// Pod name.
+    pub pod: String,
+    /// Container name.
+    pub container: String,
+}
+
+/// What a container did over a [`PodSignalsRequest`]'s window; `None` where
+/// the backend has no such series.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct PodSignals {
+    /// Mean CPU usage over the window, cores (the rate of
+    /// `container_cpu_usage_seconds_total` over the window).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<f64>,
+    /// Largest memory working set in the window, bytes
+    /// (`container_memory_working_set_bytes`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<f64>,
+    /// Fraction of CFS periods in the window in which the container was
+    /// throttled, in `[0, 1]` (increase of
+    /// `container_cpu_cfs_throttled_periods_total` over that of
+    /// `container_cpu_cfs_periods_total`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub throttled: Option<f64>,
+}
+
+/// The answer to a [`PodSignalsRequest`]: every pod container with at least
+/// one signal.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct PodSignalsBatch {
+    /// Per pod container.
+    #[serde(with = "pod_signals_entries")]
+    pub containers: BTreeMap<PodContainerRef, PodSignals>,
+}
+
+/// JSON has no struct keys: the batch's map travels as a list of entries.
+mod pod_signals_entries {
+    use std::collections::BTreeMap;
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use super::{PodContainerRef, PodSignals};
+
+    #[derive(Serialize, Deserialize)]
+    struct Entry {
+        #[serde(flatten)]
+        container: PodContainerRef,
+        #[serde(flatten)]
+        signals: PodSignals,
+    }
+
+    pub fn serialize<S: Serializer>(
+        map: &BTreeMap<PodContainerRef, PodSignals>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        s.collect_seq(map.iter().map(|(c, v)| Entry {
+            container: c.clone(),
+            signals: *v,
+        }))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<BTreeMap<PodContainerRef, PodSignals>, D::Error> {
+        let entries = Vec::<Entry>::deserialize(d)?;
+        Ok(entries
+            .into_iter()
+            .map(|e| (e.container, e.signals))
+            .collect())
+    }
+}
+
 /// What a source says of itself, without a query.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SourceInfo {
@@ -289,6 +382,22 @@ pub trait MetricsSource: Send + Sync + fmt::Debug {
         &'a self,
         request: &'a SeriesRequest,
     ) -> BoxFuture<'a, Result<SeriesBatch, MetricsError>>;
+
+    /// Live per-pod signals for noisy-neighbour scoring. A backend without
+    /// them answers with a permanent error (the default), and the scorer
+    /// says so once and scores nothing.
+    fn pod_signals<'a>(
+        &'a self,
+        request: &'a PodSignalsRequest,
+    ) -> BoxFuture<'a, Result<PodSignalsBatch, MetricsError>> {
+        let _ = request;
+        let name = self.info().name;
+        Box::pin(async move {
+            Err(MetricsError::Data(format!(
+                "the {name} source has no live pod signals"
+            )))
+        })
+    }
 }
 
 /// Produces the current [`MetricsClient`]: a file source re-reads its file

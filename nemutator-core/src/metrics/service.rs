@@ -36,8 +36,8 @@ use tower::util::BoxCloneSyncService;
 use tower::{Service, ServiceBuilder, ServiceExt as _};
 
 use super::{
-    BoxFuture, ContainersRequest, MetricsError, MetricsSource, SeriesBatch, SeriesRequest,
-    SourceInfo, UsageBatch, UsageRequest,
+    BoxFuture, ContainersRequest, MetricsError, MetricsSource, PodSignalsBatch, PodSignalsRequest,
+    SeriesBatch, SeriesRequest, SourceInfo, UsageBatch, UsageRequest,
 };
 use crate::workload::ContainerRef;
 
@@ -53,16 +53,20 @@ pub enum MetricsRequest {
     Usage(UsageRequest),
     /// [`MetricsSource::series`].
     Series(SeriesRequest),
+    /// [`MetricsSource::pod_signals`].
+    PodSignals(PodSignalsRequest),
 }
 
 impl MetricsRequest {
-    /// `info`, `containers`, `usage` or `series`, for logs and metrics.
+    /// `info`, `containers`, `usage`, `series` or `pod_signals`, for logs
+    /// and metrics.
     pub fn kind(&self) -> &'static str {
         match self {
             MetricsRequest::Info => "info",
             MetricsRequest::Containers(_) => "containers",
             MetricsRequest::Usage(_) => "usage",
             MetricsRequest::Series(_) => "series",
+            MetricsRequest::PodSignals(_) => "pod_signals",
         }
     }
 }
@@ -79,6 +83,8 @@ pub enum MetricsResponse {
     Usage(UsageBatch),
     /// Answers [`MetricsRequest::Series`].
     Series(SeriesBatch),
+    /// Answers [`MetricsRequest::PodSignals`].
+    PodSignals(PodSignalsBatch),
 }
 
 /// A [`MetricsSource`] as a tower [`Service`]. Always ready; cheap to clone.
@@ -113,6 +119,9 @@ impl Service<MetricsRequest> for SourceService {
                 }
                 MetricsRequest::Usage(r) => MetricsResponse::Usage(source.usage(&r).await?),
                 MetricsRequest::Series(r) => MetricsResponse::Series(source.series(&r).await?),
+                MetricsRequest::PodSignals(r) => {
+                    MetricsResponse::PodSignals(source.pod_signals(&r).await?)
+                }
             })
         })
     }
@@ -306,6 +315,14 @@ impl MetricsClient {
         match self.call(MetricsRequest::Series(r)).await? {
             MetricsResponse::Series(s) => Ok(s),
             _ => Err(unexpected("series")),
+        }
+    }
+
+    /// [`MetricsSource::pod_signals`].
+    pub async fn pod_signals(&self, r: PodSignalsRequest) -> Result<PodSignalsBatch, MetricsError> {
+        match self.call(MetricsRequest::PodSignals(r)).await? {
+            MetricsResponse::PodSignals(s) => Ok(s),
+            _ => Err(unexpected("pod_signals")),
         }
     }
 }
