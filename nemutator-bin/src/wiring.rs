@@ -7,7 +7,8 @@ use nemutator_core::admission::Admission;
 use nemutator_core::config::Config;
 use nemutator_core::error::Chain;
 use nemutator_core::image::{ImageLookup, NoLookup};
-use nemutator_core::mutate::{Pipeline, ResourcesLayer, SecretsLayer};
+use nemutator_core::metadata::{ConfigWatch, SharedRules};
+use nemutator_core::mutate::{MetadataLayer, Pipeline, ResourcesLayer, SecretsLayer};
 use nemutator_core::recommend::{
     RecommendationStore, Refresher, Seasons, SharedRefresher, SharedStore as _,
 };
@@ -61,6 +62,8 @@ pub struct App {
     pub admission: Admission,
     /// Admission's right-sizing, for the controller's drift reconciler.
     pub resources: ResourcesLayer,
+    /// The `metadata:` rules in force (admission's and the controller's).
+    pub rules: Arc<SharedRules>,
 }
 
 /// The secrets layer of `secrets:`: a cached resolver for `env` injection,
@@ -127,7 +130,10 @@ impl App {
         let refresher = Refresher::new(loader, policies, store.clone())
             .with_seasons(seasons.clone(), state)
             .with_resolution(config.metrics.resolution());
-        let pipeline = Pipeline::builder().layer(resources.clone());
+        let rules = Arc::new(SharedRules::new(config.metadata.clone()));
+        let pipeline = Pipeline::builder()
+            .layer(resources.clone())
+            .layer(MetadataLayer::new(rules.clone()));
         let pipeline = if config.secrets.enabled {
             pipeline
                 .layer(secrets_layer(&config.secrets).await?)
@@ -142,7 +148,17 @@ impl App {
             refresher,
             admission: Admission::new(pipeline),
             resources,
+            rules,
         })
+    }
+
+    /// With `--config`, polls the file every 2 s and puts new `metadata:`
+    /// rules in force (docs/CONFIGURATION.md, "Reloading").
+    pub fn watch_config(&self, global: &Global) {
+        if let Some(path) = &global.config {
+            let watch = ConfigWatch::new(path, self.config.clone(), self.rules.clone());
+            tokio::spawn(watch.run(std::time::Duration::from_secs(2)));
+        }
     }
 
     /// With `metrics.cache`, the refresher that shares recommendations with

@@ -17,3 +17,7 @@ pub const SECRETS_INJECTION: &str = "nemutator.io/secrets-injection";
 pub const TIER: &str = "nemutator.io/tier";
 /// Pod label written by nemutator on pods ranked as noisy neighbours.
 pub const NOISY: &str = "nemutator.io/noisy";
+/// Written by nemutator: the labels and annotations its `metadata:` rules
+/// set on a pod, with their values (JSON `{"labels":{..},"annotations":{..}}`),
+/// so that a key no rule sets any more is removed.
+pub const METADATA_APPLIED: &str = "nemutator.io/metadata-applied";

@@ -483,6 +483,12 @@ pub struct Config {
     /// `nemutator controller` (written out only where it differs from the defaults).
     #[serde(default, skip_serializing_if = "ControllerConfig::is_default")]
     pub controller: ControllerConfig,
+    /// Label and annotation rules, reloaded while running (docs/CONFIGURATION.md).
+    #[serde(
+        default,
+        skip_serializing_if = "crate::metadata::MetadataConfig::is_empty"
+    )]
+    pub metadata: crate::metadata::MetadataConfig,
 }
 
 /// `controller:`: what `nemutator controller` does besides its flags.
@@ -512,6 +518,7 @@ impl Default for Config {
             secrets: SecretsConfig::off(),
             seasons: SeasonsConfig::default(),
             controller: ControllerConfig::default(),
+            metadata: crate::metadata::MetadataConfig::default(),
         }
     }
 }

@@ -10,6 +10,7 @@
 //! * [`policy`]: policies, brainsets and the pure right-sizing maths.
 //! * [`recommend`]: the recommender and the recommendation store.
 //! * [`mutate`]: the mutation chain (tower layers over a typed Pod).
+//! * [`metadata`]: label and annotation rules, reloaded while running.
 //! * [`admission`]: AdmissionReview v1 decoding and JSON Patch responses.
 //! * [`season`]: seasons (peak, off-peak).
 //! * [`secret`], [`image`]: secret references and resolvers, image commands
@@ -35,6 +36,7 @@ pub mod image;
 pub mod install;
 mod json;
 pub mod k8s;
+pub mod metadata;
 pub mod metrics;
 pub mod mutate;
 pub mod patch;

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use nemutator_core::controller::api::ApiRouter;
+use nemutator_core::controller::labels::MetadataMode;
 use nemutator_core::controller::leader::{LeaseConfig, LEASE_NAME};
 use nemutator_core::controller::reconcile::DriftMode;
 use nemutator_core::controller::{self, ControllerOptions};
@@ -68,8 +69,8 @@ pub struct ControllerArgs {
     pub eviction_cooldown: HumanDuration,
     /// The drift reconciler: `off`, `dry-run` (decide and ask the API server
     /// for dry-run resizes and evictions) or `on`.
-    #[arg(long, env = "NEMUTATOR_DRIFT", value_enum, default_value_t = Drift::DryRun)]
-    pub drift: Drift,
+    #[arg(long, env = "NEMUTATOR_DRIFT", value_enum, default_value_t = LoopMode::DryRun)]
+    pub drift: LoopMode,
     /// How often the leader runs a drift pass.
     #[arg(long, env = "NEMUTATOR_DRIFT_INTERVAL", default_value = "1m")]
     pub drift_interval: HumanDuration,
@@ -81,13 +82,23 @@ pub struct ControllerArgs {
         default_value = "1m"
     )]
     pub overprovisioning_interval: HumanDuration,
+    /// The label and annotation patcher of running pods (`metadata:` in the
+    /// configuration file): `off`, `dry-run` (decide and send dry-run
+    /// patches) or `on`.
+    #[arg(long, env = "NEMUTATOR_METADATA", value_enum, default_value_t = LoopMode::On)]
+    pub metadata: LoopMode,
+    /// How often the leader runs a metadata pass (one also follows each
+    /// reload of the rules).
+    #[arg(long, env = "NEMUTATOR_METADATA_INTERVAL", default_value = "1m")]
+    pub metadata_interval: HumanDuration,
     /// How long to let open connections finish after SIGTERM.
     #[arg(long, env = "NEMUTATOR_DRAIN", default_value = "10s")]
     pub drain: HumanDuration,
 }
 
+/// Whether a loop of the leader acts: `off`, `dry-run` or `on`.
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
-pub enum Drift {
+pub enum LoopMode {
     Off,
     DryRun,
     On,
@@ -95,6 +106,7 @@ pub enum Drift {
 
 pub async fn run(global: &Global, args: ControllerArgs) -> anyhow::Result<ExitCode> {
     let app = App::new(global).await?;
+    app.watch_config(global);
     let service = install::controller_dns_names(install::DEFAULT_NAMESPACE);
     let defaults = tls::LOOPBACK_NAMES
         .into_iter()
@@ -128,13 +140,19 @@ pub async fn run(global: &Global, args: ControllerArgs) -> anyhow::Result<ExitCo
             cooldown: args.eviction_cooldown.0,
         },
         drift: match args.drift {
-            Drift::Off => DriftMode::Off,
-            Drift::DryRun => DriftMode::DryRun,
-            Drift::On => DriftMode::On,
+            LoopMode::Off => DriftMode::Off,
+            LoopMode::DryRun => DriftMode::DryRun,
+            LoopMode::On => DriftMode::On,
         },
         drift_interval: args.drift_interval.0,
         overprovisioning: app.config.controller.overprovisioning.clone(),
         overprovisioning_interval: args.overprovisioning_interval.0,
+        metadata: match args.metadata {
+            LoopMode::Off => MetadataMode::Off,
+            LoopMode::DryRun => MetadataMode::DryRun,
+            LoopMode::On => MetadataMode::On,
+        },
+        metadata_interval: args.metadata_interval.0,
     };
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let (state, running) = controller::start(
@@ -142,6 +160,7 @@ pub async fn run(global: &Global, args: ControllerArgs) -> anyhow::Result<ExitCo
         app.store.clone(),
         app.seasons.as_ref().map(|s| s.store.clone()),
         app.resources.clone(),
+        app.rules.clone(),
         async move {
             let _ = stop_rx.await;
         },

@@ -14,6 +14,7 @@ use crate::wiring::{server_certs, shutdown_signal, App};
 
 pub async fn run(global: &Global, args: WebhookArgs) -> anyhow::Result<ExitCode> {
     let app = App::new(global).await?;
+    app.watch_config(global);
     let service = install::service_dns_names(install::DEFAULT_NAMESPACE);
     let defaults = tls::LOOPBACK_NAMES
         .into_iter()

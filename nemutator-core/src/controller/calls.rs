@@ -5,7 +5,7 @@
 //! | group | resource | verbs | where | made by |
 //! | --- | --- | --- | --- | --- |
 //! | `""` | `pods` | list, watch | cluster | the pod cache (a reflector) |
-//! | `""` | `pods` | patch | cluster | `PATCH /api/v1/namespaces/{ns}/pods/{name}/metadata` |
+//! | `""` | `pods` | patch | cluster | `PATCH /api/v1/namespaces/{ns}/pods/{name}/metadata` and the metadata patcher ([`super::labels`]): merge patches of labels and annotations |
 //! | `""` | `pods/eviction` | create | cluster | the [`crate::evict::KubeEvictor`] |
 //! | `""` | `pods/resize` | patch | cluster | the drift reconciler's in-place resizes |
 //! | `events.k8s.io` | `events` | create, patch | cluster | an Event per eviction decision (patch: a repeated Event's count) |

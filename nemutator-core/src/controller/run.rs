@@ -1,5 +1,5 @@
 //! Assembling `nemutator controller`: the pod cache, the evictor, the
-//! leader election, the leader's loops (drift, overprovisioning) and the
+//! leader election, the leader's loops (drift, overprovisioning, metadata) and the
 //! REST API's state, from a kube-rs configuration.
 
 use std::future::Future;
@@ -10,11 +10,13 @@ use kube::Client;
 use super::api::auth::Authorizer;
 use super::api::{ApiState, ApiTelemetry};
 use super::cache::pod_cache;
+use super::labels::{MetadataMode, MetadataPatcher};
 use super::leader::{LeaderError, Leadership, LeaseConfig};
 use super::overprov::{Overprovisioner, OverprovisioningConfig};
 use super::reconcile::{DriftMode, DriftReconciler};
 use crate::error::Chain;
 use crate::evict::{EvictionPolicy, Evictor, KubeEvictor};
+use crate::metadata::SharedRules;
 use crate::mutate::ResourcesLayer;
 use crate::recommend::RecommendationStore;
 use crate::season::SeasonStore;
@@ -34,6 +36,10 @@ pub struct ControllerOptions {
     pub overprovisioning: OverprovisioningConfig,
     /// How often the leader applies it.
     pub overprovisioning_interval: std::time::Duration,
+    /// Whether the label and annotation patcher acts.
+    pub metadata: MetadataMode,
+    /// How often the leader runs a metadata pass (besides after each reload).
+    pub metadata_interval: std::time::Duration,
 }
 
 /// Why the controller could not start.
@@ -52,12 +58,14 @@ pub enum ControllerError {
 
 /// Starts the controller: returns the REST API's state and the future that
 /// runs the pod cache and the election until `shutdown` resolves (then
-/// releases the Lease).
+/// releases the Lease). The metadata patcher applies the rules in force in
+/// `rules`.
 pub async fn start(
     options: &ControllerOptions,
     recommendations: Arc<RecommendationStore>,
     seasons: Option<Arc<SeasonStore>>,
     resources: ResourcesLayer,
+    rules: Arc<SharedRules>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(Arc<ApiState>, impl Future<Output = ()> + Send), ControllerError> {
     let config = kube::Config::infer()
@@ -93,6 +101,9 @@ pub async fn start(
     let overprovisioning_metrics = overprovisioner.metrics();
     let overprovisioning =
         overprovisioner.run(leadership.clone(), options.overprovisioning_interval);
+    let patcher = MetadataPatcher::new(client.clone(), pods.clone(), rules, options.metadata);
+    let metadata_metrics = patcher.metrics();
+    let metadata = patcher.run(leadership.clone(), options.metadata_interval);
     let state = Arc::new(ApiState {
         auth: Authorizer::new(client.clone()),
         client,
@@ -101,6 +112,7 @@ pub async fn start(
         eviction_metrics,
         drift_metrics,
         overprovisioning_metrics,
+        metadata_metrics,
         recommendations,
         seasons,
         leadership,
@@ -110,9 +122,11 @@ pub async fn start(
         let cache = tokio::spawn(cache);
         let drift = tokio::spawn(drift);
         let overprovisioning = tokio::spawn(overprovisioning);
+        let metadata = tokio::spawn(metadata);
         election.await;
         drift.abort();
         overprovisioning.abort();
+        metadata.abort();
         cache.abort();
         if let Err(e) = cache.await {
             if !e.is_cancelled() {

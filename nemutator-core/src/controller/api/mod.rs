@@ -60,6 +60,8 @@ pub struct ApiState {
     pub drift_metrics: Arc<super::reconcile::DriftMetrics>,
     /// The overprovisioning placeholder's figures.
     pub overprovisioning_metrics: Arc<super::overprov::OverprovisioningMetrics>,
+    /// The metadata patcher's counters.
+    pub metadata_metrics: Arc<super::labels::MetadataMetrics>,
     /// The recommendations (the webhook's store, filled by the refresher).
     pub recommendations: Arc<RecommendationStore>,
     /// Season profiles, when the season model is enabled.

@@ -5,7 +5,9 @@
 //! * `nemutator_recommendations` (gauge: workload containers in the store);
 //! * the evictor's `nemutator_evictions_total{outcome}` and
 //!   `nemutator_eviction_refusals_total{rule}`;
-//! * the drift reconciler's `nemutator_drift_decisions_total{action}`.
+//! * the drift reconciler's `nemutator_drift_decisions_total{action}`;
+//! * the metadata patcher's `nemutator_metadata_pods_total{outcome}` and
+//!   `nemutator_metadata_rules`.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -78,5 +80,6 @@ pub fn render(state: &ApiState) -> String {
     state.eviction_metrics.render(&mut s);
     state.drift_metrics.render(&mut s);
     state.overprovisioning_metrics.render(&mut s);
+    state.metadata_metrics.render(&mut s);
     s
 }
