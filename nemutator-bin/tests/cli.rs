@@ -556,3 +556,84 @@ fn pgo_training_reviews_take_their_paths() {
         "100m"
     );
 }
+
+/// `metadata:` rules of the configuration applied by `review`: labels and
+/// annotations set and removed, the record of what nemutator set, the audit.
+#[test]
+fn review_applies_the_metadata_rules_of_the_config() {
+    let dir = tmpdir("cli-metadata");
+    let cfg = dir.join("c.yaml");
+    std::fs::write(
+        &cfg,
+        "metadata:\n  rules:\n\
+         \x20   - name: team\n\
+         \x20     namespaces: [\"def*\"]\n\
+         \x20     selector: { matchExpressions: [{ key: app, operator: In, values: [web] }] }\n\
+         \x20     labels: { example.com/team: payments }\n\
+         \x20     annotations: { example.com/oncall: pay-team }\n\
+         \x20     remove_annotations: [example.com/owner]\n\
+         \x20   - name: elsewhere\n\
+         \x20     namespaces: [prod]\n\
+         \x20     labels: { env: prod }\n",
+    )
+    .unwrap_or_default();
+    let cfg = cfg.to_str().unwrap_or_default();
+    let (code, out, err) = run_cli(
+        &[
+            "review",
+            "--patched",
+            "examples/admission-review.json",
+            "--config",
+            cfg,
+        ],
+        None,
+    );
+    assert_eq!(code, 0, "{err}");
+    let pod: serde_json::Value =
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    let meta = &pod["metadata"];
+    assert_eq!(meta["labels"]["example.com/team"], "payments", "{meta}");
+    assert_eq!(meta["labels"]["app"], "web");
+    assert_eq!(meta["labels"].get("env"), None);
+    assert_eq!(meta["annotations"]["example.com/oncall"], "pay-team");
+    assert_eq!(meta["annotations"].get("example.com/owner"), None);
+    assert_eq!(
+        meta["annotations"]["nemutator.io/metadata-applied"],
+        r#"{"labels":{"example.com/team":"payments"},"annotations":{"example.com/oncall":"pay-team"}}"#
+    );
+
+    let (code, out, err) = run_cli(
+        &["review", "examples/admission-review.json", "--config", cfg],
+        None,
+    );
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert_eq!(
+        v["response"]["auditAnnotations"]["metadata"],
+        "team: label example.com/team=payments, annotation example.com/oncall, annotation -example.com/owner"
+    );
+}
+
+#[test]
+fn a_reserved_key_in_a_metadata_rule_is_one_line_naming_the_rule() {
+    let dir = tmpdir("cli-metadata-bad");
+    let cfg = dir.join("c.yaml");
+    std::fs::write(
+        &cfg,
+        "metadata:\n  rules:\n    - { name: mine, labels: { nemutator.io/noisy: \"true\" } }\n",
+    )
+    .unwrap_or_default();
+    let (code, _, err) = run_cli(
+        &[
+            "review",
+            "examples/admission-review.json",
+            "--config",
+            cfg.to_str().unwrap_or_default(),
+        ],
+        None,
+    );
+    assert_ne!(code, 0);
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(err.contains("metadata rule \"mine\""), "{err}");
+    assert!(err.contains("nemutator.io/noisy"), "{err}");
+}
