@@ -201,13 +201,18 @@ async fn the_controller_labels_running_pods_by_a_rule_added_while_it_runs_and_un
     );
     server.client().wait_ready().await;
     let led = eventually(Duration::from_secs(40), || async {
-        (metric(&server, "nemutator_controller_leader ").await.as_deref() == Some("1"))
-            .then_some(())
+        (metric(&server, "nemutator_controller_leader ")
+            .await
+            .as_deref()
+            == Some("1"))
+        .then_some(())
     })
     .await;
     assert!(led.is_some(), "never led: {:?}", server.logs());
     assert_eq!(
-        metric(&server, "nemutator_metadata_rules ").await.as_deref(),
+        metric(&server, "nemutator_metadata_rules ")
+            .await
+            .as_deref(),
         Some("0")
     );
 
@@ -232,7 +237,9 @@ async fn the_controller_labels_running_pods_by_a_rule_added_while_it_runs_and_un
         r#"{"labels":{"team":"payments"}}"#
     );
     assert_eq!(
-        metric(&server, "nemutator_metadata_rules ").await.as_deref(),
+        metric(&server, "nemutator_metadata_rules ")
+            .await
+            .as_deref(),
         Some("1")
     );
 
@@ -257,7 +264,11 @@ async fn the_controller_labels_running_pods_by_a_rule_added_while_it_runs_and_un
             .get("nemutator.io/metadata-applied"),
         None
     );
-    let patched = metric(&server, "nemutator_metadata_pods_total{outcome=\"patched\"} ").await;
+    let patched = metric(
+        &server,
+        "nemutator_metadata_pods_total{outcome=\"patched\"} ",
+    )
+    .await;
     assert_eq!(patched.as_deref(), Some("2"));
     assert!(server.terminate().success());
     let _ = Api::<Namespace>::all(client)

@@ -24,6 +24,13 @@ text of a file given with --set-file config=FILE. */}}
 {{- end -}}
 {{- end -}}
 
+{{/* The digest of the configuration on the pod templates, so that a changed
+configuration rolls the pods; without `metadata:`, whose rules the webhook
+and the controller reload from the mounted ConfigMap without a restart. */}}
+{{- define "nemutator.configDigest" -}}
+{{- omit (include "nemutator.config" . | fromYaml) "metadata" | toYaml | sha256sum -}}
+{{- end -}}
+
 {{/* The DNS names of the webhook's and the controller's Services, the
 serving certificate's names. */}}
 {{- define "nemutator.dnsNames" -}}

@@ -224,9 +224,17 @@ impl InstallOptions {
     }
 
     /// SHA-256 of the configuration, hex: a pod-template annotation, so that a
-    /// changed configuration rolls the webhook's pods.
+    /// changed configuration rolls the webhook's pods. The `metadata:` section
+    /// is left out: its rules are reloaded from the mounted ConfigMap without
+    /// a restart (docs/CONFIGURATION.md, "Reloading").
     pub fn config_digest(&self) -> String {
-        let digest = ring::digest::digest(&ring::digest::SHA256, self.config_yaml.as_bytes());
+        let mut yaml: serde_yaml::Value =
+            serde_yaml::from_str(&self.config_yaml).unwrap_or(serde_yaml::Value::Null);
+        if let Some(map) = yaml.as_mapping_mut() {
+            map.remove("metadata");
+        }
+        let text = serde_yaml::to_string(&yaml).unwrap_or_default();
+        let digest = ring::digest::digest(&ring::digest::SHA256, text.as_bytes());
         digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
     }
 }

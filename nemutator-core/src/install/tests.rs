@@ -358,6 +358,23 @@ fn the_config_map_holds_the_config_and_a_new_one_rolls_the_pods() {
         .unwrap_or_default();
     let loaded = Config::from_yaml(written, Path::new("x")).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(loaded.policies, Config::default().policies);
+    // New metadata rules are reloaded, not rolled out.
+    let rules = format!("{text}metadata:\n  rules: [{{ name: r, labels: {{ a: b }} }}]\n");
+    let c = mk_options()
+        .with_config(&rules, Path::new("c.yaml"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let c = mk_objects(&c, &Tls::CertManager);
+    assert_eq!(
+        at(&c["ConfigMap/nemutator"], "/data/config.yaml"),
+        rules.as_str()
+    );
+    for deployment in ["Deployment/nemutator", "Deployment/nemutator-controller"] {
+        assert_eq!(
+            at(&b[deployment], digest),
+            at(&c[deployment], digest),
+            "{deployment}"
+        );
+    }
 }
 
 #[test]
