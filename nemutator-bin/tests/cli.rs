@@ -599,7 +599,7 @@ fn review_applies_the_metadata_rules_of_the_config() {
     assert_eq!(meta["annotations"].get("example.com/owner"), None);
     assert_eq!(
         meta["annotations"]["nemutator.io/metadata-applied"],
-        r#"{"labels":{"example.com/team":"payments"},"annotations":{"example.com/oncall":"pay-team"}}"#
+        r#"{"labels":{"example.com/team":{"to":"payments"}},"annotations":{"example.com/oncall":{"to":"pay-team"},"example.com/owner":{"from":"team-a"}}}"#
     );
 
     let (code, out, err) = run_cli(

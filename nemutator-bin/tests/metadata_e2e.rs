@@ -5,8 +5,8 @@
 //! * the webhook applies a new rule to the next review, keeps the last good
 //!   rules when the new file is bad;
 //! * the controller, against the real API server (scripts/apiserver.sh),
-//!   labels a running pod when a rule is added and takes the label off when
-//!   the rule is removed, without a restart.
+//!   relabels a running pod when a rule is added and undoes it when the
+//!   rule is removed, without a restart.
 //!
 //! No kubelet runs there: the test plays it, setting the pod's phase through
 //! the status subresource.
@@ -171,9 +171,9 @@ async fn metric(server: &Server, name: &str) -> Option<String> {
 }
 
 #[tokio::test]
-async fn the_controller_labels_running_pods_by_a_rule_added_while_it_runs_and_unlabels_when_it_goes(
+async fn the_controller_relabels_running_pods_by_a_rule_added_while_it_runs_and_undoes_it_when_it_goes(
 ) {
-    let test = "the_controller_labels_running_pods_by_a_rule_added_while_it_runs_and_unlabels_when_it_goes";
+    let test = "the_controller_relabels_running_pods_by_a_rule_added_while_it_runs_and_undoes_it_when_it_goes";
     let Some(cluster) = TestCluster::from_env(test).await else {
         return;
     };
@@ -234,7 +234,7 @@ async fn the_controller_labels_running_pods_by_a_rule_added_while_it_runs_and_un
     let pod = pods.get("web-1").await.unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(
         pod.metadata.annotations.unwrap_or_default()["nemutator.io/metadata-applied"],
-        r#"{"labels":{"team":"payments"}}"#
+        r#"{"labels":{"team":{"to":"payments"},"tier":{"from":"front"}}}"#
     );
     assert_eq!(
         metric(&server, "nemutator_metadata_rules ")
@@ -243,11 +243,11 @@ async fn the_controller_labels_running_pods_by_a_rule_added_while_it_runs_and_un
         Some("1")
     );
 
-    // The rule removed: the label it set goes (the removed `tier` is not
-    // nemutator's to give back), and so does the record.
+    // The rule removed: the label it set goes, the one it removed comes
+    // back, and so does the record.
     configmap_version(&dir, 3, "");
     let unlabelled = eventually(Duration::from_secs(60), || async {
-        (labels(&pods).await == json!({"app": "web"})).then_some(())
+        (labels(&pods).await == json!({"app": "web", "tier": "front"})).then_some(())
     })
     .await;
     assert!(

@@ -17,7 +17,8 @@ pub const SECRETS_INJECTION: &str = "nemutator.io/secrets-injection";
 pub const TIER: &str = "nemutator.io/tier";
 /// Pod label written by nemutator on pods ranked as noisy neighbours.
 pub const NOISY: &str = "nemutator.io/noisy";
-/// Written by nemutator: the labels and annotations its `metadata:` rules
-/// set on a pod, with their values (JSON `{"labels":{..},"annotations":{..}}`),
-/// so that a key no rule sets any more is removed.
+/// Written by nemutator: what its `metadata:` rules changed on a pod, each
+/// key with its value before and after (JSON
+/// `{"labels":{"team":{"to":"payments"},"legacy":{"from":"1"}}}`), so that
+/// the changes of a rule that no longer applies are undone.
 pub const METADATA_APPLIED: &str = "nemutator.io/metadata-applied";

@@ -7,8 +7,8 @@
 //! next pass). A pod that needs nothing gets no request.
 //!
 //! What the rules give a pod is [`MetadataConfig::apply`] with
-//! [`Stage::Running`], the function admission applies too; the keys a
-//! removed rule set are removed through the record of
+//! [`Stage::Running`], the function admission applies too; what a removed
+//! rule changed is undone through the record of
 //! `nemutator.io/metadata-applied` ([`crate::metadata`]).
 
 use std::collections::BTreeMap;
@@ -296,7 +296,7 @@ mod tests {
             json!({"metadata": {
                 "labels": {"team": "a"},
                 "annotations": {"old": null,
-                    "nemutator.io/metadata-applied": r#"{"labels":{"team":"a"}}"#},
+                    "nemutator.io/metadata-applied": r#"{"labels":{"team":{"to":"a"}},"annotations":{"old":{"from":"1"}}}"#},
                 "resourceVersion": "7"
             }})
         );
@@ -304,17 +304,18 @@ mod tests {
         // The pod as patched needs nothing more.
         let done = mk_pod(
             json!({"app": "web", "team": "a"}),
-            json!({"keep": "2", "nemutator.io/metadata-applied": r#"{"labels":{"team":"a"}}"#}),
+            json!({"keep": "2", "nemutator.io/metadata-applied": r#"{"labels":{"team":{"to":"a"}},"annotations":{"old":{"from":"1"}}}"#}),
         );
         assert_eq!(metadata_patch(&done, &rules), None);
-        // Rules gone: the label nemutator set goes, with its record.
+        // Rules gone: the label nemutator set goes, the annotation it
+        // removed comes back, and the record goes.
         let (patch, _) =
             metadata_patch(&done, &MetadataConfig::default()).unwrap_or_else(|| panic!("a patch"));
         assert_eq!(
             patch,
             json!({"metadata": {
                 "labels": {"team": null},
-                "annotations": {"nemutator.io/metadata-applied": null},
+                "annotations": {"old": "1", "nemutator.io/metadata-applied": null},
                 "resourceVersion": "7"
             }})
         );

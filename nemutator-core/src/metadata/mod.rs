@@ -7,12 +7,15 @@
 //! of (namespace, labels, annotations, rules, stage); both places call it, so
 //! a running pod converges to what admission would give it now.
 //!
-//! Ownership: nemutator records the keys it set, with their values, in the
-//! annotation `nemutator.io/metadata-applied`. A key recorded there that no
-//! matching rule sets any more is removed, unless its value changed since
-//! (someone else set it then, and it is theirs). Selectors see the pod's
-//! labels without those nemutator set, so that a rule cannot switch itself
-//! (or another rule) on and off.
+//! Ownership: nemutator records what it changed, each key with its value
+//! before and after, in the annotation `nemutator.io/metadata-applied`.
+//! From it, every pass tells the pod as it was without the rules (a key
+//! changed by someone since is theirs, as it is), and applies the rules to
+//! that: selectors see the pod without nemutator's changes (so a rule cannot
+//! switch itself or another rule on and off), and a rule that no longer
+//! applies (removed, or no longer matching) has its changes undone: a label
+//! it set is removed, one it overwrote or removed comes back. Applying the
+//! rules twice changes nothing the second time.
 //!
 //! ```
 //! use std::collections::BTreeMap;
@@ -147,7 +150,9 @@ pub enum Stage {
 pub struct Applied {
     /// The rules that matched, in order.
     pub rules: Vec<String>,
-    /// What changed, e.g. `label team=payments`, `annotation -old`.
+    /// What changed, in key order, e.g. `label team=payments`,
+    /// `annotation example.com/oncall` (values of annotations are not
+    /// repeated), `label -legacy`.
     pub changes: Vec<String>,
 }
 
@@ -251,25 +256,110 @@ enum Op<'a> {
     Keep,
 }
 
-/// The keys nemutator set on a pod, with the values it set
-/// (`nemutator.io/metadata-applied`).
+/// One key nemutator changed: its value before (`from`) and after (`to`);
+/// `None` is "absent".
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Owned {
-    /// Labels.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub labels: BTreeMap<String, String>,
-    /// Annotations.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub annotations: BTreeMap<String, String>,
+#[serde(deny_unknown_fields)]
+pub struct Change {
+    /// The value before the rules (absent: the key was not there).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    /// The value the rules gave it (absent: removed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
 }
 
-impl Owned {
+/// What nemutator changed on a pod (`nemutator.io/metadata-applied`), so
+/// that the pod as it was without the rules can be told.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Record {
+    /// Labels.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, Change>,
+    /// Annotations.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, Change>,
+}
+
+impl Record {
     /// The record in `annotations` (an unreadable one counts as none).
-    pub fn read(annotations: Option<&BTreeMap<String, String>>) -> Owned {
+    pub fn read(annotations: Option<&BTreeMap<String, String>>) -> Record {
         annotations
             .and_then(|a| a.get(METADATA_APPLIED))
             .and_then(|v| serde_json::from_str(v).ok())
             .unwrap_or_default()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.labels.is_empty() && self.annotations.is_empty()
+    }
+}
+
+type Map = BTreeMap<String, String>;
+
+/// The map as it was without the rules: each recorded key still at the
+/// value nemutator gave it goes back to its value before. A key changed
+/// since is someone else's now: as it is, and its record dropped.
+fn original(current: &Map, record: &BTreeMap<String, Change>) -> Map {
+    let mut out = current.clone();
+    for (k, change) in record {
+        if current.get(k) == change.to.as_ref() {
+            match &change.from {
+                Some(v) => out.insert(k.clone(), v.clone()),
+                None => out.remove(k),
+            };
+        }
+    }
+    out
+}
+
+/// `original` under `ops` (`Keep`: as in `current`), and the record of
+/// every key that differs from `original`.
+fn desired(
+    current: &Map,
+    original: &Map,
+    ops: &BTreeMap<&str, Op<'_>>,
+) -> (Map, BTreeMap<String, Change>) {
+    let mut out = original.clone();
+    for (&k, op) in ops {
+        let value = match *op {
+            Op::Set(v) => Some(v.to_owned()),
+            Op::Remove => None,
+            Op::Keep => current.get(k).cloned(),
+        };
+        match value {
+            Some(v) => out.insert(k.to_owned(), v),
+            None => out.remove(k),
+        };
+    }
+    let mut record = BTreeMap::new();
+    for k in out.keys().chain(original.keys()) {
+        let (from, to) = (original.get(k), out.get(k));
+        if from != to {
+            let change = Change {
+                from: from.cloned(),
+                to: to.cloned(),
+            };
+            record.insert(k.clone(), change);
+        }
+    }
+    (out, record)
+}
+
+/// What changed from `old` to `new`, in key order.
+fn describe(old: &Map, new: &Map, kind: &str, out: &mut Vec<String>) {
+    let keys: std::collections::BTreeSet<&String> = old.keys().chain(new.keys()).collect();
+    for k in keys {
+        match (old.get(k), new.get(k)) {
+            (a, Some(v)) if a != Some(v) => out.push(if kind == "label" {
+                format!("{kind} {k}={v}")
+            } else {
+                format!("{kind} {k}")
+            }),
+            (Some(_), None) => out.push(format!("{kind} -{k}")),
+            _ => {}
+        }
     }
 }
 
@@ -293,133 +383,81 @@ impl MetadataConfig {
         Ok(())
     }
 
-    /// Apply the rules that match a pod of `namespace` to its `labels` and
-    /// `annotations` (as a Pod's metadata holds them): sets and removals of
-    /// the matching rules in order, the removal of keys nemutator set that
-    /// no matching rule sets any more, and the record of what nemutator set.
+    /// Apply the rules to a pod of `namespace`, whose `labels` and
+    /// `annotations` are as a Pod's metadata holds them: the pod as it was
+    /// without the rules (told from `nemutator.io/metadata-applied`), under
+    /// the sets and removals of the rules whose selectors select it there,
+    /// in order; the record says what differs from it.
     pub fn apply(
         &self,
         namespace: &str,
-        labels: &mut Option<BTreeMap<String, String>>,
-        annotations: &mut Option<BTreeMap<String, String>>,
+        labels: &mut Option<Map>,
+        annotations: &mut Option<Map>,
         stage: Stage,
     ) -> Applied {
-        let owned = Owned::read(annotations.as_ref());
+        let record = Record::read(annotations.as_ref());
         let mut applied = Applied::default();
-        if self.rules.is_empty() && owned == Owned::default() {
+        if self.rules.is_empty() && record.is_empty() {
             return applied;
         }
+        let current_labels = labels.clone().unwrap_or_default();
+        let mut current_annotations = annotations.clone().unwrap_or_default();
+        current_annotations.remove(METADATA_APPLIED);
+        let original_labels = original(&current_labels, &record.labels);
+        let original_annotations = original(&current_annotations, &record.annotations);
         let mut label_ops = BTreeMap::new();
         let mut annotation_ops = BTreeMap::new();
-        {
-            // Selectors see the pod's labels without those nemutator set.
-            let current = labels.as_ref();
-            let own = |k: &str| {
-                let v = current?.get(k)?;
-                (owned.labels.get(k) != Some(v)).then_some(v.as_str())
-            };
-            for rule in &self.rules {
-                if !rule.covers(namespace) || !rule.selector.as_ref().is_none_or(|s| s.matches(own))
-                {
-                    continue;
-                }
-                applied.rules.push(rule.name.clone());
-                let enforce = stage == Stage::Admission || rule.running_pods;
-                let (set, remove) = if enforce {
-                    (None, Op::Remove)
-                } else {
-                    (Some(Op::Keep), Op::Keep)
-                };
-                for k in &rule.remove_labels {
-                    label_ops.insert(k.as_str(), remove);
-                }
-                for (k, v) in &rule.labels {
-                    label_ops.insert(k.as_str(), set.unwrap_or(Op::Set(v)));
-                }
-                for k in &rule.remove_annotations {
-                    annotation_ops.insert(k.as_str(), remove);
-                }
-                for (k, v) in &rule.annotations {
-                    annotation_ops.insert(k.as_str(), set.unwrap_or(Op::Set(v)));
-                }
+        let select = |k: &str| original_labels.get(k).map(String::as_str);
+        for rule in &self.rules {
+            if !rule.covers(namespace) || !rule.selector.as_ref().is_none_or(|s| s.matches(select))
+            {
+                continue;
+            }
+            applied.rules.push(rule.name.clone());
+            let enforce = stage == Stage::Admission || rule.running_pods;
+            let gate = |op| if enforce { op } else { Op::Keep };
+            for k in &rule.remove_labels {
+                label_ops.insert(k.as_str(), gate(Op::Remove));
+            }
+            for (k, v) in &rule.labels {
+                label_ops.insert(k.as_str(), gate(Op::Set(v)));
+            }
+            for k in &rule.remove_annotations {
+                annotation_ops.insert(k.as_str(), gate(Op::Remove));
+            }
+            for (k, v) in &rule.annotations {
+                annotation_ops.insert(k.as_str(), gate(Op::Set(v)));
             }
         }
-        let now_owned = Owned {
-            labels: reconcile(labels, &label_ops, &owned.labels, "label", &mut applied),
-            annotations: reconcile(
-                annotations,
-                &annotation_ops,
-                &owned.annotations,
-                "annotation",
-                &mut applied,
-            ),
+        let (new_labels, label_record) = desired(&current_labels, &original_labels, &label_ops);
+        let (mut new_annotations, annotation_record) =
+            desired(&current_annotations, &original_annotations, &annotation_ops);
+        describe(&current_labels, &new_labels, "label", &mut applied.changes);
+        describe(
+            &current_annotations,
+            &new_annotations,
+            "annotation",
+            &mut applied.changes,
+        );
+        let record = Record {
+            labels: label_record,
+            annotations: annotation_record,
         };
-        let was_none = annotations.is_none();
-        let map = annotations.get_or_insert_with(BTreeMap::new);
-        if now_owned == Owned::default() {
-            map.remove(METADATA_APPLIED);
-        } else if let Ok(text) = serde_json::to_string(&now_owned) {
-            map.insert(METADATA_APPLIED.to_owned(), text);
+        if !record.is_empty() {
+            if let Ok(text) = serde_json::to_string(&record) {
+                new_annotations.insert(METADATA_APPLIED.to_owned(), text);
+            }
         }
-        if was_none && map.is_empty() {
-            *annotations = None;
-        }
+        // An absent map stays absent when nothing is put in it.
+        let put = |map: &mut Option<Map>, new: Map| {
+            *map = if new.is_empty() && map.is_none() {
+                None
+            } else {
+                Some(new)
+            };
+        };
+        put(labels, new_labels);
+        put(annotations, new_annotations);
         applied
     }
-}
-
-/// Apply `ops` to `map`, remove the keys of `owned` (still at the value
-/// nemutator set) that no op names; returns what nemutator owns now.
-fn reconcile(
-    map: &mut Option<BTreeMap<String, String>>,
-    ops: &BTreeMap<&str, Op<'_>>,
-    owned: &BTreeMap<String, String>,
-    kind: &str,
-    applied: &mut Applied,
-) -> BTreeMap<String, String> {
-    let was_none = map.is_none();
-    let mut m = map.take().unwrap_or_default();
-    let mut now_owned = BTreeMap::new();
-    for (&k, op) in ops {
-        match *op {
-            Op::Set(v) => {
-                if m.get(k).map(String::as_str) != Some(v) {
-                    m.insert(k.to_owned(), v.to_owned());
-                    applied.changes.push(if kind == "label" {
-                        format!("{kind} {k}={v}")
-                    } else {
-                        format!("{kind} {k}")
-                    });
-                    now_owned.insert(k.to_owned(), v.to_owned());
-                } else if owned.get(k).map(String::as_str) == Some(v) {
-                    now_owned.insert(k.to_owned(), v.to_owned());
-                }
-                // Else the pod already had this value of its own: not ours.
-            }
-            Op::Remove => {
-                if m.remove(k).is_some() {
-                    applied.changes.push(format!("{kind} -{k}"));
-                }
-            }
-            Op::Keep => {
-                if let Some(v) = owned.get(k).filter(|v| m.get(k) == Some(*v)) {
-                    now_owned.insert(k.to_owned(), v.clone());
-                }
-            }
-        }
-    }
-    for (k, v) in owned {
-        if !ops.contains_key(k.as_str()) && m.get(k) == Some(v) {
-            m.remove(k);
-            applied
-                .changes
-                .push(format!("{kind} -{k} (no rule sets it)"));
-        }
-    }
-    *map = if m.is_empty() && was_none {
-        None
-    } else {
-        Some(m)
-    };
-    now_owned
 }

@@ -58,14 +58,14 @@ fn later_rules_win_and_selectors_pick_pods() {
     let applied = rules.apply("shop", &mut labels, &mut annotations, Stage::Admission);
     assert_eq!(applied.rules, ["base", "payments"]);
     assert_eq!(labels, mk_map(&[("app", "pay"), ("team", "payments")]));
-    let ann = annotations.unwrap_or_default();
-    assert_eq!(ann.get("owner"), None);
     assert_eq!(
-        ann.get(METADATA_APPLIED).map(String::as_str),
-        Some(r#"{"labels":{"team":"payments"}}"#)
+        annotations,
+        mk_map(&[(
+            METADATA_APPLIED,
+            r#"{"labels":{"legacy":{"from":"1"},"team":{"to":"payments"}}}"#
+        )])
     );
-    assert!(applied.changes.contains(&"label team=payments".to_string()));
-    assert!(applied.changes.contains(&"label -legacy".to_string()));
+    assert_eq!(applied.changes, ["label -legacy", "label team=payments"]);
 
     // Another app: only the first rule.
     let mut labels = mk_map(&[("app", "web")]);
@@ -102,10 +102,11 @@ fn no_rules_and_no_record_leave_the_pod_as_it_is() {
 }
 
 #[test]
-fn keys_a_removed_rule_set_are_removed_unless_changed_since() {
-    let one =
-        mk_rules("rules: [{ name: r, labels: { team: a, env: prod }, annotations: { n: x } }]");
-    let mut labels = mk_map(&[("app", "web")]);
+fn what_a_removed_rule_changed_is_undone_unless_changed_since() {
+    let one = mk_rules(
+        "rules: [{ name: r, labels: { team: a, env: prod, tier: x }, remove_labels: [old], annotations: { n: x } }]",
+    );
+    let mut labels = mk_map(&[("app", "web"), ("tier", "front"), ("old", "1")]);
     let mut annotations = None;
     one.apply("shop", &mut labels, &mut annotations, Stage::Admission);
     // Someone relabels env by hand.
@@ -114,13 +115,23 @@ fn keys_a_removed_rule_set_are_removed_unless_changed_since() {
     }
     let none = MetadataConfig::default();
     let applied = none.apply("shop", &mut labels, &mut annotations, Stage::Running);
-    assert_eq!(labels, mk_map(&[("app", "web"), ("env", "staging")]));
+    assert_eq!(
+        labels,
+        mk_map(&[
+            ("app", "web"),
+            ("env", "staging"),
+            ("old", "1"),
+            ("tier", "front")
+        ])
+    );
     assert_eq!(annotations, mk_map(&[]));
     assert_eq!(
         applied.changes,
         [
-            "label -team (no rule sets it)",
-            "annotation -n (no rule sets it)"
+            "label old=1",
+            "label -team",
+            "label tier=front",
+            "annotation -n"
         ]
     );
     // Converged: nothing more to do.
@@ -131,7 +142,25 @@ fn keys_a_removed_rule_set_are_removed_unless_changed_since() {
 }
 
 #[test]
-fn a_value_the_pod_had_already_is_not_owned() {
+fn a_rule_may_rewrite_the_label_it_selects_on() {
+    let rules = mk_rules(
+        "rules: [{ name: rename, selector: { matchLabels: { env: prod } }, labels: { env: production } }]",
+    );
+    let mut labels = mk_map(&[("env", "prod")]);
+    let mut annotations = None;
+    rules.apply("shop", &mut labels, &mut annotations, Stage::Admission);
+    assert_eq!(labels, mk_map(&[("env", "production")]));
+    // Running: still selected (by the value before the rule), nothing to do.
+    let applied = rules.apply("shop", &mut labels, &mut annotations, Stage::Running);
+    assert_eq!(applied.rules, ["rename"]);
+    assert!(applied.changes.is_empty(), "{applied:?}");
+    // The rule gone: the old value is back.
+    MetadataConfig::default().apply("shop", &mut labels, &mut annotations, Stage::Running);
+    assert_eq!(labels, mk_map(&[("env", "prod")]));
+}
+
+#[test]
+fn a_value_the_pod_had_already_is_not_recorded() {
     let rules = mk_rules("rules: [{ name: r, labels: { team: a } }]");
     let mut labels = mk_map(&[("team", "a")]);
     let mut annotations = None;
@@ -182,6 +211,95 @@ fn admission_only_rules_are_left_alone_on_running_pods() {
     let mut annotations = None;
     rules.apply("shop", &mut labels, &mut annotations, Stage::Running);
     assert_eq!((labels, annotations), (None, None));
+}
+
+mod properties {
+    use proptest::collection::{btree_map, vec};
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn key() -> impl Strategy<Value = String> {
+        prop::sample::select(vec!["a", "b", "c"]).prop_map(str::to_owned)
+    }
+
+    fn value() -> impl Strategy<Value = String> {
+        prop::sample::select(vec!["1", "2"]).prop_map(str::to_owned)
+    }
+
+    fn map() -> impl Strategy<Value = BTreeMap<String, String>> {
+        btree_map(key(), value(), 0..3)
+    }
+
+    fn selector() -> impl Strategy<Value = Option<Selector>> {
+        let operator = prop::sample::select(vec![
+            Operator::In,
+            Operator::NotIn,
+            Operator::Exists,
+            Operator::DoesNotExist,
+        ]);
+        prop::option::of(
+            (map(), key(), operator, value()).prop_map(|(m, k, operator, v)| {
+                let values = match operator {
+                    Operator::In | Operator::NotIn => vec![v],
+                    _ => vec![],
+                };
+                Selector {
+                    match_labels: m,
+                    match_expressions: vec![Requirement {
+                        key: k,
+                        operator,
+                        values,
+                    }],
+                }
+            }),
+        )
+    }
+
+    fn rule() -> impl Strategy<Value = MetadataRule> {
+        (selector(), map(), map(), vec(key(), 0..2), vec(key(), 0..2)).prop_map(
+            |(selector, labels, annotations, remove_labels, remove_annotations)| MetadataRule {
+                name: "r".into(),
+                namespaces: vec!["*".into()],
+                exclude_namespaces: vec![],
+                selector,
+                labels,
+                annotations,
+                remove_labels,
+                remove_annotations,
+                running_pods: true,
+            },
+        )
+    }
+
+    proptest! {
+        /// A running pod gets nothing more than admission gave it.
+        #[test]
+        fn running_pods_converge_in_one_pass(
+            rules in vec(rule(), 0..4), labels in map(), annotations in map()
+        ) {
+            let rules = MetadataConfig { rules };
+            let (mut l, mut a) = (Some(labels), Some(annotations));
+            rules.apply("shop", &mut l, &mut a, Stage::Admission);
+            let before = (l.clone(), a.clone());
+            let applied = rules.apply("shop", &mut l, &mut a, Stage::Running);
+            prop_assert!(applied.changes.is_empty(), "{:?}", applied);
+            prop_assert_eq!((l, a), before);
+        }
+
+        /// Without the rules, the pod is as it was before them.
+        #[test]
+        fn removed_rules_are_undone(
+            rules in vec(rule(), 0..4), labels in map(), annotations in map()
+        ) {
+            let rules = MetadataConfig { rules };
+            let (mut l, mut a) = (Some(labels.clone()), Some(annotations.clone()));
+            rules.apply("shop", &mut l, &mut a, Stage::Admission);
+            MetadataConfig::default().apply("shop", &mut l, &mut a, Stage::Running);
+            prop_assert_eq!(l, Some(labels));
+            prop_assert_eq!(a, Some(annotations));
+        }
+    }
 }
 
 #[test]
