@@ -4,8 +4,9 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
-    EnvVar, EnvVarSource, LocalObjectReference, ResourceClaim, ResourceRequirements, Volume,
-    VolumeMount,
+    Affinity, EnvVar, EnvVarSource, LocalObjectReference, NodeAffinity, PodAffinity,
+    PodAffinityTerm, PodAntiAffinity, ResourceClaim, ResourceRequirements, Toleration, Volume,
+    VolumeMount, WeightedPodAffinityTerm,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
@@ -108,12 +109,31 @@ k8s_struct! {
     LocalObjectReference {
         name: String = "name",
     }
+    Affinity {
+        node_affinity: Option<NodeAffinity> = "nodeAffinity",
+        pod_affinity: Option<PodAffinity> = "podAffinity",
+        pod_anti_affinity: Option<PodAntiAffinity> = "podAntiAffinity",
+    }
+    PodAffinity {
+        preferred_during_scheduling_ignored_during_execution: Option<Vec<WeightedPodAffinityTerm>>
+            = "preferredDuringSchedulingIgnoredDuringExecution",
+        required_during_scheduling_ignored_during_execution: Option<Vec<PodAffinityTerm>>
+            = "requiredDuringSchedulingIgnoredDuringExecution",
+    }
+    PodAntiAffinity {
+        preferred_during_scheduling_ignored_during_execution: Option<Vec<WeightedPodAffinityTerm>>
+            = "preferredDuringSchedulingIgnoredDuringExecution",
+        required_during_scheduling_ignored_during_execution: Option<Vec<PodAffinityTerm>>
+            = "requiredDuringSchedulingIgnoredDuringExecution",
+    }
 }
 
 /// Types kept as clones and diffed as JSON values: every field of theirs is
 /// modelled (they are k8s-openapi's), so walking them never drops one. For
 /// the ones with many variants (a volume's sources), where a struct-by-struct
-/// [`Diff`] would be long for little gain.
+/// [`Diff`] would be long for little gain, and the elements of the lists
+/// layers only append to (affinity terms, tolerations: `appended!` in
+/// `lists.rs`), which are compared, not patched, member by member.
 macro_rules! whole {
     ($($ty:ty),+ $(,)?) => {$(
         impl Diff for $ty {
@@ -134,4 +154,11 @@ macro_rules! whole {
         }
     )+};
 }
-whole!(Volume, EnvVarSource);
+whole!(
+    Volume,
+    EnvVarSource,
+    NodeAffinity,
+    PodAffinityTerm,
+    WeightedPodAffinityTerm,
+    Toleration,
+);
