@@ -42,36 +42,57 @@ impl Diff for bool {
 
 /// [`Diff`] of a struct of k8s-openapi, member by member, its strings kept
 /// in the arena rather than cloned. Each is destructured whole, so a field
-/// a new k8s-openapi adds fails to compile here until it is listed.
+/// a new k8s-openapi adds fails to compile here until it is listed. A type
+/// written `Name(Box)` keeps its snapshot boxed: for large structs most
+/// pods lack (an affinity), whose inline snapshot would grow every review
+/// in flight.
 macro_rules! k8s_struct {
-    ($($ty:ident { $($field:ident: $fty:ty = $key:literal),+ $(,)? })+) => {$(
+    ($($ty:ident $(($wrap:ident))? { $($field:ident: $fty:ty = $key:literal),+ $(,)? })+) => {$(
         const _: () = {$(assert!(plain_key($key), "a JSON field name to escape");)+};
 
         impl Diff for $ty {
             // Small: compared whole first, member by member only when changed.
-            type Snap = ($(<$fty as Diff>::Snap,)+);
+            type Snap = snap_type!($($wrap)?; ($(<$fty as Diff>::Snap,)+));
 
             fn snap(&self, arena: &mut Arena) -> Self::Snap {
                 let $ty { $($field,)+ } = self;
-                ($($field.snap(arena),)+)
+                snap_new!($($wrap)?; ($($field.snap(arena),)+))
             }
 
-            fn same(&self, ($($field,)+): &Self::Snap, arena: &Arena) -> bool {
+            fn same(&self, snap: &Self::Snap, arena: &Arena) -> bool {
+                let ($($field,)+): &($(<$fty as Diff>::Snap,)+) = std::borrow::Borrow::borrow(snap);
                 true $(&& self.$field.same($field, arena))+
             }
 
             fn diff(
                 &self,
-                ($($field,)+): &Self::Snap,
+                snap: &Self::Snap,
                 arena: &Arena,
                 path: &mut Path,
                 ops: &mut Ops,
             ) -> Result<(), SnapshotError> {
+                let ($($field,)+): &($(<$fty as Diff>::Snap,)+) = std::borrow::Borrow::borrow(snap);
                 $(self.$field.diff_member($field, arena, $key, path, ops)?;)+
                 Ok(())
             }
         }
     )+};
+}
+
+/// The snapshot type of a `k8s_struct!`: the tuple, or the tuple boxed.
+macro_rules! snap_type {
+    (; $t:ty) => { $t };
+    (Box; $t:ty) => { Box<$t> };
+}
+
+/// A snapshot of a `k8s_struct!`: the tuple, or the tuple boxed.
+macro_rules! snap_new {
+    (; $e:expr) => {
+        $e
+    };
+    (Box; $e:expr) => {
+        Box::new($e)
+    };
 }
 
 k8s_struct! {
@@ -109,7 +130,7 @@ k8s_struct! {
     LocalObjectReference {
         name: String = "name",
     }
-    Affinity {
+    Affinity(Box) {
         node_affinity: Option<NodeAffinity> = "nodeAffinity",
         pod_affinity: Option<PodAffinity> = "podAffinity",
         pod_anti_affinity: Option<PodAntiAffinity> = "podAntiAffinity",
