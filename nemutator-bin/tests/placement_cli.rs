@@ -1,6 +1,7 @@
 //! The placement layer as wired into the binary: `placement:` of
 //! `--config` in `nemutator review`, offline (no API server: only the rules
-//! of precious pods and of pods that come labelled noisy apply).
+//! of precious pods and of pods that come labelled noisy apply), and
+//! `nemutator webhook` saying so in one line where it finds no cluster.
 
 mod support;
 
@@ -130,4 +131,46 @@ fn review_leaves_an_opted_out_pod_alone_and_refuses_a_bad_section() {
     assert_ne!(code, 0, "{out}");
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     assert!(err.contains("unknown variant `always`"), "{err}");
+}
+
+/// The log lines of `nemutator webhook ARGS` up to the one that says it
+/// serves, with no Kubernetes configuration to be found.
+fn webhook_start_logs(args: &[&str]) -> Vec<String> {
+    use std::io::{BufRead as _, BufReader};
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(support::BIN)
+        .current_dir(support::root())
+        .args(["webhook", "--listen", "127.0.0.1:0", "--log-format", "json"])
+        .args(args)
+        .env("KUBECONFIG", "/nonexistent/kubeconfig")
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let stderr = child.stderr.take().unwrap_or_else(|| panic!("stderr"));
+    let mut lines = Vec::new();
+    for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+        let serving = line.contains("serving the admission webhook");
+        lines.push(line);
+        if serving {
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    lines
+}
+
+#[test]
+fn the_webhook_without_a_cluster_says_once_that_only_precious_rules_apply() {
+    const SAYS: &str = "only the rules of precious pods";
+    let on = webhook_start_logs(&["--config", CONFIG]);
+    assert!(
+        on.last().is_some_and(|l| l.contains("serving")),
+        "the webhook serves without a cluster: {on:?}"
+    );
+    assert_eq!(on.iter().filter(|l| l.contains(SAYS)).count(), 1, "{on:?}");
+    let off = webhook_start_logs(&[]);
+    assert!(!off.iter().any(|l| l.contains(SAYS)), "{off:?}");
 }
