@@ -12,7 +12,8 @@
 //!   a watch of the labelled pods), or that comes labelled noisy itself, gets
 //!   the label, a term against precious pods, and the nodeSelector and
 //!   tolerations of `placement.noisy` (a dedicated pool, say). A pod that is
-//!   both precious and noisy gets the precious rules only.
+//!   both precious and noisy gets the precious rules only. A DaemonSet's
+//!   pod (made for one node) is left alone.
 //!
 //! Terms and tolerations are appended to the pod's own, never replacing
 //! them; a nodeSelector key the pod sets itself keeps the pod's value (a
@@ -118,6 +119,20 @@ pub fn place(review: &mut PodReview, config: &PlacementConfig, noisy_workload: b
         (false, true) => Kind::Noisy,
         (false, false) => return,
     };
+    // A DaemonSet's pod is made for one node (a mirror pod is a node's
+    // own): another place for it is no place at all.
+    if let Some(owner) = meta
+        .owner_references
+        .iter()
+        .flatten()
+        .find(|o| o.controller == Some(true) && matches!(o.kind.as_str(), "DaemonSet" | "Node"))
+    {
+        review.audit.insert(
+            AUDIT.into(),
+            format!("a {} pod runs where it is made for: left alone", owner.kind),
+        );
+        return;
+    }
     if review.pod.spec.is_none() {
         review
             .audit

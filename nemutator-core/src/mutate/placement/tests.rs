@@ -268,6 +268,20 @@ fn a_precious_pod_of_a_noisy_workload_gets_the_precious_rules_only() {
 }
 
 #[test]
+fn a_daemon_set_pod_is_left_alone() {
+    let mut object = mk_object(precious(), json!({}), json!({}));
+    object["metadata"]["ownerReferences"][0]["kind"] = json!("DaemonSet");
+    let mut review = mk_review(&object);
+    let before = review.pod.clone();
+    place(&mut review, &PlacementConfig::default(), true);
+    assert_eq!(review.pod, before);
+    assert_eq!(
+        review.audit["placement"],
+        "a DaemonSet pod runs where it is made for: left alone"
+    );
+}
+
+#[test]
 fn placing_twice_adds_nothing_the_second_time() {
     let object = mk_object(precious(), json!({}), json!({}));
     let config =
