@@ -7,7 +7,9 @@ use nemutator_core::admission::Admission;
 use nemutator_core::config::Config;
 use nemutator_core::error::Chain;
 use nemutator_core::image::{ImageLookup, NoLookup};
-use nemutator_core::mutate::{Pipeline, ResourcesLayer, SecretsLayer};
+use nemutator_core::mutate::{
+    NoisyWorkloads, Pipeline, PlacementLayer, ResourcesLayer, SecretsLayer,
+};
 use nemutator_core::recommend::{
     RecommendationStore, Refresher, Seasons, SharedRefresher, SharedStore as _,
 };
@@ -61,6 +63,9 @@ pub struct App {
     pub admission: Admission,
     /// Admission's right-sizing, for the controller's drift reconciler.
     pub resources: ResourcesLayer,
+    /// The workloads with noisy pods the placement layer reads (filled by
+    /// the webhook's watch).
+    pub noisy: NoisyWorkloads,
 }
 
 /// The secrets layer of `secrets:`: a cached resolver for `env` injection,
@@ -128,12 +133,15 @@ impl App {
             .with_seasons(seasons.clone(), state)
             .with_resolution(config.metrics.resolution());
         let pipeline = Pipeline::builder().layer(resources.clone());
+        let noisy = NoisyWorkloads::new();
+        let placement = PlacementLayer::new(&config.placement, noisy.clone());
         let pipeline = if config.secrets.enabled {
             pipeline
                 .layer(secrets_layer(&config.secrets).await?)
+                .layer(placement)
                 .build()
         } else {
-            pipeline.build()
+            pipeline.layer(placement).build()
         };
         Ok(App {
             config,
@@ -142,6 +150,7 @@ impl App {
             refresher,
             admission: Admission::new(pipeline),
             resources,
+            noisy,
         })
     }
 
