@@ -8,7 +8,9 @@ use nemutator_core::config::Config;
 use nemutator_core::error::Chain;
 use nemutator_core::image::{ImageLookup, NoLookup};
 use nemutator_core::metadata::{ConfigWatch, SharedRules};
-use nemutator_core::mutate::{MetadataLayer, Pipeline, ResourcesLayer, SecretsLayer};
+use nemutator_core::mutate::{
+    MetadataLayer, NoisyWorkloads, Pipeline, PlacementLayer, ResourcesLayer, SecretsLayer,
+};
 use nemutator_core::recommend::{
     RecommendationStore, Refresher, Seasons, SharedRefresher, SharedStore as _,
 };
@@ -62,6 +64,9 @@ pub struct App {
     pub admission: Admission,
     /// Admission's right-sizing, for the controller's drift reconciler.
     pub resources: ResourcesLayer,
+    /// The workloads with noisy pods the placement layer reads (filled by
+    /// the webhook's watch).
+    pub noisy: NoisyWorkloads,
     /// The `metadata:` rules in force (admission's and the controller's).
     pub rules: Arc<SharedRules>,
 }
@@ -134,12 +139,15 @@ impl App {
         let pipeline = Pipeline::builder()
             .layer(resources.clone())
             .layer(MetadataLayer::new(rules.clone()));
+        let noisy = NoisyWorkloads::new();
+        let placement = PlacementLayer::new(&config.placement, noisy.clone());
         let pipeline = if config.secrets.enabled {
             pipeline
                 .layer(secrets_layer(&config.secrets).await?)
+                .layer(placement)
                 .build()
         } else {
-            pipeline.build()
+            pipeline.layer(placement).build()
         };
         Ok(App {
             config,
@@ -148,6 +156,7 @@ impl App {
             refresher,
             admission: Admission::new(pipeline),
             resources,
+            noisy,
             rules,
         })
     }

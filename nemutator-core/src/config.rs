@@ -483,6 +483,13 @@ pub struct Config {
     /// `nemutator controller` (written out only where it differs from the defaults).
     #[serde(default, skip_serializing_if = "ControllerConfig::is_default")]
     pub controller: ControllerConfig,
+    /// Scheduling rules that keep noisy and precious pods apart (off by
+    /// default; written out only where it differs from the defaults).
+    #[serde(
+        default,
+        skip_serializing_if = "crate::mutate::PlacementConfig::is_default"
+    )]
+    pub placement: crate::mutate::PlacementConfig,
     /// Label and annotation rules, reloaded while running (docs/CONFIGURATION.md).
     #[serde(
         default,
@@ -518,6 +525,7 @@ impl Default for Config {
             secrets: SecretsConfig::off(),
             seasons: SeasonsConfig::default(),
             controller: ControllerConfig::default(),
+            placement: Default::default(),
             metadata: crate::metadata::MetadataConfig::default(),
         }
     }

@@ -102,6 +102,7 @@ fn changed_sections(running: &Config, new: &Config) -> Vec<&'static str> {
         secrets,
         seasons,
         controller,
+        placement,
         metadata: _,
     } = new;
     [
@@ -110,6 +111,7 @@ fn changed_sections(running: &Config, new: &Config) -> Vec<&'static str> {
         ("secrets", *secrets != running.secrets),
         ("seasons", *seasons != running.seasons),
         ("controller", *controller != running.controller),
+        ("placement", *placement != running.placement),
     ]
     .into_iter()
     .filter_map(|(name, changed)| changed.then_some(name))

@@ -1,7 +1,7 @@
 //! The mutation chain: tower layers that each change a typed view of the Pod.
 //!
 //! A [`PodReview`] travels down a stack of layers ([`ResourcesLayer`] first,
-//! then [`MetadataLayer`], then [`SecretsLayer`]; placement follows in a later layer) and comes back
+//! then [`MetadataLayer`], then [`SecretsLayer`], then [`PlacementLayer`]) and comes back
 //! out of the innermost [`Finish`] service. Each layer only edits the pod and
 //! records what it did; the JSON Patch is computed afterwards from the diff of
 //! the original and the mutated object (see [`crate::admission`]).
@@ -24,6 +24,7 @@
 //! ```
 
 mod metadata;
+pub mod placement;
 mod resources;
 pub mod secrets;
 mod view;
@@ -38,6 +39,7 @@ use tower::{Layer, Service, ServiceBuilder, ServiceExt};
 use crate::workload::WorkloadKey;
 
 pub use metadata::{Metadata, MetadataLayer};
+pub use placement::{place, NoisyWorkloads, Placement, PlacementConfig, PlacementLayer};
 pub use resources::{
     right_size, Mode, NoSeasons, Resources, ResourcesLayer, RightSize, SeasonOracle,
 };
