@@ -37,6 +37,7 @@ mod json;
 pub mod k8s;
 pub mod metrics;
 pub mod mutate;
+pub mod noisy;
 pub mod patch;
 pub mod policy;
 pub mod profile;

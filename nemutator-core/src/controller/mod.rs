@@ -1,13 +1,14 @@
 //! The controller side of nemutator (`nemutator controller`): the pod cache
 //! the controllers and the REST API read, leader election, the Kubernetes
 //! API calls the controller makes (from which its RBAC is derived), the
-//! overprovisioning placeholder and the REST API.
+//! overprovisioning placeholder, the noisy-neighbour loop and the REST API.
 
 pub mod api;
 pub mod cache;
 pub mod calls;
 pub mod drift;
 pub mod leader;
+pub mod noisy;
 pub mod overprov;
 pub mod reconcile;
 mod run;

@@ -1,5 +1,6 @@
 //! Assembling `nemutator controller`: the pod cache, the evictor, the
-//! leader election, the leader's loops (drift, overprovisioning) and the
+//! leader election, the leader's loops (drift, overprovisioning, noisy
+//! neighbours) and the
 //! REST API's state, from a kube-rs configuration.
 
 use std::future::Future;
@@ -11,6 +12,7 @@ use super::api::auth::Authorizer;
 use super::api::{ApiState, ApiTelemetry};
 use super::cache::pod_cache;
 use super::leader::{LeaderError, Leadership, LeaseConfig};
+use super::noisy::{LatestMetrics, NoisyController};
 use super::overprov::{Overprovisioner, OverprovisioningConfig};
 use super::reconcile::{DriftMode, DriftReconciler};
 use crate::error::Chain;
@@ -34,6 +36,8 @@ pub struct ControllerOptions {
     pub overprovisioning: OverprovisioningConfig,
     /// How often the leader applies it.
     pub overprovisioning_interval: std::time::Duration,
+    /// The noisy-neighbour scorer (`controller.noisy`).
+    pub noisy: crate::noisy::NoisyConfig,
 }
 
 /// Why the controller could not start.
@@ -52,9 +56,11 @@ pub enum ControllerError {
 
 /// Starts the controller: returns the REST API's state and the future that
 /// runs the pod cache and the election until `shutdown` resolves (then
-/// releases the Lease).
+/// releases the Lease). `metrics` is the refresher's source loader: the
+/// noisy-neighbour loop asks the source it last loaded.
 pub async fn start(
     options: &ControllerOptions,
+    metrics: Arc<LatestMetrics>,
     recommendations: Arc<RecommendationStore>,
     seasons: Option<Arc<SeasonStore>>,
     resources: ResourcesLayer,
@@ -93,6 +99,16 @@ pub async fn start(
     let overprovisioning_metrics = overprovisioner.metrics();
     let overprovisioning =
         overprovisioner.run(leadership.clone(), options.overprovisioning_interval);
+    let noisy = NoisyController::new(
+        client.clone(),
+        pods.clone(),
+        metrics,
+        evictor.clone(),
+        options.noisy.clone(),
+    );
+    let noisy_scores = noisy.scores();
+    let noisy_metrics = noisy.metrics();
+    let noisy = noisy.run(leadership.clone());
     let state = Arc::new(ApiState {
         auth: Authorizer::new(client.clone()),
         client,
@@ -101,6 +117,9 @@ pub async fn start(
         eviction_metrics,
         drift_metrics,
         overprovisioning_metrics,
+        noisy_enabled: options.noisy.enabled,
+        noisy_scores,
+        noisy_metrics,
         recommendations,
         seasons,
         leadership,
@@ -110,9 +129,11 @@ pub async fn start(
         let cache = tokio::spawn(cache);
         let drift = tokio::spawn(drift);
         let overprovisioning = tokio::spawn(overprovisioning);
+        let noisy = tokio::spawn(noisy);
         election.await;
         drift.abort();
         overprovisioning.abort();
+        noisy.abort();
         cache.abort();
         if let Err(e) = cache.await {
             if !e.is_cancelled() {

@@ -5,7 +5,11 @@
 //! * `nemutator_recommendations` (gauge: workload containers in the store);
 //! * the evictor's `nemutator_evictions_total{outcome}` and
 //!   `nemutator_eviction_refusals_total{rule}`;
-//! * the drift reconciler's `nemutator_drift_decisions_total{action}`.
+//! * the drift reconciler's `nemutator_drift_decisions_total{action}`;
+//! * the noisy-neighbour loop's `nemutator_noisy_pods`,
+//!   `nemutator_noisy_labels_total{change}`,
+//!   `nemutator_noisy_evictions_total{outcome}` and
+//!   `nemutator_noisy_signal_errors_total`.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -78,5 +82,6 @@ pub fn render(state: &ApiState) -> String {
     state.eviction_metrics.render(&mut s);
     state.drift_metrics.render(&mut s);
     state.overprovisioning_metrics.render(&mut s);
+    state.noisy_metrics.render(&mut s);
     s
 }
