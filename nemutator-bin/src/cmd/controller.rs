@@ -135,10 +135,12 @@ pub async fn run(global: &Global, args: ControllerArgs) -> anyhow::Result<ExitCo
         drift_interval: args.drift_interval.0,
         overprovisioning: app.config.controller.overprovisioning.clone(),
         overprovisioning_interval: args.overprovisioning_interval.0,
+        noisy: app.config.controller.noisy.clone(),
     };
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let (state, running) = controller::start(
         &options,
+        app.metrics.clone(),
         app.store.clone(),
         app.seasons.as_ref().map(|s| s.store.clone()),
         app.resources.clone(),
