@@ -72,8 +72,9 @@ fi
 
 # One day of one-minute samples, 17 s past each minute as real scrapes are,
 # of two namespaces with every workload kind, two generations of each
-# Deployment and an OOM kill; and the embedded sample (15-minute samples).
-python3 examples/data/generate.py --namespaces 2 --workloads 3 --pods 2 --containers 2 \
+# Deployment, an OOM kill and a CPU-throttled container per namespace; and
+# the embedded sample (15-minute samples).
+python3 examples/data/generate.py --namespaces 2 --workloads 3 --pods 2 --containers 2 --throttling \
   --step 60 --days 1 --offset 17 >"$state/cluster.om"
 if ./scripts/prometheus.sh start "$state/prometheus" nemutator-metrics/data/usage.om "$state/cluster.om"; then
   # shellcheck disable=SC1091

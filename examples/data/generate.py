@@ -21,7 +21,13 @@ StatefulSet, a DaemonSet, a CronJob and a bare pod per namespace, each with
 (kube_pod_container_status_last_terminated_reason). Samples are --step apart,
 --offset seconds past the step (as real scrapes are). With --out-dir the
 history is split into one file per 2-hour block (what promtool backfills in
-one pass each) instead of going to stdout:
+one pass each) instead of going to stdout. With --throttling the cluster also
+has cAdvisor's CFS counters, container_cpu_cfs_periods_total and
+container_cpu_cfs_throttled_periods_total, for every container with a CPU
+limit (all but the bare pod's): about 2% of periods throttled, except the
+first container of the newest first pod of svc0000 in each namespace, which is
+throttled in 40-70% of its periods (a noisy neighbour against its limit).
+The other series are the same with or without it:
 
     python3 examples/data/generate.py --namespaces 20 --workloads 100 --pods 1 --containers 2 \
         --step 60 --days 7 --out-dir /tmp/usage   # 2,000 Deployments x 2 containers
@@ -42,6 +48,8 @@ ap.add_argument("--workloads", type=int, default=3, help="Deployments per namesp
 ap.add_argument("--pods", type=int, default=2, help="pods per ReplicaSet generation")
 ap.add_argument("--offset", type=int, default=0, help="seconds past each step")
 ap.add_argument("--out-dir", default="", help="one file per 2-hour block in this directory")
+ap.add_argument("--throttling", action="store_true",
+                help="cluster: also cAdvisor's CFS period counters, one container throttled per namespace")
 ap.add_argument("--only-deployments", action="store_true",
                 help="no StatefulSet, DaemonSet, CronJob, bare pod nor OOM kill (benchmarks)")
 args = ap.parse_args()
@@ -63,14 +71,16 @@ SAFE = "bcdfghjklmnpqrstvwxz2456789"
 
 
 def cluster():
-    """A synthetic cluster: (namespace, pod, container, cpu, mem, t0, t1, oom) rows."""
+    """A synthetic cluster: (namespace, pod, container, cpu, mem, t0, t1, oom) rows,
+    and per row its CFS throttling: None (no CPU limit) or the throttled
+    fraction of its periods at the peak."""
     mi = 1 << 20
     name = random.Random(7)
 
     def suffix(n):
         return "".join(name.choice(SAFE) for _ in range(n))
 
-    rows = []
+    rows, throttling = [], []
     mid = start + (args.days * 86400) // 2
     for n in range(args.namespaces):
         ns = f"team-{n:02d}"
@@ -91,7 +101,10 @@ def cluster():
             for i, c in enumerate(containers):
                 oom = w == 0 and i == 0 and pod == pods[0][0] and not args.only_deployments
                 rows.append((ns, pod, c, 0.05 + 0.5 * seed / (i + 1), (100 + 400 * seed) * mi / (i + 1), t0, t1, oom))
-    return rows
+                # The first pod of svc0000's second generation lives to the end.
+                hot = w == 0 and i == 0 and pod == pods[args.pods][0]
+                throttling.append(None if pod == "debug" else 0.7 if hot else 0.02)
+    return rows, throttling
 
 
 # (namespace, pod, container, cpu cores at peak, memory bytes base, first t, last t)
@@ -123,7 +136,9 @@ else:
 
 if args.namespaces > 0:
     import os
-    rows = cluster()
+    rows, throttling = cluster()
+    # Its own generator: the other series do not change with --throttling.
+    cfs_rng = random.Random(1)
     times = list(range(start + args.offset, args.end + 1, args.step))
     block = 7200
     cpu_head = ["# HELP container_cpu_usage_seconds Cumulative cpu time consumed.",
@@ -132,10 +147,15 @@ if args.namespaces > 0:
     mem_head = ["# HELP container_memory_working_set_bytes Current working set in bytes.",
                 "# TYPE container_memory_working_set_bytes gauge",
                 "# UNIT container_memory_working_set_bytes bytes"]
+    periods_head = ["# HELP container_cpu_cfs_periods Number of elapsed enforcement period intervals.",
+                    "# TYPE container_cpu_cfs_periods counter"]
+    throttled_head = ["# HELP container_cpu_cfs_throttled_periods Number of throttled period intervals.",
+                      "# TYPE container_cpu_cfs_throttled_periods counter"]
     oom_head = ["# HELP kube_pod_container_status_last_terminated_reason Describes the last reason the container was in terminated state.",
                 "# TYPE kube_pod_container_status_last_terminated_reason gauge"]
     # Per-series state carried from one block to the next.
     totals = [rng.uniform(100, 1000) for _ in rows]
+    periods = [[0, 0] for _ in rows]
     labels = [f'{{namespace="{ns}",pod="{pod}",container="{c}"}}' for ns, pod, c, *_ in rows]
     chunks = [(t, t + block) for t in range(start - start % block, args.end + 1, block)] if args.out_dir else [(start, args.end + 1)]
     if args.out_dir:
@@ -147,6 +167,7 @@ if args.namespaces > 0:
             continue
         loads = [rhythm(t) for t in ts]
         cpu, mem, oom = list(cpu_head), list(mem_head), list(oom_head)
+        nr, thr = list(periods_head), list(throttled_head)
         for k, (ns, pod, c, peak, base, t0, t1, killed) in enumerate(rows):
             lab = labels[k]
             total = totals[k]
@@ -155,13 +176,23 @@ if args.namespaces > 0:
                     continue
                 if prev[k] is not None:
                     total += max(0.0, peak * load * rng.uniform(0.85, 1.15)) * (t - prev[k])
+                    if args.throttling and throttling[k] is not None:
+                        # 100 ms periods while runnable (most of the time).
+                        n = int(10 * (t - prev[k]) * cfs_rng.uniform(0.8, 1.0))
+                        frac = throttling[k] * (0.6 + 0.4 * load) if throttling[k] > 0.5 else throttling[k] * cfs_rng.uniform(0.5, 1.5)
+                        periods[k][0] += n
+                        periods[k][1] += int(n * frac)
+                if args.throttling and throttling[k] is not None:
+                    nr.append(f"container_cpu_cfs_periods_total{lab} {periods[k][0]} {t}")
+                    thr.append(f"container_cpu_cfs_throttled_periods_total{lab} {periods[k][1]} {t}")
                 prev[k] = t
                 cpu.append(f"container_cpu_usage_seconds_total{lab} {total:.3f} {t}")
                 mem.append(f"container_memory_working_set_bytes{lab} {base * (0.8 + 0.2 * load) * rng.uniform(0.97, 1.03):.0f} {t}")
                 if killed:
                     oom.append(f'kube_pod_container_status_last_terminated_reason{{namespace="{ns}",pod="{pod}",container="{c}",reason="OOMKilled"}} 1 {t}')
             totals[k] = total
-        text = "\n".join(cpu + mem + (oom if len(oom) > 2 else []) + ["# EOF"]) + "\n"
+        cfs = nr + thr if args.throttling else []
+        text = "\n".join(cpu + mem + cfs + (oom if len(oom) > 2 else []) + ["# EOF"]) + "\n"
         if args.out_dir:
             with open(os.path.join(args.out_dir, f"usage-{c0}.om"), "w") as f:
                 f.write(text)

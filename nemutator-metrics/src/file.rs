@@ -19,6 +19,17 @@
 //! * optionally `kube_pod_container_status_last_terminated_reason{namespace,
 //!   pod,container,reason="OOMKilled"}` (kube-state-metrics): a sample of 1 in
 //!   a window marks the container OOM-killed there.
+//! * optionally `container_cpu_cfs_periods_total` and
+//!   `container_cpu_cfs_throttled_periods_total` (cAdvisor's CFS counters, for
+//!   containers with a CPU limit): the throttled fraction of
+//!   [`MetricsSource::pod_signals`]; without them it is `None`.
+//!
+//! Live pod signals ([`MetricsSource::pod_signals`]) are computed per pod
+//! container from the samples in `(end - window, end]` as PromQL computes
+//! them: `rate()` of the CPU counter ([`stat::prometheus_rate`]),
+//! `max_over_time()` of the working set, and the ratio of the `increase()`s
+//! of the two CFS counters (both extrapolated alike, clamped to `[0, 1]`;
+//! `None` when no period elapsed).
 //!
 //! The file must end with `# EOF`, as OpenMetrics requires: a file without it
 //! (empty, or truncated while being written) is an error, so the last good
@@ -33,8 +44,9 @@ use std::time::Duration;
 use nemutator_core::error::Chain;
 use nemutator_core::metrics::{
     stat, BoxFuture, ContainerUsage, ContainersRequest, MetricsClient, MetricsError, MetricsSource,
-    Resolution, Resource, SeriesBatch, SeriesRequest, SourceInfo, SourceLoader, UsageBatch,
-    UsageRequest, CURRENT_LOOKBACK,
+    PodContainerRef, PodSignals, PodSignalsBatch, PodSignalsRequest, Resolution, Resource,
+    SeriesBatch, SeriesRequest, SourceInfo, SourceLoader, UsageBatch, UsageRequest,
+    CURRENT_LOOKBACK,
 };
 use nemutator_core::workload::{ContainerRef, WorkloadKey};
 
@@ -50,6 +62,10 @@ pub const OWNER: &str = "kube_pod_owner";
 pub const REQUESTS: &str = "kube_pod_container_resource_requests";
 /// kube-state-metrics' last termination reason of a container.
 pub const TERMINATED: &str = "kube_pod_container_status_last_terminated_reason";
+/// cAdvisor's count of elapsed CFS enforcement periods.
+pub const CFS_PERIODS: &str = "container_cpu_cfs_periods_total";
+/// cAdvisor's count of CFS periods in which the container was throttled.
+pub const CFS_THROTTLED: &str = "container_cpu_cfs_throttled_periods_total";
 
 /// Why a file could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -77,6 +93,8 @@ pub enum FileSourceError {
 /// Raw samples of one pod's container, `(milliseconds, value)` sorted by time.
 #[derive(Debug, Default, Clone)]
 struct PodHistory {
+    /// The pod's name.
+    pod: String,
     /// The CPU counter.
     cpu: Vec<(i64, f64)>,
     /// The working set.
@@ -87,6 +105,10 @@ struct PodHistory {
     cpu_request: Vec<(i64, f64)>,
     /// The memory request (bytes).
     memory_request: Vec<(i64, f64)>,
+    /// The CFS periods counter.
+    cfs_periods: Vec<(i64, f64)>,
+    /// The CFS throttled periods counter.
+    cfs_throttled: Vec<(i64, f64)>,
 }
 
 impl PodHistory {
@@ -116,6 +138,50 @@ impl PodHistory {
             .iter()
             .any(|s| s.iter().any(|p| p.0 > start && p.0 <= end))
     }
+
+    /// The live signals over `(end - range, end]` (milliseconds).
+    fn signals(&self, end: i64, range: i64) -> PodSignals {
+        signals_of(
+            [
+                &self.cpu,
+                &self.memory,
+                &self.cfs_periods,
+                &self.cfs_throttled,
+            ],
+            end,
+            range,
+        )
+    }
+}
+
+/// The live signals of one pod container over `(end - range, end]`
+/// (milliseconds) from its samples `[cpu counter, working set, CFS periods
+/// counter, CFS throttled periods counter]`, each `(milliseconds, value)`
+/// sorted by time, as PromQL computes them (see the module docs).
+pub(crate) fn signals_of(series: [&[(i64, f64)]; 4], end: i64, range: i64) -> PodSignals {
+    let [cpu, memory, periods, throttled] = series;
+    let rate =
+        |series: &[(i64, f64)]| stat::prometheus_rate(in_range(series, end, range), end, range);
+    let throttled = match (rate(throttled), rate(periods)) {
+        (Some(t), Some(p)) if p > 0.0 => Some((t / p).clamp(0.0, 1.0)),
+        _ => None,
+    };
+    PodSignals {
+        cpu: rate(cpu),
+        memory: in_range(memory, end, range)
+            .iter()
+            .map(|p| p.1)
+            .fold(None, |m: Option<f64>, v| Some(m.map_or(v, |m| m.max(v)))),
+        throttled,
+    }
+}
+
+/// The samples of `series` (sorted by time, milliseconds) in
+/// `(end - range, end]`.
+fn in_range(series: &[(i64, f64)], end: i64, range: i64) -> &[(i64, f64)] {
+    let lo = series.partition_point(|p| p.0 <= end.saturating_sub(range));
+    let hi = series.partition_point(|p| p.0 <= end);
+    &series[lo..hi.max(lo)]
 }
 
 /// Usage history loaded from an OpenMetrics file.
@@ -172,7 +238,8 @@ impl FileSource {
                 (true, _) => return,
                 _ => None,
             };
-            if !is_oom && request.is_none() && s.name != CPU && s.name != MEMORY {
+            let counted = [CPU, MEMORY, CFS_PERIODS, CFS_THROTTLED].contains(&s.name);
+            if !is_oom && request.is_none() && !counted {
                 return;
             }
             let (Some(ns), Some(pod), Some(container), Some(ts)) = (
@@ -203,10 +270,11 @@ impl FileSource {
             }
             newest = newest.max(ms.div_euclid(1000));
             samples += 1;
-            if s.name == CPU {
-                series.cpu.push((ms, s.value));
-            } else {
-                series.memory.push((ms, s.value));
+            match s.name {
+                CPU => series.cpu.push((ms, s.value)),
+                CFS_PERIODS => series.cfs_periods.push((ms, s.value)),
+                CFS_THROTTLED => series.cfs_throttled.push((ms, s.value)),
+                _ => series.memory.push((ms, s.value)),
             }
         })?;
         if !eof {
@@ -256,7 +324,10 @@ impl FileSource {
             sort_dedup(&mut series.memory);
             sort_dedup(&mut series.cpu_request);
             sort_dedup(&mut series.memory_request);
+            sort_dedup(&mut series.cfs_periods);
+            sort_dedup(&mut series.cfs_throttled);
             series.oom.sort_unstable();
+            series.pod = pod;
             gaps.extend(series.memory.windows(2).map(|w| w[1].0 - w[0].0));
             data.entry(ContainerRef::new(workload, container))
                 .or_default()
@@ -434,6 +505,40 @@ impl MetricsSource for FileSource {
         }
         Box::pin(std::future::ready(Ok(batch)))
     }
+
+    fn pod_signals<'a>(
+        &'a self,
+        request: &'a PodSignalsRequest,
+    ) -> BoxFuture<'a, Result<PodSignalsBatch, MetricsError>> {
+        let (start, end) = window_ms(request.end, request.window);
+        let mut batch = PodSignalsBatch::default();
+        for (target, pods) in self.data.iter().filter(|(k, _)| {
+            request
+                .namespace
+                .as_deref()
+                .is_none_or(|ns| k.workload.namespace == ns)
+        }) {
+            for pod in pods {
+                let signals = pod.signals(end, end - start);
+                let PodSignals {
+                    cpu,
+                    memory,
+                    throttled,
+                } = signals;
+                if cpu.is_some() || memory.is_some() || throttled.is_some() {
+                    batch.containers.insert(
+                        PodContainerRef {
+                            namespace: target.workload.namespace.clone(),
+                            pod: pod.pod.clone(),
+                            container: target.container.clone(),
+                        },
+                        signals,
+                    );
+                }
+            }
+        }
+        Box::pin(std::future::ready(Ok(batch)))
+    }
 }
 
 /// A [`SourceLoader`] that re-reads an OpenMetrics file whenever its size or
@@ -484,296 +589,4 @@ impl SourceLoader for FileLoader {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use nemutator_core::metrics::{PeriodicMask, StatSpec};
-    use nemutator_core::workload::WorkloadKind;
-
-    const T0: i64 = 1_700_000_000;
-
-    /// `minutes` + 1 one-minute samples per pod (30 s past each minute) of
-    /// `cpu_cores` and `mem` (+ the minute) bytes.
-    fn mk_file(pods: &[&str], minutes: i64, cpu_cores: f64, mem: f64) -> String {
-        let mut s = String::from("# TYPE container_cpu_usage_seconds counter\n");
-        for pod in pods {
-            for m in 0..=minutes {
-                s += &format!(
-                    "container_cpu_usage_seconds_total{{namespace=\"ns\",pod=\"{pod}\",container=\"app\"}} {} {}\n",
-                    cpu_cores * 60.0 * m as f64,
-                    T0 + 30 + m * 60
-                );
-            }
-        }
-        s += "# TYPE container_memory_working_set_bytes gauge\n";
-        for pod in pods {
-            for m in 0..=minutes {
-                s += &format!(
-                    "container_memory_working_set_bytes{{namespace=\"ns\",pod=\"{pod}\",container=\"app\"}} {} {}\n",
-                    mem + m as f64,
-                    T0 + 30 + m * 60
-                );
-            }
-        }
-        s + "# EOF\n"
-    }
-
-    fn block_on<F: std::future::Future>(f: F) -> F::Output {
-        tokio::runtime::Builder::new_current_thread()
-            .build()
-            .map(|rt| rt.block_on(f))
-            .unwrap_or_else(|e| panic!("runtime: {e}"))
-    }
-
-    fn web() -> ContainerRef {
-        ContainerRef::new(
-            WorkloadKey::new("ns", WorkloadKind::Deployment, "web"),
-            "app",
-        )
-    }
-
-    fn mk_request(src: &FileSource, resource: Resource, stats: Vec<StatSpec>) -> UsageRequest {
-        UsageRequest {
-            namespace: "ns".into(),
-            resource,
-            window: Duration::from_secs(86_400),
-            end: src.info().now,
-            resolution: src.info().resolution,
-            stats,
-            oom: true,
-            requests: false,
-        }
-    }
-
-    fn q(quantile: f64) -> StatSpec {
-        StatSpec {
-            quantile,
-            mask: None,
-        }
-    }
-
-    fn usage(src: &FileSource, req: &UsageRequest) -> ContainerUsage {
-        block_on(src.usage(req))
-            .ok()
-            .and_then(|b| b.containers.get(&web()).cloned())
-            .unwrap_or_default()
-    }
-
-    #[test]
-    fn generations_of_a_deployment_pool_together() {
-        let text = mk_file(
-            &["web-7d9f8b6c5d-x2k9p", "web-5c8d7f9b4-qwz7t"],
-            60,
-            0.25,
-            1e8,
-        );
-        let src = FileSource::from_text(&text).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(src.interval(), Duration::from_secs(60));
-        assert_eq!(src.info().resolution, Resolution::DEFAULT);
-        let req = ContainersRequest {
-            namespace: None,
-            window: Duration::from_secs(86_400),
-            end: src.newest(),
-        };
-        assert_eq!(
-            block_on(src.containers(&req)).unwrap_or_default(),
-            vec![web()]
-        );
-        let cpu = usage(&src, &mk_request(&src, Resource::Cpu, vec![q(0.95)]));
-        let stat = cpu.stats[0].unwrap_or_else(|| panic!("no stat"));
-        assert!((stat.value - 0.25).abs() < 1e-6, "{stat:?}");
-        // History counts hourly checkpoints: the hour of data holds one.
-        assert_eq!((stat.samples, stat.history_secs), (1, 3600));
-        let mem = usage(
-            &src,
-            &mk_request(&src, Resource::Memory, vec![q(1.0), q(0.0)]),
-        );
-        let values: Vec<_> = mem.stats.iter().map(|s| s.map(|s| s.value)).collect();
-        // The per-step maximum over the two pods, steps of 5 minutes; the
-        // newest samples are after the last whole step (the window ends at
-        // the newest sample).
-        assert_eq!(values, vec![Some(1e8 + 56.0), Some(1e8 + 1.0)]);
-        assert!(!mem.oom_killed);
-    }
-
-    #[test]
-    fn masks_restrict_the_statistic() {
-        let text = mk_file(&["web-7d9f8b6c5d-x2k9p"], 60, 0.25, 1e8);
-        let src = FileSource::from_text(&text).unwrap_or_else(|e| panic!("{e}"));
-        // The first ten minutes of every day: T0 is 22:13:20 UTC.
-        let first = T0 + 60 - T0 % 60;
-        let phase = (first - 345_600).rem_euclid(86_400);
-        let mask = PeriodicMask::new(86_400, [(phase, phase + 600)]);
-        let req = mk_request(
-            &src,
-            Resource::Memory,
-            vec![StatSpec {
-                quantile: 1.0,
-                mask,
-            }],
-        );
-        let stat = usage(&src, &req).stats[0];
-        // Steps at 5 and 10 minutes (of 5-minute steps) after 22:15: the
-        // largest sample of the second is minute 6's; no hourly checkpoint
-        // in those ten minutes.
-        assert_eq!(stat.map(|s| (s.value, s.samples)), Some((1e8 + 6.0, 0)));
-    }
-
-    #[test]
-    fn workload_series_sums_pods() {
-        let text = mk_file(
-            &["web-7d9f8b6c5d-x2k9p", "web-7d9f8b6c5d-b2k9p"],
-            30,
-            0.5,
-            100.0,
-        );
-        let src = FileSource::from_text(&text).unwrap_or_else(|e| panic!("{e}"));
-        let req = SeriesRequest {
-            namespace: "ns".into(),
-            resource: Resource::Cpu,
-            window: Duration::from_secs(3600),
-            end: src.newest(),
-            resolution: Resolution::new(Duration::from_secs(300), Duration::from_secs(300)),
-        };
-        let batch = block_on(src.series(&req)).unwrap_or_default();
-        let series = batch
-            .workloads
-            .get(&web().workload)
-            .cloned()
-            .unwrap_or_default();
-        // The first step's window starts before the counters do: a part of
-        // a rate, as in PromQL.
-        assert!(series.len() > 3 && series[0].1 < 1.0, "{series:?}");
-        assert!(
-            series[1..].iter().all(|&(_, v)| (v - 1.0).abs() < 1e-6),
-            "{series:?}"
-        );
-    }
-
-    #[test]
-    fn owner_series_override_name_guessing() {
-        let text = "kube_pod_owner{namespace=\"ns\",pod=\"api-0\",owner_kind=\"ReplicaSet\",owner_name=\"api-6b7c9d8f5\"} 1 1700000000\n\
-            container_memory_working_set_bytes{namespace=\"ns\",pod=\"api-0\",container=\"app\"} 5 1700000000\n# EOF\n";
-        let src = FileSource::from_text(text).unwrap_or_else(|e| panic!("{e}"));
-        let req = ContainersRequest {
-            namespace: Some("ns".into()),
-            window: Duration::from_secs(60),
-            end: src.newest(),
-        };
-        let c = block_on(src.containers(&req)).unwrap_or_default();
-        assert_eq!(
-            c[0].workload,
-            WorkloadKey::new("ns", WorkloadKind::Deployment, "api")
-        );
-    }
-
-    #[test]
-    fn oom_kills_in_the_window_are_reported() {
-        let mut text = mk_file(&["web-7d9f8b6c5d-x2k9p"], 60, 0.25, 1e8).replace("# EOF\n", "");
-        text += "kube_pod_container_status_last_terminated_reason{namespace=\"ns\",pod=\"web-7d9f8b6c5d-x2k9p\",container=\"app\",reason=\"OOMKilled\"} 1 1700001000\n# EOF\n";
-        let src = FileSource::from_text(&text).unwrap_or_else(|e| panic!("{e}"));
-        let mut req = mk_request(&src, Resource::Memory, vec![q(1.0)]);
-        assert!(usage(&src, &req).oom_killed);
-        req.window = Duration::from_secs(600);
-        assert!(
-            !usage(&src, &req).oom_killed,
-            "the kill is older than the window"
-        );
-    }
-
-    #[test]
-    fn current_requests_are_the_largest_of_the_last_hour() {
-        let pods = ["web-7d9f8b6c5d-x2k9p", "web-5c8d7f9b4-qwz7t"];
-        let mut text = mk_file(&pods, 120, 0.25, 1e8).replace("# EOF\n", "");
-        // The old generation's larger request ends 90 minutes before the
-        // newest sample; the new one's two pods ask 0.5 and 0.75.
-        for (pod, cores, t) in [
-            (pods[0], 2.0, T0 + 1800),
-            (pods[1], 0.5, T0 + 6000),
-            (pods[1], 0.75, T0 + 7000),
-        ] {
-            text += &format!("kube_pod_container_resource_requests{{namespace=\"ns\",pod=\"{pod}\",container=\"app\",resource=\"cpu\",unit=\"core\"}} {cores} {t}\n");
-        }
-        text += "# EOF\n";
-        let src = FileSource::from_text(&text).unwrap_or_else(|e| panic!("{e}"));
-        let mut req = mk_request(&src, Resource::Cpu, vec![q(1.0)]);
-        assert_eq!(usage(&src, &req).request, None, "not asked");
-        req.requests = true;
-        assert_eq!(usage(&src, &req).request, Some(0.75));
-        req.resource = Resource::Memory;
-        assert_eq!(usage(&src, &req).request, None, "no memory request");
-    }
-
-    #[test]
-    fn ignores_pause_and_pod_totals() {
-        let text = "container_memory_working_set_bytes{namespace=\"ns\",pod=\"p\",container=\"POD\"} 5 1\n\
-            container_memory_working_set_bytes{namespace=\"ns\",pod=\"p\",container=\"\"} 5 1\n# EOF\n";
-        let src = FileSource::from_text(text).unwrap_or_else(|e| panic!("{e}"));
-        let req = ContainersRequest {
-            namespace: None,
-            window: Duration::from_secs(60),
-            end: 1,
-        };
-        assert!(block_on(src.containers(&req))
-            .unwrap_or_default()
-            .is_empty());
-    }
-
-    #[test]
-    fn empty_and_truncated_files_are_errors() {
-        let full = mk_file(&["web-7d9f8b6c5d-x2k9p"], 10, 0.25, 1e8);
-        let cut = &full[..full.len() / 2];
-        let cut = &cut[..cut.rfind('\n').unwrap_or(0) + 1];
-        for text in ["", "\n", cut] {
-            let e = FileSource::from_text(text).expect_err("no # EOF");
-            assert!(e.to_string().contains("no `# EOF`"), "{e}");
-        }
-        assert!(
-            FileSource::from_text("# EOF\n").is_ok(),
-            "empty but complete"
-        );
-    }
-
-    #[test]
-    fn loader_rereads_on_change_and_keeps_the_last_good_data() {
-        use nemutator_core::policy::{Policy, PolicySet};
-        use nemutator_core::recommend::{RecommendationStore, Refresher};
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let path = dir.path().join("usage.om");
-        std::fs::write(&path, mk_file(&["web-7d9f8b6c5d-x2k9p"], 1500, 0.25, 1e8))
-            .unwrap_or_else(|e| panic!("{e}"));
-        let store = Arc::new(RecommendationStore::new());
-        let refresher = Refresher::new(
-            Arc::new(FileLoader::new(&path)),
-            Arc::new(PolicySet(vec![Policy::default()])),
-            store.clone(),
-        );
-        assert_eq!(block_on(refresher.refresh_once()).ok().flatten(), Some(1));
-        assert!(store.is_loaded());
-        // Progress in namespaces, as /metrics shows it.
-        assert_eq!(store.health().progress(), (1, 1));
-        // Unchanged file: nothing to do.
-        assert_eq!(block_on(refresher.refresh_once()).ok().flatten(), None);
-        // A second workload appears.
-        let mut text = mk_file(&["web-7d9f8b6c5d-x2k9p"], 1500, 0.25, 1e8).replace("# EOF\n", "");
-        text += "container_memory_working_set_bytes{namespace=\"ns\",pod=\"db-0\",container=\"pg\"} 5 1700000000\n# EOF\n";
-        std::fs::write(&path, &text).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(block_on(refresher.refresh_once()).ok().flatten(), Some(2));
-        let before = store.snapshot();
-        // A broken file, an emptied one, a truncated one: errors, and the
-        // store keeps its recommendations.
-        let truncated = &text[..text.len() - 200];
-        for bad in ["container_memory_working_set_bytes{ 1 2\n", "", truncated] {
-            std::fs::write(&path, bad).unwrap_or_else(|e| panic!("{e}"));
-            let err = block_on(refresher.refresh_once()).expect_err("bad file");
-            assert!(!err.to_string().contains('\n'), "{err}");
-            assert_eq!(store.snapshot(), before);
-        }
-    }
-
-    #[test]
-    fn bad_file_is_one_line_error() {
-        let e = FileSource::from_text("container_memory_working_set_bytes{namespace=\"ns\"} x 1\n")
-            .expect_err("bad value");
-        assert_eq!(e.line, 1);
-    }
-}
+mod tests;

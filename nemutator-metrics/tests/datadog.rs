@@ -11,7 +11,10 @@
 //!   steps;
 //! * 429 answers are waited out by their `X-RateLimit-Reset`, then fail
 //!   transiently; a refused key is one line; no key reaches a log line, an
-//!   error or a `Debug` output.
+//!   error or a `Debug` output;
+//! * pod signals: Datadog and the file source agree on every pod
+//!   container's CPU rate (2%), largest working set (exactly) and throttled
+//!   fraction (0.01), in one request.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -20,14 +23,15 @@ use std::time::Duration;
 
 use nemutator_core::config::DatadogConfig;
 use nemutator_core::metrics::{
-    ContainersRequest, MetricsSource, PeriodicMask, Resolution, Resource, SeriesRequest, StatSpec,
-    UsageRequest,
+    ContainersRequest, MetricsSource, PeriodicMask, PodSignalsRequest, Resolution, Resource,
+    SeriesRequest, StatSpec, UsageRequest,
 };
 use nemutator_core::workload::{ContainerRef, WorkloadKey, WorkloadKind};
 use nemutator_metrics::datadog::query::{
     CPU_METRIC, CPU_REQUESTS_METRIC, KINDS, LAST_TERMINATED_METRIC, MEMORY_METRIC,
     MEMORY_REQUESTS_METRIC,
 };
+use nemutator_metrics::datadog::signals::{CFS_PERIODS_METRIC, CFS_THROTTLED_METRIC};
 use nemutator_metrics::{DatadogSource, FileSource};
 use nemutator_testkit::datadog::{DatadogServer, StoredSeries};
 
@@ -37,11 +41,13 @@ const APP_KEY: &str = "dd-app-fedcba9876543210fedcba9876543210fedcba98";
 
 /// The series the Datadog agent would send for the pods of an OpenMetrics
 /// file: the working set as it is, the CPU counter as nanocores between
-/// consecutive samples (a reset drops the point), tagged with the
-/// namespace, pod, container and the workload's tag.
+/// consecutive samples (a reset drops the point), the CFS counters as
+/// rates per second likewise, tagged with the namespace, pod, container and
+/// the workload's tag.
 fn agent_series(text: &str) -> Vec<StoredSeries> {
     type Pod = (String, String, String);
     let mut cpu: HashMap<Pod, Vec<(i64, f64)>> = HashMap::new();
+    let mut cfs: HashMap<(Pod, &str), Vec<(i64, f64)>> = HashMap::new();
     let mut memory: HashMap<Pod, Vec<(i64, f64)>> = HashMap::new();
     let mut requests: HashMap<(Pod, &str), Vec<(i64, f64)>> = HashMap::new();
     let mut oom: HashMap<Pod, Vec<(i64, f64)>> = HashMap::new();
@@ -69,6 +75,14 @@ fn agent_series(text: &str) -> Vec<StoredSeries> {
         let point = (t.round() as i64, s.value);
         match s.name {
             "container_cpu_usage_seconds_total" => cpu.entry(key).or_default().push(point),
+            "container_cpu_cfs_periods_total" => cfs
+                .entry((key, CFS_PERIODS_METRIC))
+                .or_default()
+                .push(point),
+            "container_cpu_cfs_throttled_periods_total" => cfs
+                .entry((key, CFS_THROTTLED_METRIC))
+                .or_default()
+                .push(point),
             "container_memory_working_set_bytes" => memory.entry(key).or_default().push(point),
             "kube_pod_container_status_last_terminated_reason"
                 if s.label("reason") == Some("OOMKilled") =>
@@ -105,18 +119,27 @@ fn agent_series(text: &str) -> Vec<StoredSeries> {
         }
         tags
     };
-    let mut out = Vec::new();
-    for (pod, mut points) in cpu {
+    let rates = |mut points: Vec<(i64, f64)>, scale: f64| -> Vec<(i64, f64)> {
         points.sort_by_key(|p| p.0);
-        let rates = points
+        points
             .windows(2)
             .filter(|w| w[1].1 >= w[0].1 && w[1].0 > w[0].0)
-            .map(|w| (w[1].0, (w[1].1 - w[0].1) / (w[1].0 - w[0].0) as f64 * 1e9))
-            .collect();
+            .map(|w| (w[1].0, (w[1].1 - w[0].1) / (w[1].0 - w[0].0) as f64 * scale))
+            .collect()
+    };
+    let mut out = Vec::new();
+    for (pod, points) in cpu {
         out.push(StoredSeries {
             metric: CPU_METRIC.into(),
             tags: tags(&pod),
-            points: rates,
+            points: rates(points, 1e9),
+        });
+    }
+    for ((pod, metric), points) in cfs {
+        out.push(StoredSeries {
+            metric: metric.into(),
+            tags: tags(&pod),
+            points: rates(points, 1.0),
         });
     }
     for (pod, points) in memory {
@@ -150,7 +173,9 @@ fn agent_series(text: &str) -> Vec<StoredSeries> {
 /// the quarter-minute as real scrapes are, of two namespaces: a Deployment
 /// rolled out halfway (two ReplicaSet generations), a StatefulSet, a
 /// DaemonSet and a bare pod, two containers each, following a daily rhythm
-/// with noise; their requests, and one container OOM-killed.
+/// with noise; their requests, and one container OOM-killed; cAdvisor's CFS
+/// counters of every container but the bare pod's (no CPU limit), db-0's
+/// app throttled in about half its periods, the others in 2%.
 fn mk_cluster() -> String {
     let end = 1_764_547_200; // a Monday, 00:00 UTC
     let start = end - 86_400;
@@ -170,6 +195,8 @@ fn mk_cluster() -> String {
     let mut mem = String::from("# TYPE container_memory_working_set_bytes gauge\n");
     let mut req = String::from("# TYPE kube_pod_container_resource_requests gauge\n");
     let mut oom = String::from("# TYPE kube_pod_container_status_last_terminated_reason gauge\n");
+    let mut cfs = String::from("# TYPE container_cpu_cfs_periods counter\n");
+    let mut throttled = String::from("# TYPE container_cpu_cfs_throttled_periods counter\n");
     for (n, ns) in ["team-a", "team-b"].iter().enumerate() {
         let pods = [
             ("web-7d9f8b6c5d-x2k9p", start, mid),
@@ -189,7 +216,22 @@ fn mk_cluster() -> String {
                     format!("{{namespace=\"{ns}\",pod=\"{pod}\",container=\"{container}\"}}");
                 let mut total = uniform(100.0, 1000.0);
                 let mut t = t0 + 7;
+                // CFS periods: 150 every 15 s (100 ms each), no noise (the
+                // other series keep their random numbers).
+                let hot = (*pod, c) == ("db-0", 0);
+                let (mut periods, mut slow) = (0.0, 0.0);
                 while t <= *t1 {
+                    if *pod != "debug" {
+                        let share = if hot { 0.4 + 0.2 * rhythm(t) } else { 0.02 };
+                        periods += 150.0;
+                        slow += (150.0 * share).round();
+                        cfs.push_str(&format!(
+                            "container_cpu_cfs_periods_total{labels} {periods} {t}\n"
+                        ));
+                        throttled.push_str(&format!(
+                            "container_cpu_cfs_throttled_periods_total{labels} {slow} {t}\n"
+                        ));
+                    }
                     total += cores * rhythm(t) * uniform(0.85, 1.15) * 15.0;
                     let ws = bytes * (0.8 + 0.2 * rhythm(t)) * uniform(0.97, 1.03);
                     cpu.push_str(&format!(
@@ -219,7 +261,7 @@ fn mk_cluster() -> String {
             }
         }
     }
-    cpu + &mem + &req + &oom + "# EOF\n"
+    cpu + &mem + &req + &oom + &cfs + &throttled + "# EOF\n"
 }
 
 /// The generated cluster, and the files the test script backfilled into
@@ -528,4 +570,89 @@ async fn rate_limits_are_waited_out_and_keys_never_logged() {
             assert!(!text.contains(secret), "a key in the {what}");
         }
     }
+}
+
+/// Pod signals agree with the file source's on the generated cluster
+/// (samples every 15 s, the agent's interval). CPU within 2%: the file
+/// source takes PromQL's rate() of the 20 samples in a 5-minute window (19
+/// intervals, extrapolated to the window), Datadog the mean of the agent's
+/// 20 rates (each over the 15 s before its sample), so one interval of
+/// ±15% noise in twenty differs. The working set is the largest of the
+/// same samples: equal. The throttled fraction within 0.01: the same two
+/// counters, over 19 intervals or 20.
+#[tokio::test]
+async fn datadog_and_file_agree_on_pod_signals() {
+    let text = mk_cluster();
+    let src = FileSource::from_text(&text).unwrap_or_else(|e| panic!("{e}"));
+    let server = DatadogServer::start(agent_series(&text), API_KEY, APP_KEY)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let dd = DatadogSource::new(&mk_config(&server, "SIGNALS", src.newest()))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut compared = 0;
+    let mut calls = 0;
+    for end in [src.newest(), src.newest() - 12 * 3600 - 7] {
+        for namespace in [None, Some("team-b".to_string())] {
+            let request = PodSignalsRequest {
+                namespace,
+                window: Duration::from_secs(300),
+                end,
+            };
+            let a = src
+                .pod_signals(&request)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            let b = dd
+                .pod_signals(&request)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            calls += 1;
+            assert_eq!(
+                a.containers.keys().collect::<Vec<_>>(),
+                b.containers.keys().collect::<Vec<_>>(),
+                "{request:?}"
+            );
+            for (k, sa) in &a.containers {
+                let sb = b.containers[k];
+                let (Some(ca), Some(cb)) = (sa.cpu, sb.cpu) else {
+                    panic!("{k:?}: file {sa:?}, datadog {sb:?}");
+                };
+                assert!(close(ca, cb), "{k:?} CPU: file {sa:?}, datadog {sb:?}");
+                assert_eq!(sa.memory, sb.memory, "{k:?}");
+                match (sa.throttled, sb.throttled) {
+                    (Some(x), Some(y)) => assert!((x - y).abs() < 0.01, "{k:?}: {x} vs {y}"),
+                    (x, y) => assert_eq!(x, y, "{k:?} throttled"),
+                }
+                compared += 1;
+            }
+        }
+    }
+    assert!(compared > 40, "{compared} compared");
+    assert_eq!(dd.requests(), calls, "one request per question");
+    // The throttled container, and the bare pod without a CPU limit.
+    let all = dd
+        .pod_signals(&PodSignalsRequest {
+            namespace: None,
+            window: Duration::from_secs(300),
+            end: src.newest(),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let hot: Vec<_> = all
+        .containers
+        .iter()
+        .filter(|(_, s)| s.throttled.is_some_and(|t| t > 0.3))
+        .map(|(k, _)| (k.pod.as_str(), k.container.as_str()))
+        .collect();
+    assert_eq!(
+        hot,
+        vec![("db-0", "app"), ("db-0", "app")],
+        "one per namespace"
+    );
+    assert!(all
+        .containers
+        .iter()
+        .filter(|(k, _)| k.pod == "debug")
+        .all(|(_, s)| s.throttled.is_none() && s.cpu.is_some()));
+    assert!(server.seen().iter().all(|s| s.status == 200));
 }

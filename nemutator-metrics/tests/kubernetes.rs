@@ -3,14 +3,16 @@
 //! `v1beta1.metrics.k8s.io` APIService and reached through kube-apiserver's
 //! aggregation layer (nemutator-testkit `metrics_server`, which says what is
 //! simulated). The sampled history gives the statistic its definition asks
-//! for, survives a restart in a file and in Redis, and stays bounded.
+//! for, survives a restart in a file and in Redis, and stays bounded; the
+//! source handed out answers live pod signals from the history as sampled
+//! since (CPU and memory; never a throttled fraction).
 
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use nemutator_core::config::{CacheConfig, Config, KubernetesMetricsConfig};
-use nemutator_core::metrics::{MetricsClient, SourceLoader};
+use nemutator_core::metrics::{MetricsClient, PodContainerRef, PodSignalsRequest, SourceLoader};
 use nemutator_core::recommend::{Recommendation, Recommender};
 use nemutator_metrics::kubernetes::{HistoryKeeper, KubernetesLoader};
 use nemutator_metrics::RedisStore;
@@ -148,6 +150,58 @@ async fn pod_metrics_through_the_aggregation_layer_give_the_statistic() {
     let h = small.history().await;
     assert!(h.samples() <= 30 && h.samples() >= 27, "{}", h.samples());
     assert_eq!(h.newest(), Some(T0 + 59 * 60));
+
+    // Live pod signals: the source handed out at the first sample answers
+    // from the history sampled since, although no new source is handed out
+    // (recomputed hourly).
+    let config = KubernetesMetricsConfig {
+        interval: nemutator_core::units::HumanDuration::from_secs(1),
+        ..KubernetesMetricsConfig::default()
+    };
+    let live = KubernetesLoader::new(config, Duration::from_secs(3600), HistoryKeeper::Memory)
+        .with_client(cluster.client.clone());
+    let client = sample_minutes(&live, &server, 0..1)
+        .await
+        .unwrap_or_else(|| panic!("no source at the first sample"));
+    assert!(sample_minutes(&live, &server, 1..20).await.is_none());
+    let signals = |end: i64| {
+        let client = client.clone();
+        async move {
+            client
+                .pod_signals(PodSignalsRequest {
+                    namespace: Some("shop".into()),
+                    window: Duration::from_secs(300),
+                    end,
+                })
+                .await
+                .unwrap_or_else(|e| panic!("{e}"))
+        }
+    };
+    let key = |pod: &str| PodContainerRef {
+        namespace: "shop".into(),
+        pod: pod.into(),
+        container: "api".into(),
+    };
+    let first = signals(T0 + 19 * 60).await;
+    assert_eq!(first.containers.len(), 3, "{first:?}");
+    for (pod, cpu, memory) in [
+        ("api-5d78c9869d-x7k2p", 0.1, 100.0 * 1024.0 * 1024.0),
+        ("api-5d78c9869d-q9w4z", 0.2, 150.0 * 1024.0 * 1024.0),
+        ("worker-7c9f8b6d4-kx2lp", 0.05, 51_200.0 * 1024.0),
+    ] {
+        let s = first.containers[&key(pod)];
+        assert!(
+            s.cpu.is_some_and(|c| (c - cpu).abs() < 1e-9),
+            "{pod}: {s:?}"
+        );
+        assert_eq!(s.memory, Some(memory), "{pod}");
+        assert_eq!(s.throttled, None, "metrics.k8s.io has no throttling");
+    }
+    // Pod a goes to 300m at minute 30: the same source sees it.
+    assert!(sample_minutes(&live, &server, 20..40).await.is_none());
+    let later = signals(T0 + 39 * 60).await;
+    let a = later.containers[&key("api-5d78c9869d-x7k2p")];
+    assert!(a.cpu.is_some_and(|c| (c - 0.3).abs() < 1e-9), "{a:?}");
 
     // With Redis, the history lives there: another replica continues it.
     if let Some(redis) = TestRedis::from_env("kubernetes_history_in_redis") {

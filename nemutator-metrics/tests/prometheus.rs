@@ -8,7 +8,9 @@
 //!   on season series;
 //! * failures: a Prometheus that hangs or answers 503 (through
 //!   [`FaultProxy`]) fails the refresh and the store keeps the last good
-//!   recommendations, per namespace when only one namespace fails.
+//!   recommendations, per namespace when only one namespace fails;
+//! * pod signals: the file source and Prometheus agree on every pod
+//!   container's CPU rate, largest working set and throttled fraction.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -16,8 +18,8 @@ use std::time::Duration;
 
 use nemutator_core::config::PrometheusConfig;
 use nemutator_core::metrics::{
-    ContainersRequest, MetricsLayers, MetricsSource, PeriodicMask, Resolution, Resource,
-    SeriesRequest, StatSpec, UsageRequest,
+    ContainersRequest, MetricsLayers, MetricsSource, PeriodicMask, PodSignalsRequest, Resolution,
+    Resource, SeriesRequest, StatSpec, UsageRequest,
 };
 use nemutator_core::policy::{Policy, PolicySet};
 use nemutator_core::recommend::{RecommendationStore, Refresher};
@@ -272,4 +274,131 @@ async fn a_failing_prometheus_keeps_the_last_good_recommendations() {
     proxy.set(Fault::None);
     assert!(refresher.refresh_once().await.is_ok());
     assert_eq!(store.snapshot(), good);
+}
+
+/// Pod signals agree to floating-point rounding: both sides evaluate the
+/// same formulas (PromQL's `rate()` with its extrapolation, `max_over_time`,
+/// the ratio of two `increase()`s) on the same float samples (promtool and
+/// the file source parse the same decimal text to the same doubles); only
+/// the order of the arithmetic differs, so 1e-9 relative is ample and any
+/// difference in selection or extrapolation (a sample more or less) shows.
+fn same_signal(a: Option<f64>, b: Option<f64>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => (a - b).abs() <= 1e-9 * a.abs().max(b.abs()) + 1e-12,
+        (a, b) => a.is_none() && b.is_none(),
+    }
+}
+
+#[tokio::test]
+async fn file_and_prometheus_agree_on_pod_signals() {
+    let Some(prom) = TestPrometheus::from_env("file_and_prometheus_agree_on_pod_signals") else {
+        return;
+    };
+    let mut throttled_files = 0;
+    for file in &prom.data {
+        let text =
+            std::fs::read_to_string(file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+        let src =
+            FileSource::from_text(&text).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+        let prom_src = mk_prometheus(&prom.url, src.newest());
+        let listing = ContainersRequest {
+            namespace: None,
+            window: WEEK,
+            end: src.newest(),
+        };
+        let mut namespaces: Vec<String> = src
+            .containers(&listing)
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .map(|c| c.workload.namespace)
+            .collect();
+        namespaces.dedup();
+        let mut calls = 0;
+        let mut compared = 0;
+        // The newest sample, and a time hours before it (other pods alive).
+        for end in [src.newest(), src.newest() - 6 * 3600 - 7] {
+            for window in [Duration::from_secs(300), Duration::from_secs(1800)] {
+                for namespace in [None, namespaces.first().cloned()] {
+                    let request = PodSignalsRequest {
+                        namespace: namespace.clone(),
+                        window,
+                        end,
+                    };
+                    let a = src
+                        .pod_signals(&request)
+                        .await
+                        .unwrap_or_else(|e| panic!("{e}"));
+                    let mut b = prom_src
+                        .pod_signals(&request)
+                        .await
+                        .unwrap_or_else(|e| panic!("{e}"));
+                    calls += 1;
+                    // Prometheus also holds the other backfilled files.
+                    b.containers
+                        .retain(|k, _| namespaces.contains(&k.namespace));
+                    assert_eq!(
+                        a.containers.keys().collect::<Vec<_>>(),
+                        b.containers.keys().collect::<Vec<_>>(),
+                        "{}: containers of {request:?}",
+                        file.display()
+                    );
+                    for (k, sa) in &a.containers {
+                        let sb = b.containers[k];
+                        assert!(
+                            same_signal(sa.cpu, sb.cpu)
+                                && same_signal(sa.memory, sb.memory)
+                                && same_signal(sa.throttled, sb.throttled),
+                            "{k:?} at {end} over {window:?}: file {sa:?}, prometheus {sb:?}"
+                        );
+                        compared += 1;
+                    }
+                }
+            }
+        }
+        assert!(
+            compared > 20,
+            "{}: only {compared} compared",
+            file.display()
+        );
+        assert_eq!(prom_src.requests(), 3 * calls, "one query per signal");
+        if text.contains("container_cpu_cfs_throttled_periods_total") {
+            throttled_files += 1;
+            // The generated cluster: the first container of svc0000's newest
+            // first pod in each namespace is the throttled one.
+            let request = PodSignalsRequest {
+                namespace: None,
+                window: Duration::from_secs(300),
+                end: src.newest(),
+            };
+            let b = prom_src
+                .pod_signals(&request)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            let hot: Vec<_> = b
+                .containers
+                .iter()
+                .filter(|(_, s)| s.throttled.is_some_and(|t| t > 0.3))
+                .map(|(k, _)| k)
+                .collect();
+            assert_eq!(hot.len(), namespaces.len(), "{hot:?}");
+            assert!(
+                hot.iter()
+                    .all(|k| k.pod.starts_with("svc0000-") && k.container == "app"),
+                "{hot:?}"
+            );
+            let cool = b
+                .containers
+                .values()
+                .filter(|s| s.throttled.is_some_and(|t| t < 0.1))
+                .count();
+            assert!(cool > 10, "most containers are hardly throttled");
+            let debug = b.containers.iter().find(|(k, _)| k.pod == "debug");
+            assert!(
+                debug.is_some_and(|(_, s)| s.cpu.is_some() && s.throttled.is_none()),
+                "no CPU limit, no CFS series: {debug:?}"
+            );
+        }
+    }
+    assert!(throttled_files > 0, "no backfilled file has CFS counters");
 }

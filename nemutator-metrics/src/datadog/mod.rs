@@ -8,7 +8,8 @@
 //! rolled up at the step, so that Datadog computes the per-step maximum
 //! across a workload's pods. The quantiles over time, season masks and
 //! hours of history are then computed by nemutator from those per-step
-//! maxima with [`stat::summarize`], the code the file source uses.
+//! maxima with [`stat::summarize`], the code the file source uses. Live pod
+//! signals are one HTTP request ([`signals`]).
 //!
 //! The keys are read from the environment variables the configuration
 //! names, once, into [`SecretString`]s: no log line, error or `Debug`
@@ -28,6 +29,7 @@
 
 mod http;
 pub mod query;
+pub mod signals;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -35,7 +37,8 @@ use std::sync::Arc;
 use nemutator_core::config::DatadogConfig;
 use nemutator_core::metrics::{
     stat, BoxFuture, ContainerUsage, ContainersRequest, MetricsError, MetricsLayers, MetricsSource,
-    Resolution, SeriesBatch, SeriesRequest, SourceInfo, UsageBatch, UsageRequest, CURRENT_LOOKBACK,
+    PodSignalsBatch, PodSignalsRequest, Resolution, SeriesBatch, SeriesRequest, SourceInfo,
+    UsageBatch, UsageRequest, CURRENT_LOOKBACK,
 };
 use nemutator_core::workload::ContainerRef;
 use secrecy::SecretString;
@@ -289,6 +292,16 @@ impl MetricsSource for DatadogSource {
                     .map(|(w, p)| (w, p.into_iter().collect()))
                     .collect(),
             })
+        })
+    }
+
+    fn pod_signals<'a>(
+        &'a self,
+        request: &'a PodSignalsRequest,
+    ) -> BoxFuture<'a, Result<PodSignalsBatch, MetricsError>> {
+        Box::pin(async move {
+            let answer = self.http.query(&signals::request(request)?).await?;
+            signals::signals(&answer)
         })
     }
 }

@@ -82,7 +82,7 @@ pub fn check_namespace(ns: &str) -> Result<&str, MetricsError> {
     }
 }
 
-fn scope(namespace: Option<&str>) -> Result<String, MetricsError> {
+pub(crate) fn scope(namespace: Option<&str>) -> Result<String, MetricsError> {
     Ok(match namespace {
         Some(ns) => format!("{NAMESPACE_TAG}:{}", check_namespace(ns)?),
         None => "*".into(),
@@ -243,7 +243,7 @@ pub struct MetricQuery {
 }
 
 impl MetricQuery {
-    fn new(index: usize, query: String) -> Self {
+    pub(crate) fn new(index: usize, query: String) -> Self {
         MetricQuery {
             data_source: "metrics",
             name: format!("q{index}"),
@@ -554,7 +554,7 @@ pub fn listed(
 }
 
 /// Series paired with their values, after checking the shape.
-fn answers(
+pub(crate) fn answers(
     answer: &ResponseAttributes,
 ) -> Result<impl Iterator<Item = (&ResponseSeries, &Vec<Option<f64>>)>, MetricsError> {
     if answer.series.len() != answer.values.len()

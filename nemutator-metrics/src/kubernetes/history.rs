@@ -11,9 +11,10 @@
 
 use std::collections::HashMap;
 
+use nemutator_core::metrics::{PodContainerRef, PodSignals, PodSignalsBatch, PodSignalsRequest};
 use serde::{Deserialize, Serialize};
 
-use crate::file::FileSource;
+use crate::file::{signals_of, FileSource};
 
 /// The format of the saved history; another one is not read.
 pub const HISTORY_FORMAT: u32 = 1;
@@ -159,6 +160,49 @@ impl History {
         }))
     }
 
+    /// The live pod signals of the samples in the request's window, computed
+    /// as the file source computes them: CPU (the rate of the counter) and
+    /// the largest working set; never a throttled fraction (metrics.k8s.io
+    /// has no CFS counters).
+    pub fn pod_signals(&self, request: &PodSignalsRequest) -> PodSignalsBatch {
+        let range = i64::try_from(request.window.as_millis()).unwrap_or(i64::MAX);
+        let end = request.end.saturating_mul(1000);
+        let mut batch = PodSignalsBatch::default();
+        for s in self.series.values() {
+            if request
+                .namespace
+                .as_deref()
+                .is_some_and(|ns| ns != s.namespace)
+            {
+                continue;
+            }
+            // Only the window's samples, in the file source's form.
+            let lo =
+                s.t.partition_point(|&t| t * 1000 <= end.saturating_sub(range));
+            let hi = s.t.partition_point(|&t| t * 1000 <= end).max(lo);
+            let t = s.t[lo..hi].iter().map(|t| t * 1000);
+            let cpu: Vec<(i64, f64)> = t.clone().zip(s.cpu[lo..hi].iter().copied()).collect();
+            let memory: Vec<(i64, f64)> = t.zip(s.memory[lo..hi].iter().copied()).collect();
+            let signals = signals_of([&cpu, &memory, &[], &[]], end, range);
+            let PodSignals {
+                cpu,
+                memory,
+                throttled: _,
+            } = signals;
+            if cpu.is_some() || memory.is_some() {
+                batch.containers.insert(
+                    PodContainerRef {
+                        namespace: s.namespace.clone(),
+                        pod: s.pod.clone(),
+                        container: s.container.clone(),
+                    },
+                    signals,
+                );
+            }
+        }
+        batch
+    }
+
     /// JSON of the history.
     pub fn to_json(&self) -> Vec<u8> {
         let mut series: Vec<Series> = self.series.values().cloned().collect();
@@ -264,5 +308,44 @@ mod tests {
             let e = History::from_json(bad).err().map(|e| e.to_string());
             assert!(e.is_some_and(|e| !e.contains('\n')));
         }
+    }
+
+    #[test]
+    fn pod_signals_are_the_window_mean_cpu_and_largest_memory() {
+        let mut h = History::new();
+        for m in 0..=10 {
+            // 0.2 cores for five minutes, then 0.6; memory grows.
+            let cpu = if m <= 5 { 0.2 } else { 0.6 };
+            h.record([mk_reading("web-1", m * 60, cpu, 100.0 + m as f64)]);
+        }
+        h.record([Reading {
+            namespace: "other".into(),
+            ..mk_reading("db-0", 600, 1.0, 7.0)
+        }]);
+        let mut request = PodSignalsRequest {
+            namespace: Some("shop".into()),
+            window: std::time::Duration::from_secs(300),
+            end: 600,
+        };
+        let batch = h.pod_signals(&request);
+        let key = PodContainerRef {
+            namespace: "shop".into(),
+            pod: "web-1".into(),
+            container: "app".into(),
+        };
+        assert_eq!(batch.containers.keys().collect::<Vec<_>>(), vec![&key]);
+        let s = batch.containers[&key];
+        // The last five minutes ran at 0.6 cores.
+        assert!(s.cpu.is_some_and(|c| (c - 0.6).abs() < 1e-9), "{s:?}");
+        assert_eq!((s.memory, s.throttled), (Some(110.0), None));
+        // Ten minutes: a mix of both rates (PromQL's rate(), extrapolated).
+        request.window = std::time::Duration::from_secs(600);
+        let s = h.pod_signals(&request).containers[&key];
+        assert!(s.cpu.is_some_and(|c| c > 0.3 && c < 0.6), "{s:?}");
+        // All namespaces: one reading of db-0 gives memory, no rate.
+        request.namespace = None;
+        let all = h.pod_signals(&request);
+        let db = all.containers.iter().find(|(k, _)| k.pod == "db-0");
+        assert_eq!(db.map(|(_, s)| (s.cpu, s.memory)), Some((None, Some(7.0))));
     }
 }

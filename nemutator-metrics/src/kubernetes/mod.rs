@@ -12,6 +12,13 @@
 //! when recommendations are recomputed: to Redis with `metrics.cache` (so a
 //! replica that takes over production continues it), else to
 //! `history_file`, else nowhere.
+//!
+//! The source handed out answers the statistic from the history as it was
+//! when recomputed, and live pod signals ([`MetricsSource::pod_signals`])
+//! from the history as it is now: CPU (the rate of the history's counter
+//! over the window, as PromQL's `rate()` takes it) and the largest working
+//! set of the samples in the window. The throttled fraction
+//! is always `None`: `metrics.k8s.io` reports no CFS throttling.
 
 pub mod history;
 
@@ -23,13 +30,17 @@ use kube::api::{Api, ApiResource, DynamicObject, ListParams};
 use nemutator_core::config::KubernetesMetricsConfig;
 use nemutator_core::error::Chain;
 use nemutator_core::metrics::{
-    BoxFuture, MetricsClient, MetricsError, MetricsSource, SourceLoader,
+    BoxFuture, ContainersRequest, MetricsClient, MetricsError, MetricsSource, PodSignalsBatch,
+    PodSignalsRequest, SeriesBatch, SeriesRequest, SourceInfo, SourceLoader, UsageBatch,
+    UsageRequest,
 };
 use nemutator_core::quantity::Quantity;
+use nemutator_core::workload::ContainerRef;
 use tokio::time::Instant;
 
 pub use history::{History, Reading};
 
+use crate::file::FileSource;
 use crate::shared::RedisStore;
 
 const BACKEND: &str = "kubernetes";
@@ -131,7 +142,8 @@ pub struct KubernetesLoader {
     recompute: Duration,
     keeper: HistoryKeeper,
     client: tokio::sync::OnceCell<kube::Client>,
-    state: tokio::sync::Mutex<State>,
+    /// Shared with the sources handed out, for live pod signals.
+    state: Arc<tokio::sync::Mutex<State>>,
 }
 
 impl std::fmt::Debug for KubernetesLoader {
@@ -158,7 +170,7 @@ impl KubernetesLoader {
             recompute,
             keeper,
             client: tokio::sync::OnceCell::new(),
-            state: tokio::sync::Mutex::default(),
+            state: Arc::default(),
         }
     }
 
@@ -268,9 +280,55 @@ impl SourceLoader for KubernetesLoader {
             let source = tokio::task::spawn_blocking(move || history.source())
                 .await
                 .map_err(|e| MetricsError::permanent(BACKEND, e.to_string()))?;
+            let source = KubernetesSource {
+                snapshot: source,
+                live: self.state.clone(),
+            };
             Ok(Some(MetricsClient::from(
                 Arc::new(source) as Arc<dyn MetricsSource>
             )))
         })
+    }
+}
+
+/// What the [`KubernetesLoader`] hands out: the history as it was when
+/// recomputed, and the loader's history as it is now for pod signals.
+#[derive(Debug)]
+struct KubernetesSource {
+    snapshot: FileSource,
+    live: Arc<tokio::sync::Mutex<State>>,
+}
+
+impl MetricsSource for KubernetesSource {
+    fn info(&self) -> SourceInfo {
+        self.snapshot.info()
+    }
+
+    fn containers<'a>(
+        &'a self,
+        request: &'a ContainersRequest,
+    ) -> BoxFuture<'a, Result<Vec<ContainerRef>, MetricsError>> {
+        self.snapshot.containers(request)
+    }
+
+    fn usage<'a>(
+        &'a self,
+        request: &'a UsageRequest,
+    ) -> BoxFuture<'a, Result<UsageBatch, MetricsError>> {
+        self.snapshot.usage(request)
+    }
+
+    fn series<'a>(
+        &'a self,
+        request: &'a SeriesRequest,
+    ) -> BoxFuture<'a, Result<SeriesBatch, MetricsError>> {
+        self.snapshot.series(request)
+    }
+
+    fn pod_signals<'a>(
+        &'a self,
+        request: &'a PodSignalsRequest,
+    ) -> BoxFuture<'a, Result<PodSignalsBatch, MetricsError>> {
+        Box::pin(async move { Ok(self.live.lock().await.history.pod_signals(request)) })
     }
 }

@@ -6,7 +6,8 @@
 //! [`SeriesRequest`] is one range query per 10,000 steps (Prometheus refuses
 //! more than 11,000 points per series); listing containers is one
 //! `/api/v1/series` call. The kubernetes-mixin recording rules are used when
-//! the server has them (checked every 10 minutes).
+//! the server has them (checked every 10 minutes). Live pod signals are one
+//! instant query per signal ([`signals`]).
 //!
 //! ```no_run
 //! use nemutator_core::config::PrometheusConfig;
@@ -22,6 +23,7 @@
 
 mod http;
 pub mod promql;
+pub mod signals;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -30,8 +32,8 @@ use std::time::{Duration, Instant};
 use nemutator_core::config::PrometheusConfig;
 use nemutator_core::metrics::{
     stat, BoxFuture, ContainerUsage, ContainersRequest, MetricsClient, MetricsError, MetricsLayers,
-    MetricsSource, Resolution, SeriesBatch, SeriesRequest, SourceInfo, SourceLoader, UsageBatch,
-    UsageRequest, UsageStat,
+    MetricsSource, PodSignalsBatch, PodSignalsRequest, Resolution, SeriesBatch, SeriesRequest,
+    SourceInfo, SourceLoader, UsageBatch, UsageRequest, UsageStat,
 };
 use nemutator_core::workload::{ContainerRef, WorkloadKey};
 use secrecy::SecretString;
@@ -414,6 +416,13 @@ impl MetricsSource for PrometheusSource {
                     .collect(),
             })
         })
+    }
+
+    fn pod_signals<'a>(
+        &'a self,
+        request: &'a PodSignalsRequest,
+    ) -> BoxFuture<'a, Result<PodSignalsBatch, MetricsError>> {
+        Box::pin(signals::pod_signals(&self.http, request))
     }
 }
 
