@@ -317,13 +317,15 @@ impl NoisyController {
         self.metrics.clone()
     }
 
-    /// The pod signals over the window ending at `now` (unix seconds).
-    async fn signals(&self, now: i64) -> Result<PodSignalsBatch, PassError> {
+    /// The pod signals over the window ending at the source's now (the
+    /// wall clock for a live backend, the newest sample of a recording).
+    async fn signals(&self) -> Result<PodSignalsBatch, PassError> {
         let client = self.metrics_source.current().ok_or(PassError::NotLoaded)?;
+        let info = client.info().await.map_err(PassError::Signals)?;
         let request = PodSignalsRequest {
             namespace: None,
             window: self.config.window.0.max(Duration::from_secs(1)),
-            end: now,
+            end: info.now,
         };
         client
             .pod_signals(request)
@@ -343,7 +345,7 @@ impl NoisyController {
             .map(|_| ())
     }
 
-    /// One pass at `now` (unix seconds).
+    /// One pass; `now` (unix seconds) stamps its scores.
     pub async fn pass(&self, now: i64) -> Result<NoisyReport, PassError> {
         if !matches!(
             futures_util::FutureExt::now_or_never(self.pods.wait_until_ready()),
@@ -351,7 +353,7 @@ impl NoisyController {
         ) {
             return Err(PassError::NotSynced);
         }
-        let batch = self.signals(now).await?;
+        let batch = self.signals().await?;
         let judged = noisy::judge(&self.pods.state(), &batch, &self.config);
         let mut report = NoisyReport {
             judged: judged.len(),
