@@ -327,6 +327,7 @@ async fn noisy_pods_are_labelled_listed_and_evicted_only_beside_a_precious_pod()
     let (status, body) = get(&server, &path, Some(&token)).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["enabled"], true, "{body}");
+    assert_eq!(body["leader"], true, "{body}");
     let far = entry(&body, "far");
     assert_eq!(far["noisy"], true, "{body}");
     assert_eq!(far["labelled"], true, "{body}");

@@ -298,7 +298,13 @@ pub(super) async fn noisy<B>(state: &ApiState, req: Request<B>) -> Reply {
     {
         return *reply;
     }
-    let (scored_at, entries) = state.noisy_scores.snapshot();
+    let leader = state.leadership.is_leader();
+    // A former leader's scores are stale.
+    let (scored_at, entries) = if leader {
+        state.noisy_scores.snapshot()
+    } else {
+        (None, Vec::new())
+    };
     let pods = entries
         .into_iter()
         .filter(|e| {
@@ -327,6 +333,7 @@ pub(super) async fn noisy<B>(state: &ApiState, req: Request<B>) -> Reply {
         StatusCode::OK,
         &NoisyResponse {
             enabled: state.noisy_enabled,
+            leader,
             scored_at,
             pods,
         },

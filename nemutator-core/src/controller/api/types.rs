@@ -121,12 +121,14 @@ pub struct ErrorBody {
 }
 
 /// `GET /api/v1/noisy`: the noisy-neighbour scores of the leader's last
-/// pass (on a replica that does not lead: empty, `scoredAt` absent).
+/// pass (on a replica that does not lead: `leader` false, no pods).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct NoisyResponse {
     /// Whether the scorer runs (`controller.noisy.enabled`).
     pub enabled: bool,
+    /// Whether this replica leads (only the leader scores).
+    pub leader: bool,
     /// When the last pass scored, unix seconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scored_at: Option<i64>,
