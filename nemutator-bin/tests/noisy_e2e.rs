@@ -37,6 +37,9 @@ enum Load {
     Noisy,
     /// 50m on a 250m request, 10 MiB of a 1 GiB limit.
     Quiet,
+    /// 450m on a 250m request: 1.8 times it, under the threshold (2) but
+    /// above where the label goes (0.8 of it).
+    Band,
 }
 
 /// A running, ready pod `name` on `node`, of its own ReplicaSet, requests
@@ -74,6 +77,7 @@ fn mk_metrics(ns: &str, pods: &[(&str, Load)]) -> String {
         let cores = match load {
             Load::Noisy => 1.0,
             Load::Quiet => 0.05,
+            Load::Band => 0.45,
         };
         for t in (start..=end).step_by(15) {
             let _ = writeln!(
@@ -371,8 +375,8 @@ async fn noisy_pods_are_labelled_listed_and_evicted_only_beside_a_precious_pod()
 }
 
 #[tokio::test]
-async fn a_dry_run_labels_but_evicts_nothing() {
-    let test = "a_dry_run_labels_but_evicts_nothing";
+async fn a_dry_run_labels_but_evicts_nothing_and_labels_do_not_flap() {
+    let test = "a_dry_run_labels_but_evicts_nothing_and_labels_do_not_flap";
     let Some(cluster) = TestCluster::from_env(test).await else {
         return;
     };
@@ -402,4 +406,40 @@ async fn a_dry_run_labels_but_evicts_nothing() {
     assert!(!labelled(&pod(&client, &ns, "calm").await));
     let evs = events(&client, &ns).await;
     assert!(evs.is_empty(), "a dry-run writes no Event: {evs:?}");
+
+    // Hysteresis: `far` calms down and loses its label; `near` drops just
+    // under the threshold and keeps it; `calm` rises as far and stays
+    // unlabelled.
+    std::fs::write(
+        dir.join("usage.om"),
+        mk_metrics(
+            &ns,
+            &[
+                ("db", Load::Noisy),
+                ("cache", Load::Quiet),
+                ("near", Load::Band),
+                ("calm", Load::Band),
+                ("far", Load::Quiet),
+            ],
+        ),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    // The pass that judged the new file has ended once the API says so.
+    let body = eventually(LIMIT, || async {
+        let (status, body) = get(&server, &path, Some(&token)).await;
+        let far = find(&body, "far")?;
+        (status == 200 && far["verdict"] == "quiet" && far["labelled"] == false).then_some(body)
+    })
+    .await
+    .unwrap_or_else(|| panic!("far never judged quiet"));
+    assert!(
+        !labelled(&pod(&client, &ns, "far").await),
+        "far kept its label once quiet"
+    );
+    for (name, verdict, noisy) in [("near", "unsure", true), ("calm", "unsure", false)] {
+        let p = entry(&body, name);
+        assert_eq!(p["verdict"], verdict, "{name}: {body}");
+        assert_eq!(p["noisy"], noisy, "{name}: {body}");
+        assert_eq!(labelled(&pod(&client, &ns, name).await), noisy, "{name}");
+    }
 }
