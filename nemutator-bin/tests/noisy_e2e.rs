@@ -15,9 +15,10 @@ use std::time::Duration;
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::{Namespace, Pod, ServiceAccount};
 use k8s_openapi::api::events::v1::Event;
-use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, Client};
+use nemutator_core::install::{self, InstallOptions, Tls, CONTROLLER_NAME};
 use nemutator_core::noisy::{NOISY_LABEL, PRECIOUS, TIER_LABEL};
 use nemutator_testkit::cluster::{eventually, TestCluster};
 use serde_json::{json, Value};
@@ -142,9 +143,90 @@ async fn mk_scene(client: &Client, tag: &str) -> (String, std::path::PathBuf) {
     (ns, dir)
 }
 
+/// The controller's ServiceAccount and RBAC of `nemutator install -n ns`
+/// on the test API server (the cluster-wide objects renamed per run), and a
+/// kubeconfig in `dir` with that account's token: the controller then runs
+/// with exactly the rights it is installed with.
+async fn installed_kubeconfig(cluster: &TestCluster, ns: &str, dir: &std::path::Path) -> String {
+    let client = &cluster.client;
+    let options = InstallOptions::new(ns).unwrap_or_else(|e| panic!("{e}"));
+    let m = install::manifests(&options, &Tls::CertManager);
+    let unique = format!("{CONTROLLER_NAME}-{ns}");
+    let pp = PostParams::default();
+    let mut cluster_role = m.controller_cluster_role;
+    cluster_role.metadata.name = Some(unique.clone());
+    let mut binding = m.controller_cluster_role_binding;
+    binding.metadata.name = Some(unique.clone());
+    binding.role_ref.name = unique;
+    fn fail<T>(e: kube::Error) -> T {
+        panic!("{e}")
+    }
+    let sa = Api::<ServiceAccount>::namespaced(client.clone(), ns);
+    sa.create(&pp, &m.controller_service_account)
+        .await
+        .unwrap_or_else(fail);
+    Api::<ClusterRole>::all(client.clone())
+        .create(&pp, &cluster_role)
+        .await
+        .unwrap_or_else(fail);
+    Api::<ClusterRoleBinding>::all(client.clone())
+        .create(&pp, &binding)
+        .await
+        .unwrap_or_else(fail);
+    Api::<Role>::namespaced(client.clone(), ns)
+        .create(&pp, &m.controller_role)
+        .await
+        .unwrap_or_else(fail);
+    Api::<RoleBinding>::namespaced(client.clone(), ns)
+        .create(&pp, &m.controller_role_binding)
+        .await
+        .unwrap_or_else(fail);
+    let token = sa
+        .create_token_request(CONTROLLER_NAME, &pp, &token_request())
+        .await
+        .unwrap_or_else(fail)
+        .status
+        .map(|s| s.token)
+        .unwrap_or_default();
+    let admin =
+        kube::config::Kubeconfig::read_from(&cluster.kubeconfig).unwrap_or_else(|e| panic!("{e}"));
+    let c = admin
+        .clusters
+        .first()
+        .and_then(|c| c.cluster.clone())
+        .unwrap_or_else(|| panic!("no cluster in the admin kubeconfig"));
+    let yaml = json!({
+        "apiVersion": "v1", "kind": "Config",
+        "clusters": [{"name": "test", "cluster": {
+            "server": c.server, "certificate-authority-data": c.certificate_authority_data,
+        }}],
+        "users": [{"name": "sa", "user": {"token": token}}],
+        "contexts": [{"name": "sa", "context": {"cluster": "test", "user": "sa"}}],
+        "current-context": "sa",
+    });
+    let path = dir.join("kubeconfig");
+    std::fs::write(
+        &path,
+        serde_yaml::to_string(&yaml).unwrap_or_else(|e| panic!("{e}")),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    path.display().to_string()
+}
+
+fn token_request() -> TokenRequest {
+    TokenRequest {
+        spec: TokenRequestSpec {
+            audiences: vec![],
+            expiration_seconds: Some(3600),
+            ..TokenRequestSpec::default()
+        },
+        ..TokenRequest::default()
+    }
+}
+
 /// `nemutator controller` with `controller.noisy.evict: evict`, a pass a
-/// second, its Lease in `ns`, as the API server's administrator.
-fn start(cluster: &TestCluster, ns: &str, dir: &std::path::Path, evict: &str) -> Server {
+/// second, its Lease in `ns`, with the credentials of `kubeconfig`.
+fn start(kubeconfig: &str, ns: &str, dir: &std::path::Path, evict: &str) -> Server {
     let config = dir.join("config.yaml");
     let yaml = format!(
         "metrics:\n  source: file\n  file: {{ path: {} }}\ncontroller:\n  noisy:\n    enabled: true\n    interval: 1s\n    window: 5m\n    evict: {evict}\n",
@@ -168,7 +250,7 @@ fn start(cluster: &TestCluster, ns: &str, dir: &std::path::Path, evict: &str) ->
             "--min-replicas",
             "1",
         ],
-        &[("KUBECONFIG", &cluster.kubeconfig.display().to_string())],
+        &[("KUBECONFIG", kubeconfig)],
     )
 }
 
@@ -200,15 +282,7 @@ async fn reader_token(client: &Client, ns: &str) -> String {
         )
         .await
         .unwrap_or_else(|e| panic!("{e}"));
-    let req = TokenRequest {
-        spec: TokenRequestSpec {
-            audiences: vec![],
-            expiration_seconds: Some(3600),
-            ..TokenRequestSpec::default()
-        },
-        ..TokenRequest::default()
-    };
-    sa.create_token_request(name, &pp, &req)
+    sa.create_token_request(name, &pp, &token_request())
         .await
         .unwrap_or_else(|e| panic!("{e}"))
         .status
@@ -288,7 +362,9 @@ async fn noisy_pods_are_labelled_listed_and_evicted_only_beside_a_precious_pod()
     let client = cluster.client.clone();
     let (ns, dir) = mk_scene(&client, "on").await;
     let token = reader_token(&client, &ns).await;
-    let server = start(&cluster, &ns, &dir, "on");
+    // With only its installed RBAC: a call of the loop outside it fails here.
+    let kubeconfig = installed_kubeconfig(&cluster, &ns, &dir).await;
+    let server = start(&kubeconfig, &ns, &dir, "on");
     server.client().wait_ready().await;
 
     wait_labelled(&client, &ns, &["near", "far", "db"]).await;
@@ -302,14 +378,21 @@ async fn noisy_pods_are_labelled_listed_and_evicted_only_beside_a_precious_pod()
     })
     .await;
     assert!(evicted.is_some(), "near was never evicted");
-    let evs = events(&client, &ns).await;
+    // The Event is written just after the eviction.
+    let event = eventually(LIMIT, || async {
+        events(&client, &ns).await.into_iter().find(|e| {
+            e.reason.as_deref() == Some("Evicted")
+                && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("near")
+                && e.note
+                    .as_deref()
+                    .is_some_and(|n| n.contains("noisy neighbour"))
+        })
+    })
+    .await;
     assert!(
-        evs.iter().any(|e| e.reason.as_deref() == Some("Evicted")
-            && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("near")
-            && e.note
-                .as_deref()
-                .is_some_and(|n| n.contains("noisy neighbour"))),
-        "{evs:?}"
+        event.is_some(),
+        "no Evicted Event for near: {:?}",
+        events(&client, &ns).await
     );
     // The quiet pods are not labelled; the noisy one on another node, and
     // the precious one (noisy itself, beside another precious pod), are
@@ -383,7 +466,12 @@ async fn a_dry_run_labels_but_evicts_nothing_and_labels_do_not_flap() {
     let client = cluster.client.clone();
     let (ns, dir) = mk_scene(&client, "dry").await;
     let token = reader_token(&client, &ns).await;
-    let server = start(&cluster, &ns, &dir, "dry-run");
+    let server = start(
+        &cluster.kubeconfig.display().to_string(),
+        &ns,
+        &dir,
+        "dry-run",
+    );
     server.client().wait_ready().await;
 
     wait_labelled(&client, &ns, &["near", "far", "db"]).await;
