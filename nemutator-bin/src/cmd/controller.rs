@@ -102,6 +102,11 @@ pub async fn run(global: &Global, args: ControllerArgs) -> anyhow::Result<ExitCo
     let certs = server_certs(&args.tls, &tls::with_extra_names(defaults, &args.tls_san))?;
     let tls_config = Arc::new(tls::server_config(certs.clone())?);
     tokio::spawn(certs.watch(Duration::from_secs(2)));
+    if app.config.controller.noisy.enabled {
+        // Before the refresher's first load: the noisy-neighbour loop asks
+        // the source it loaded.
+        app.metrics.keep();
+    }
     tokio::spawn(
         app.refresher
             .clone()

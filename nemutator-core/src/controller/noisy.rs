@@ -38,12 +38,15 @@ pub const EVICTION_REASON: &str =
 /// Failures stretch the wait up to this many intervals.
 pub const MAX_BACKOFF_FACTOR: u32 = 8;
 
-/// A [`SourceLoader`] that remembers the last client it handed out, so the
-/// loop asks the source the refresher loaded (a file source is read once
-/// per change, not once per question).
+/// A [`SourceLoader`] that, once told to [`keep`](LatestMetrics::keep),
+/// remembers the last client it handed out, so the loop asks the source the
+/// refresher loaded (a file source is read once per change, not once per
+/// question). Without `keep` it remembers nothing: a webhook does not hold
+/// a file source's data beyond a refresh.
 #[derive(Debug)]
 pub struct LatestMetrics {
     loader: Arc<dyn SourceLoader>,
+    keep: std::sync::atomic::AtomicBool,
     latest: RwLock<Option<MetricsClient>>,
 }
 
@@ -52,8 +55,14 @@ impl LatestMetrics {
     pub fn new(loader: Arc<dyn SourceLoader>) -> Self {
         LatestMetrics {
             loader,
+            keep: std::sync::atomic::AtomicBool::new(false),
             latest: RwLock::new(None),
         }
+    }
+
+    /// Remember the clients loaded from now on.
+    pub fn keep(&self) {
+        self.keep.store(true, Ordering::Release);
     }
 
     /// The last client loaded, if any.
@@ -69,7 +78,10 @@ impl SourceLoader for LatestMetrics {
     fn load(&self) -> BoxFuture<'_, Result<Option<MetricsClient>, MetricsError>> {
         Box::pin(async move {
             let loaded = self.loader.load().await?;
-            if let Some(client) = &loaded {
+            if let Some(client) = loaded
+                .as_ref()
+                .filter(|_| self.keep.load(Ordering::Acquire))
+            {
                 *self.latest.write().unwrap_or_else(|p| p.into_inner()) = Some(client.clone());
             }
             Ok(loaded)
