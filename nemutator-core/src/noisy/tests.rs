@@ -452,3 +452,42 @@ proptest! {
         prop_assert!(after || s.verdict != Verdict::Noisy);
     }
 }
+
+proptest! {
+    /// Whatever the pods, labels and signals: only a pod noisy now, not
+    /// precious, with a running precious pod on its node is handed over;
+    /// the label follows [`labelled_after`].
+    #[test]
+    fn only_noisy_non_precious_pods_beside_a_precious_one_are_evicted(
+        pods in proptest::collection::vec(
+            (0u8..3, any::<bool>(), any::<bool>(), proptest::option::of(0.0f64..2.0)),
+            1..12,
+        ),
+    ) {
+        let mut list = Vec::new();
+        let mut entries = Vec::new();
+        for (i, (node, precious, labelled, cpu)) in pods.iter().enumerate() {
+            let name = format!("p{i}");
+            let mut labels = serde_json::Map::new();
+            if *precious {
+                labels.insert(TIER_LABEL.into(), json!(PRECIOUS));
+            }
+            if *labelled {
+                labels.insert(NOISY_LABEL.into(), json!(NOISY_VALUE));
+            }
+            list.push(Arc::new(mk_pod(&name, &format!("n{node}"), labels.into(), mk_limited())));
+            if let Some(cpu) = cpu {
+                entries.push((name, mk_signals(Some(*cpu), Some(100.0), Some(0.0))));
+            }
+        }
+        let refs: Vec<(&str, PodSignals)> = entries.iter().map(|(n, s)| (n.as_str(), *s)).collect();
+        let judged = judge(&list, &mk_batch(&refs), &config());
+        for j in &judged {
+            let i: usize = j.key.name[1..].parse().unwrap_or_else(|e| panic!("{e}"));
+            let (node, precious, labelled, _) = pods[i];
+            prop_assert_eq!(j.noisy, labelled_after(labelled, j.score.verdict));
+            let beside = pods.iter().enumerate().any(|(k, p)| k != i && p.0 == node && p.1);
+            prop_assert_eq!(j.evict, j.score.verdict == Verdict::Noisy && !precious && beside);
+        }
+    }
+}
