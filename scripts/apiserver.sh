@@ -33,31 +33,12 @@ build() {
   go_cached_build testenv "$moddir" ./cmd/nemutator-testenv nemutator-testenv -ldflags "-s -w$x"
 }
 
-# pid_of DIR NAME: the pid in DIR/NAME.pid if that process is ours and runs.
-pid_of() {
-  local f="$1/$2.pid" pid
-  [ -f "$f" ] || return 1
-  pid=$(cat "$f")
-  [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 1
-  tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q "nemutator-testenv $2" || return 1
-  printf '%s\n' "$pid"
-}
+. "$(dirname "$0")/lib/daemon.sh"
 
-stop_one() {
-  local dir=$1 name=$2 pid
-  if pid=$(pid_of "$dir" "$name"); then
-    kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 1 50); do
-      kill -0 "$pid" 2>/dev/null || break
-      sleep 0.1
-    done
-    if kill -0 "$pid" 2>/dev/null; then
-      echo "$me: $name ($pid) ignored TERM for 5 s; killing it" >&2
-      kill -KILL "$pid" 2>/dev/null || true
-    fi
-  fi
-  rm -f "$dir/$name.pid"
-}
+# pid_of DIR NAME: the pid in DIR/NAME.pid if that process is ours and runs.
+pid_of() { pid_in "$1/$2.pid" "nemutator-testenv $2"; }
+
+stop_one() { stop_pid "$1/$2.pid" "nemutator-testenv $2"; }
 
 stop() {
   stop_one "$1" kube-apiserver

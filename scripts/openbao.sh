@@ -29,9 +29,7 @@ build() {
   printf '%s\n' "$venv/bin/bao"
 }
 
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
+. "$(dirname "$0")/lib/daemon.sh"
 
 start() {
   local dir=$1 bin port token
@@ -64,17 +62,7 @@ ENV
   return 1
 }
 
-stop() {
-  local dir=$1 pid
-  [ -f "$dir/bao.pid" ] || return 0
-  pid=$(cat "$dir/bao.pid")
-  if kill -0 "$pid" 2>/dev/null; then
-    kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$pid" 2>/dev/null || true
-  fi
-  rm -f "$dir/bao.pid"
-}
+stop() { stop_pid "$1/bao.pid" "server -dev"; }
 
 case "${1:-}" in
 build) build ;;

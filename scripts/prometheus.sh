@@ -18,31 +18,11 @@
 set -euo pipefail
 me=$(basename "$0")
 
-pid_of() {
-  local f="$1/prometheus.pid" pid
-  [ -f "$f" ] || return 1
-  pid=$(cat "$f")
-  [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 1
-  tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q "prometheus" || return 1
-  printf '%s\n' "$pid"
-}
+. "$(dirname "$0")/lib/daemon.sh"
 
-stop() {
-  local dir=$1 pid
-  if pid=$(pid_of "$dir"); then
-    kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 1 50); do
-      kill -0 "$pid" 2>/dev/null || break
-      sleep 0.1
-    done
-    kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null || true
-  fi
-  rm -f "$dir/prometheus.pid"
-}
+pid_of() { pid_in "$1/prometheus.pid" prometheus; }
 
-free_port() {
-  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
+stop() { stop_pid "$1/prometheus.pid" prometheus; }
 
 start() {
   local dir=$1

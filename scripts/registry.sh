@@ -15,11 +15,8 @@ set -euo pipefail
 
 me=$(basename "$0")
 
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
+. "$(dirname "$0")/lib/daemon.sh"
 
-# config NAME PORT [HTPASSWD]: the configuration file of one registry.
 config() {
   local dir=$1 name=$2 port=$3 htpasswd=${4:-}
   mkdir -p "$dir/$name/data"
@@ -89,16 +86,9 @@ ENV
 }
 
 stop() {
-  local dir=$1 name pid
+  local name
   for name in open auth; do
-    [ -f "$dir/$name/registry.pid" ] || continue
-    pid=$(cat "$dir/$name/registry.pid")
-    if kill -0 "$pid" 2>/dev/null; then
-      kill -TERM "$pid" 2>/dev/null || true
-      for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-      kill -KILL "$pid" 2>/dev/null || true
-    fi
-    rm -f "$dir/$name/registry.pid"
+    stop_pid "$1/$name/registry.pid" docker-registry
   done
 }
 

@@ -8,7 +8,9 @@ use nemutator_core::config::Config;
 use nemutator_core::controller::noisy::LatestMetrics;
 use nemutator_core::error::Chain;
 use nemutator_core::image::{ImageLookup, NoLookup};
-use nemutator_core::mutate::{Pipeline, ResourcesLayer, SecretsLayer};
+use nemutator_core::mutate::{
+    NoisyWorkloads, Pipeline, PlacementLayer, ResourcesLayer, SecretsLayer,
+};
 use nemutator_core::recommend::{
     RecommendationStore, Refresher, Seasons, SharedRefresher, SharedStore as _,
 };
@@ -65,6 +67,9 @@ pub struct App {
     /// The refresher's source loader, remembering the source it last
     /// loaded (the controller's noisy-neighbour loop asks it).
     pub metrics: Arc<LatestMetrics>,
+    /// The workloads with noisy pods the placement layer reads (filled by
+    /// the webhook's watch).
+    pub noisy: NoisyWorkloads,
 }
 
 /// The secrets layer of `secrets:`: a cached resolver for `env` injection,
@@ -134,12 +139,15 @@ impl App {
             .with_seasons(seasons.clone(), state)
             .with_resolution(config.metrics.resolution());
         let pipeline = Pipeline::builder().layer(resources.clone());
+        let noisy = NoisyWorkloads::new();
+        let placement = PlacementLayer::new(&config.placement, noisy.clone());
         let pipeline = if config.secrets.enabled {
             pipeline
                 .layer(secrets_layer(&config.secrets).await?)
+                .layer(placement)
                 .build()
         } else {
-            pipeline.build()
+            pipeline.layer(placement).build()
         };
         Ok(App {
             config,
@@ -149,6 +157,7 @@ impl App {
             admission: Admission::new(pipeline),
             resources,
             metrics,
+            noisy,
         })
     }
 

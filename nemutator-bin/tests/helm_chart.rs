@@ -200,6 +200,23 @@ fn the_chart_lints_and_renders_what_nemutator_install_prints() {
     assert!(chart_objects.contains_key("ClusterRole/nemutator-metrics-reader"));
     assert_same(&chart_objects, &install(&["--config", &path]));
 
+    // Placement: a token and list/watch on pods.
+    let file = dir.join("placement.yaml");
+    std::fs::write(&file, "placement:\n  enabled: true\n").unwrap_or_else(|e| panic!("{e}"));
+    let path = file.display().to_string();
+    let mut cmd = Command::new(&helm);
+    cmd.args([
+        "template",
+        "nemutator",
+        &chart(),
+        "--namespace",
+        "nemutator",
+    ])
+    .args(["--set-file", &format!("config={path}")]);
+    let chart_objects = normalized(&run(&mut cmd));
+    assert!(chart_objects.contains_key("ClusterRole/nemutator-placement"));
+    assert_same(&chart_objects, &install(&["--config", &path]));
+
     let url = "https://127.0.0.1:9443/mutate";
     assert_same(
         &template(&helm, &[&format!("webhook.url={url}")]),

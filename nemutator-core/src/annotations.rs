@@ -13,6 +13,9 @@ pub const SECRETS_CONTAINERS: &str = "nemutator.io/secrets-containers";
 /// `exec` or `env`: the injection of this pod's secrets (default:
 /// `secrets.injection`; `env` only in `secrets.env_namespaces`).
 pub const SECRETS_INJECTION: &str = "nemutator.io/secrets-injection";
+/// `off`: the placement layer leaves the pod alone (`on`, the default,
+/// where `placement.enabled`).
+pub const PLACEMENT: &str = "nemutator.io/placement";
 /// Pod label: `precious` marks workloads to protect from noisy neighbours.
 pub const TIER: &str = "nemutator.io/tier";
 /// Pod label written by nemutator on pods ranked as noisy neighbours.

@@ -483,6 +483,13 @@ pub struct Config {
     /// `nemutator controller` (written out only where it differs from the defaults).
     #[serde(default, skip_serializing_if = "ControllerConfig::is_default")]
     pub controller: ControllerConfig,
+    /// Scheduling rules that keep noisy and precious pods apart (off by
+    /// default; written out only where it differs from the defaults).
+    #[serde(
+        default,
+        skip_serializing_if = "crate::mutate::PlacementConfig::is_default"
+    )]
+    pub placement: crate::mutate::PlacementConfig,
 }
 
 /// `controller:`: what `nemutator controller` does besides its flags.
@@ -515,6 +522,7 @@ impl Default for Config {
             secrets: SecretsConfig::off(),
             seasons: SeasonsConfig::default(),
             controller: ControllerConfig::default(),
+            placement: Default::default(),
         }
     }
 }

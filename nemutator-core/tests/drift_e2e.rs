@@ -127,7 +127,7 @@ async fn a_drift_pass_resizes_a_pod_that_left_its_recommendation() {
 
     use nemutator_core::config::Config;
     use nemutator_core::controller::cache::pod_cache;
-    use nemutator_core::controller::reconcile::{DriftMode, DriftReconciler};
+    use nemutator_core::controller::reconcile::{DriftMode, DriftReconciler, ResizeLimits};
     use nemutator_core::evict::{EvictionPolicy, KubeEvictor};
     use nemutator_core::mutate::ResourcesLayer;
     use nemutator_core::quantity::Quantity;
@@ -230,6 +230,19 @@ async fn a_drift_pass_resizes_a_pod_that_left_its_recommendation() {
         "a dry-run pass changes nothing"
     );
     reconciler.mode = DriftMode::On;
+    reconciler.limits = ResizeLimits {
+        per_pass: 100,
+        per_node: 0,
+    };
+    let report = reconciler.pass(0, true).await;
+    assert!(report.over_limit >= 1, "{report:?}");
+    let p = pods.get(name).await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        cpu_request(&p),
+        Some("100m".into()),
+        "no resize past the per-node limit"
+    );
+    reconciler.limits = ResizeLimits::default();
     let report = reconciler.pass(0, true).await;
     assert!(report.resized >= 1, "{report:?}");
     let p = pods.get(name).await.unwrap_or_else(|e| panic!("{e}"));

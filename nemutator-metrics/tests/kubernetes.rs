@@ -114,8 +114,12 @@ async fn pod_metrics_through_the_aggregation_layer_give_the_statistic() {
     let _ = std::fs::remove_file(&file);
 
     let loader = mk_loader(&cluster, HistoryKeeper::File(file.clone()), 1_000_000);
-    let client = sample_minutes(&loader, &server, 0..60).await;
-    let recs = recommend(client.unwrap_or_else(|| panic!("no source"))).await;
+    let client = sample_minutes(&loader, &server, 0..60)
+        .await
+        .unwrap_or_else(|| panic!("no source"));
+    let info = client.info().await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(info.name, "kubernetes", "the source names its backend");
+    let recs = recommend(client).await;
     // The per-step maximum over the two pods: 0.2 cores for half an hour,
     // 0.3 after; its 95th percentile is 0.3. Memory: the larger pod's.
     let (cpu, memory) = usage(&recs, "api");

@@ -78,13 +78,22 @@ true
 {{- end -}}
 {{- end -}}
 
+{{/* placement.enabled: the webhook watches the pods labelled noisy: "true"
+or "". */}}
+{{- define "nemutator.placement" -}}
+{{- $cfg := include "nemutator.config" . | fromYaml -}}
+{{- if dig "placement" "enabled" false $cfg -}}
+true
+{{- end -}}
+{{- end -}}
+
 {{/* The webhook's pods mount their token: to log in to Vault themselves
-(env injection with Kubernetes auth), to read pull secrets, or to list
-metrics.k8s.io pod metrics. */}}
+(env injection with Kubernetes auth), to read pull secrets, to list
+metrics.k8s.io pod metrics, or to watch noisy pods (placement). */}}
 {{- define "nemutator.mountToken" -}}
 {{- $cfg := include "nemutator.config" . | fromYaml -}}
 {{- $env := or (eq (dig "secrets" "injection" "exec" $cfg) "env") (dig "secrets" "env_namespaces" list $cfg) -}}
-{{- if or (and (include "nemutator.kubernetesAuth" .) $env) (include "nemutator.pullSecrets" .) (include "nemutator.metricsReader" .) -}}
+{{- if or (and (include "nemutator.kubernetesAuth" .) $env) (include "nemutator.pullSecrets" .) (include "nemutator.metricsReader" .) (include "nemutator.placement" .) -}}
 true
 {{- end -}}
 {{- end -}}

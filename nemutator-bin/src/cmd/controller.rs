@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use nemutator_core::controller::api::ApiRouter;
 use nemutator_core::controller::leader::{LeaseConfig, LEASE_NAME};
-use nemutator_core::controller::reconcile::DriftMode;
+use nemutator_core::controller::reconcile::{DriftMode, ResizeLimits};
 use nemutator_core::controller::{self, ControllerOptions};
 use nemutator_core::evict::EvictionPolicy;
 use nemutator_core::install;
@@ -73,6 +73,12 @@ pub struct ControllerArgs {
     /// How often the leader runs a drift pass.
     #[arg(long, env = "NEMUTATOR_DRIFT_INTERVAL", default_value = "1m")]
     pub drift_interval: HumanDuration,
+    /// In-place resizes per drift pass, in all.
+    #[arg(long, env = "NEMUTATOR_RESIZES_PER_PASS", default_value_t = ResizeLimits::default().per_pass)]
+    pub resizes_per_pass: u32,
+    /// In-place resizes per drift pass on one node.
+    #[arg(long, env = "NEMUTATOR_RESIZES_PER_NODE", default_value_t = ResizeLimits::default().per_node)]
+    pub resizes_per_node: u32,
     /// How often the leader applies the overprovisioning placeholder
     /// (`controller.overprovisioning` in the configuration file).
     #[arg(
@@ -138,6 +144,10 @@ pub async fn run(global: &Global, args: ControllerArgs) -> anyhow::Result<ExitCo
             Drift::On => DriftMode::On,
         },
         drift_interval: args.drift_interval.0,
+        resize_limits: ResizeLimits {
+            per_pass: args.resizes_per_pass,
+            per_node: args.resizes_per_node,
+        },
         overprovisioning: app.config.controller.overprovisioning.clone(),
         overprovisioning_interval: args.overprovisioning_interval.0,
         noisy: app.config.controller.noisy.clone(),

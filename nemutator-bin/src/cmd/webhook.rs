@@ -41,6 +41,18 @@ pub async fn run(global: &Global, args: WebhookArgs) -> anyhow::Result<ExitCode>
             );
         }
     }
+    if app.config.placement.enabled {
+        // The noisy workloads, from a watch of the pods labelled noisy.
+        match kube::Client::try_default().await {
+            Ok(client) => {
+                tokio::spawn(app.noisy.watch(client));
+            }
+            Err(e) => tracing::warn!(
+                error = %nemutator_core::error::Chain(&e),
+                "placement: no Kubernetes configuration to watch noisy pods with; only the rules of precious pods (and of pods labelled noisy) apply"
+            ),
+        }
+    }
     let state = Arc::new(state);
     tracing::info!(listen = %local, "serving the admission webhook on https://{local}/mutate");
     server::serve(

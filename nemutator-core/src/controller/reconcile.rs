@@ -4,6 +4,7 @@
 //! now; resizes through `pods/resize`, re-creations through the
 //! [`crate::evict::Evictor`] and its safety rules, in one eviction pass.
 
+use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -46,16 +47,82 @@ pub struct PassReport {
     pub waiting: usize,
     /// Handed to the evictor (its rules may still refuse).
     pub to_evict: usize,
+    /// Resizes left for a later pass by [`ResizeLimits`].
+    pub over_limit: usize,
+}
+
+/// How many in-place resizes one pass may ask for: in all, and on one node
+/// (a resize makes the node's kubelet rewrite cgroups and may restart a
+/// container whose `resizePolicy` says so). Pods over a limit are counted
+/// in [`PassReport::over_limit`] and decided again in the next pass.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ResizeLimits {
+    /// Resizes per pass.
+    pub per_pass: u32,
+    /// Resizes per node per pass.
+    pub per_node: u32,
+}
+
+impl Default for ResizeLimits {
+    fn default() -> Self {
+        ResizeLimits {
+            per_pass: 100,
+            per_node: 10,
+        }
+    }
+}
+
+/// What is left of the [`ResizeLimits`] in one pass.
+#[derive(Debug)]
+struct ResizeBudget<'a> {
+    limits: ResizeLimits,
+    taken: u32,
+    per_node: HashMap<&'a str, u32>,
+}
+
+impl<'a> ResizeBudget<'a> {
+    fn new(limits: ResizeLimits) -> Self {
+        ResizeBudget {
+            limits,
+            taken: 0,
+            per_node: HashMap::new(),
+        }
+    }
+
+    /// Takes one resize on `node` (`None`: not scheduled yet, counted in
+    /// the total only), or says the limits are reached.
+    fn take(&mut self, node: Option<&'a str>) -> bool {
+        if self.taken >= self.limits.per_pass {
+            return false;
+        }
+        if let Some(node) = node {
+            let n = self.per_node.entry(node).or_insert(0);
+            if *n >= self.limits.per_node {
+                return false;
+            }
+            *n += 1;
+        }
+        self.taken += 1;
+        true
+    }
 }
 
 /// `nemutator_drift_decisions_total{action}`: the reconciler's decisions,
-/// by action (`in_sync`, `resized`, `resize_failed`, `waiting`, `evict`).
+/// by action (`in_sync`, `resized`, `resize_failed`, `waiting`, `evict`,
+/// `over_limit`).
 #[derive(Debug, Default)]
 pub struct DriftMetrics {
     counts: [AtomicU64; ACTIONS.len()],
 }
 
-const ACTIONS: [&str; 5] = ["in_sync", "resized", "resize_failed", "waiting", "evict"];
+const ACTIONS: [&str; 6] = [
+    "in_sync",
+    "resized",
+    "resize_failed",
+    "waiting",
+    "evict",
+    "over_limit",
+];
 
 impl DriftMetrics {
     fn add(&self, report: &PassReport) {
@@ -66,10 +133,18 @@ impl DriftMetrics {
             resize_failed,
             waiting,
             to_evict,
+            over_limit,
         } = report;
-        for (i, n) in [in_sync, resized, resize_failed, waiting, to_evict]
-            .into_iter()
-            .enumerate()
+        for (i, n) in [
+            in_sync,
+            resized,
+            resize_failed,
+            waiting,
+            to_evict,
+            over_limit,
+        ]
+        .into_iter()
+        .enumerate()
         {
             self.counts[i].fetch_add(*n as u64, Ordering::Relaxed);
         }
@@ -99,6 +174,8 @@ pub struct DriftReconciler {
     evictor: Arc<dyn Evictor>,
     /// Whether it acts.
     pub mode: DriftMode,
+    /// How many resizes a pass may ask for.
+    pub limits: ResizeLimits,
     metrics: Arc<DriftMetrics>,
     recorder: Recorder,
 }
@@ -137,6 +214,7 @@ impl DriftReconciler {
             resources,
             evictor,
             mode,
+            limits: ResizeLimits::default(),
             metrics: Arc::new(DriftMetrics::default()),
         }
     }
@@ -151,7 +229,9 @@ impl DriftReconciler {
         let dry_run = self.mode != DriftMode::On;
         let mut report = PassReport::default();
         let mut evict = Vec::new();
-        for pod in self.pods.state().iter().filter(|p| running(p)) {
+        let pods = self.pods.state();
+        let mut budget = ResizeBudget::new(self.limits);
+        for pod in pods.iter().filter(|p| running(p)) {
             report.pods += 1;
             let desired = self.resources.desired(pod, now);
             let (Some(ns), Some(name)) = (&pod.metadata.namespace, &pod.metadata.name) else {
@@ -164,6 +244,12 @@ impl DriftReconciler {
                     tracing::debug!(pod = %format_args!("{ns}/{name}"), why, "drift: waiting");
                 }
                 DriftAction::Resize(changed) => {
+                    let node = pod.spec.as_ref().and_then(|s| s.node_name.as_deref());
+                    if !budget.take(node) {
+                        report.over_limit += 1;
+                        tracing::debug!(pod = %format_args!("{ns}/{name}"), "drift: resize limit reached; next pass");
+                        continue;
+                    }
                     match drift::resize(self.client.clone(), ns, name, &changed, dry_run).await {
                         Ok(_) => {
                             report.resized += 1;
@@ -258,5 +344,30 @@ impl DriftReconciler {
                 changed = leadership.changed() => if changed.is_none() { return },
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{ResizeBudget, ResizeLimits};
+
+    #[test]
+    fn the_resize_budget_holds_per_pass_and_per_node() {
+        let mut b = ResizeBudget::new(ResizeLimits {
+            per_pass: 3,
+            per_node: 2,
+        });
+        assert!(b.take(Some("n1")));
+        assert!(b.take(Some("n1")));
+        assert!(!b.take(Some("n1")), "a third resize on n1");
+        assert!(b.take(Some("n2")));
+        assert!(!b.take(Some("n3")), "a fourth resize in the pass");
+        assert!(!b.take(None), "an unscheduled pod counts in the total");
+        let mut b = ResizeBudget::new(ResizeLimits {
+            per_pass: 1,
+            per_node: 0,
+        });
+        assert!(!b.take(Some("n1")));
+        assert!(b.take(None), "not on a node: only the total applies");
     }
 }

@@ -14,7 +14,7 @@ use super::cache::pod_cache;
 use super::leader::{LeaderError, Leadership, LeaseConfig};
 use super::noisy::{LatestMetrics, NoisyController};
 use super::overprov::{Overprovisioner, OverprovisioningConfig};
-use super::reconcile::{DriftMode, DriftReconciler};
+use super::reconcile::{DriftMode, DriftReconciler, ResizeLimits};
 use crate::error::Chain;
 use crate::evict::{EvictionPolicy, Evictor, KubeEvictor};
 use crate::mutate::ResourcesLayer;
@@ -32,6 +32,8 @@ pub struct ControllerOptions {
     pub drift: DriftMode,
     /// How often the leader runs a drift pass.
     pub drift_interval: std::time::Duration,
+    /// How many in-place resizes a drift pass may ask for.
+    pub resize_limits: ResizeLimits,
     /// The placeholder Deployment (in the Lease's namespace).
     pub overprovisioning: OverprovisioningConfig,
     /// How often the leader applies it.
@@ -81,13 +83,14 @@ pub async fn start(
     let eviction_metrics = evictor.metrics();
     let evictor: Arc<dyn Evictor> = Arc::new(evictor);
     let (leadership, election) = Leadership::join(client.clone(), &options.lease, shutdown).await?;
-    let reconciler = DriftReconciler::new(
+    let mut reconciler = DriftReconciler::new(
         client.clone(),
         pods.clone(),
         resources,
         evictor.clone(),
         options.drift,
     );
+    reconciler.limits = options.resize_limits;
     let drift_metrics = reconciler.metrics();
     let drift = reconciler.run(leadership.clone(), options.drift_interval);
     let overprovisioner = Overprovisioner::new(

@@ -33,7 +33,8 @@ pub use certs::{WebhookCerts, VALIDITY};
 pub use kustomize::kustomize_tree;
 pub use objects::{
     labels, reads_metrics_api, token_needed, CONFIG_DIGEST_ANNOTATION, CONFIG_DIR, CONFIG_KEY,
-    CONTAINER_PORT, IMAGE_ENV, METRICS_READER, OPT_OUT_VALUE, TLS_DIR, TLS_SECRET,
+    CONTAINER_PORT, IMAGE_ENV, METRICS_READER, OPT_OUT_VALUE, PLACEMENT_WATCHER, TLS_DIR,
+    TLS_SECRET,
 };
 
 use crate::config::Config;
@@ -254,6 +255,11 @@ pub struct Manifests {
     pub metrics_reader_role: Option<ClusterRole>,
     /// Its binding to the service account.
     pub metrics_reader_binding: Option<ClusterRoleBinding>,
+    /// With `placement.enabled`: `list` and `watch` on pods, and nothing
+    /// else (the watch of noisy pods).
+    pub placement_role: Option<ClusterRole>,
+    /// Its binding to the service account.
+    pub placement_binding: Option<ClusterRoleBinding>,
     /// The configuration file.
     pub config_map: ConfigMap,
     /// The serving pair, when `nemutator install` made it.
@@ -293,6 +299,7 @@ pub fn manifests(options: &InstallOptions, tls: &Tls) -> Manifests {
     let (issuer, certificate) = objects::cert_manager(options, tls).unzip();
     let (pull_secrets_role, pull_secrets_binding) = objects::pull_secrets(options).unzip();
     let (metrics_reader_role, metrics_reader_binding) = objects::metrics_reader(options).unzip();
+    let (placement_role, placement_binding) = objects::placement_watcher(options).unzip();
     Manifests {
         namespace: objects::namespace(options),
         service_account: objects::service_account(options),
@@ -301,6 +308,8 @@ pub fn manifests(options: &InstallOptions, tls: &Tls) -> Manifests {
         pull_secrets_binding,
         metrics_reader_role,
         metrics_reader_binding,
+        placement_role,
+        placement_binding,
         config_map: objects::config_map(options),
         tls_secret: objects::tls_secret(options, tls),
         issuer,
@@ -340,6 +349,8 @@ impl Manifests {
             pull_secrets_binding,
             metrics_reader_role,
             metrics_reader_binding,
+            placement_role,
+            placement_binding,
             config_map,
             tls_secret,
             issuer,
@@ -381,6 +392,12 @@ impl Manifests {
         }
         if let Some(b) = metrics_reader_binding {
             push("clusterrolebinding-metrics-reader", json(b))?;
+        }
+        if let Some(r) = placement_role {
+            push("clusterrole-placement", json(r))?;
+        }
+        if let Some(b) = placement_binding {
+            push("clusterrolebinding-placement", json(b))?;
         }
         push("configmap", json(config_map))?;
         if let Some(s) = tls_secret {

@@ -104,13 +104,14 @@ pub(super) fn service_account(o: &InstallOptions) -> ServiceAccount {
 
 /// Whether the webhook's pods mount their service-account token: to log in
 /// to Vault themselves (`env` injection with Kubernetes auth), to read pull
-/// secrets, or to list `metrics.k8s.io` pod metrics (`metrics.source:
-/// kubernetes`). Otherwise the webhook calls no API: no token to steal.
+/// secrets, to list `metrics.k8s.io` pod metrics (`metrics.source:
+/// kubernetes`), or to watch noisy pods (`placement.enabled`). Otherwise the webhook calls no API: no token to steal.
 pub fn token_needed(o: &InstallOptions) -> bool {
     let s = &o.config.secrets;
     s.webhook_logs_in()
         || (s.enabled && s.registry.lookup && s.registry.pull_secrets)
         || reads_metrics_api(o)
+        || o.config.placement.enabled
 }
 
 /// Does the webhook read `metrics.k8s.io` (`metrics.source: kubernetes`)?
@@ -140,6 +141,33 @@ pub(super) fn metrics_reader(o: &InstallOptions) -> Option<(ClusterRole, Cluster
     let binding = ClusterRoleBinding {
         metadata: meta(METRICS_READER, None),
         role_ref: cluster_role_ref(METRICS_READER),
+        subjects: Some(vec![subject(o)]),
+    };
+    Some((role, binding))
+}
+
+/// The ClusterRole (and binding) of `placement.enabled`.
+pub const PLACEMENT_WATCHER: &str = "nemutator-placement";
+
+/// `list` and `watch` on pods (the watch of the pods labelled noisy), only
+/// with `placement.enabled`.
+pub(super) fn placement_watcher(o: &InstallOptions) -> Option<(ClusterRole, ClusterRoleBinding)> {
+    if !o.config.placement.enabled {
+        return None;
+    }
+    let role = ClusterRole {
+        metadata: meta(PLACEMENT_WATCHER, None),
+        rules: Some(vec![PolicyRule {
+            api_groups: Some(vec![String::new()]),
+            resources: Some(vec!["pods".to_owned()]),
+            verbs: vec!["list".to_owned(), "watch".to_owned()],
+            ..PolicyRule::default()
+        }]),
+        ..ClusterRole::default()
+    };
+    let binding = ClusterRoleBinding {
+        metadata: meta(PLACEMENT_WATCHER, None),
+        role_ref: cluster_role_ref(PLACEMENT_WATCHER),
         subjects: Some(vec![subject(o)]),
     };
     Some((role, binding))

@@ -561,3 +561,42 @@ fn the_kubernetes_source_gets_a_token_and_may_only_read_pod_metrics() {
     let pod = at(&objects["Deployment/nemutator"], "/spec/template/spec");
     assert_eq!(at(pod, "/automountServiceAccountToken"), true);
 }
+
+#[test]
+fn placement_gets_a_token_and_may_only_list_and_watch_pods() {
+    let plain = mk_objects(&mk_options(), &Tls::CertManager);
+    assert!(!plain.keys().any(|k| k.contains(PLACEMENT_WATCHER)));
+    let off = mk_options()
+        .with_config(
+            "placement: { enabled: false, strength: required }\n",
+            Path::new("c.yaml"),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+    let off = mk_objects(&off, &Tls::CertManager);
+    assert!(!off.keys().any(|k| k.contains(PLACEMENT_WATCHER)));
+    assert_eq!(
+        at(
+            &off["Deployment/nemutator"],
+            "/spec/template/spec/automountServiceAccountToken"
+        ),
+        false
+    );
+
+    let o = mk_options()
+        .with_config("placement: { enabled: true }\n", Path::new("c.yaml"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let objects = mk_objects(&o, &Tls::CertManager);
+    let role = &objects[&format!("ClusterRole/{PLACEMENT_WATCHER}")];
+    assert_eq!(
+        at(role, "/rules"),
+        &json!([{"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "watch"]}])
+    );
+    let binding = &objects[&format!("ClusterRoleBinding/{PLACEMENT_WATCHER}")];
+    assert_eq!(
+        at(binding, "/subjects"),
+        &json!([{"kind": "ServiceAccount", "name": "nemutator", "namespace": "nemutator"}])
+    );
+    assert_eq!(at(binding, "/roleRef/name"), PLACEMENT_WATCHER);
+    let pod = at(&objects["Deployment/nemutator"], "/spec/template/spec");
+    assert_eq!(at(pod, "/automountServiceAccountToken"), true);
+}

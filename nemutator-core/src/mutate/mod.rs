@@ -1,7 +1,7 @@
 //! The mutation chain: tower layers that each change a typed view of the Pod.
 //!
 //! A [`PodReview`] travels down a stack of layers ([`ResourcesLayer`] first,
-//! then [`SecretsLayer`]; metadata rules and placement follow in later layers) and comes back
+//! then [`SecretsLayer`], then [`PlacementLayer`]; metadata rules follow in a later layer) and comes back
 //! out of the innermost [`Finish`] service. Each layer only edits the pod and
 //! records what it did; the JSON Patch is computed afterwards from the diff of
 //! the original and the mutated object (see [`crate::admission`]).
@@ -23,6 +23,7 @@
 //! # }
 //! ```
 
+pub mod placement;
 mod resources;
 pub mod secrets;
 mod view;
@@ -36,6 +37,7 @@ use tower::{Layer, Service, ServiceBuilder, ServiceExt};
 
 use crate::workload::WorkloadKey;
 
+pub use placement::{place, NoisyWorkloads, Placement, PlacementConfig, PlacementLayer};
 pub use resources::{
     right_size, Mode, NoSeasons, Resources, ResourcesLayer, RightSize, SeasonOracle,
 };

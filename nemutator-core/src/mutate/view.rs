@@ -24,7 +24,8 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
-    EnvVar, LocalObjectReference, Pod, ResourceRequirements, Volume, VolumeMount,
+    Affinity, EnvVar, LocalObjectReference, Pod, ResourceRequirements, Toleration, Volume,
+    VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use serde::Serialize;
@@ -87,6 +88,16 @@ view_struct! {
         /// `spec.serviceAccountName`.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         pub service_account_name: Option<String> = "serviceAccountName",
+        /// `spec.affinity` (scheduling terms are appended to, the kept ones
+        /// never rewritten).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub affinity: Option<Affinity> = "affinity",
+        /// `spec.nodeSelector` (key by key).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub node_selector: Option<BTreeMap<String, String>> = "nodeSelector",
+        /// `spec.tolerations` (appended to, like scheduling terms).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub tolerations: Option<Vec<Toleration>> = "tolerations",
     }
 }
 

@@ -47,14 +47,13 @@ use crate::evict::PodKey;
 use crate::metrics::{PodSignals, PodSignalsBatch};
 use crate::quantity::Quantity;
 
-/// The label nemutator sets on noisy pods (value [`NOISY_VALUE`]).
-pub const NOISY_LABEL: &str = "nemutator.io/noisy";
-/// Its value.
-pub const NOISY_VALUE: &str = "true";
+/// The label nemutator sets on noisy pods (value [`NOISY_VALUE`]); the
+/// admission's placement layer reads it.
+pub const NOISY_LABEL: &str = crate::annotations::NOISY;
 /// The label that marks pods to protect from noisy neighbours.
-pub const TIER_LABEL: &str = "nemutator.io/tier";
-/// The value of [`TIER_LABEL`] of a pod to protect.
-pub const PRECIOUS: &str = "precious";
+pub const TIER_LABEL: &str = crate::annotations::TIER;
+/// The values of [`NOISY_LABEL`] and [`TIER_LABEL`], as placement reads them.
+pub use crate::mutate::placement::{NOISY_VALUE, PRECIOUS};
 
 /// One rule of the score.
 #[derive(

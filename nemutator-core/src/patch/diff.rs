@@ -7,7 +7,8 @@
 //! patch it: in `k8s.rs` `k8s_struct!` (a struct of k8s-openapi, member by member;
 //! destructured whole, so a field k8s-openapi adds fails to compile too),
 //! `whole!` (a value diffed as JSON), or in `lists.rs` `keyed!` (a list of
-//! named elements) or `atomic!` (a list replaced whole).
+//! named elements), `atomic!` (a list replaced whole) or `appended!` (a list
+//! layers append to).
 //!
 //! A snapshot copies the strings of the view into one buffer, an
 //! [`Arena`], instead of cloning the view (an allocation per string, then

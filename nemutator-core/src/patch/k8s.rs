@@ -4,8 +4,9 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
-    EnvVar, EnvVarSource, LocalObjectReference, ResourceClaim, ResourceRequirements, Volume,
-    VolumeMount,
+    Affinity, EnvVar, EnvVarSource, LocalObjectReference, NodeAffinity, PodAffinity,
+    PodAffinityTerm, PodAntiAffinity, ResourceClaim, ResourceRequirements, Toleration, Volume,
+    VolumeMount, WeightedPodAffinityTerm,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
@@ -41,36 +42,57 @@ impl Diff for bool {
 
 /// [`Diff`] of a struct of k8s-openapi, member by member, its strings kept
 /// in the arena rather than cloned. Each is destructured whole, so a field
-/// a new k8s-openapi adds fails to compile here until it is listed.
+/// a new k8s-openapi adds fails to compile here until it is listed. A type
+/// written `Name(Box)` keeps its snapshot boxed: for large structs most
+/// pods lack (an affinity), whose inline snapshot would grow every review
+/// in flight.
 macro_rules! k8s_struct {
-    ($($ty:ident { $($field:ident: $fty:ty = $key:literal),+ $(,)? })+) => {$(
+    ($($ty:ident $(($wrap:ident))? { $($field:ident: $fty:ty = $key:literal),+ $(,)? })+) => {$(
         const _: () = {$(assert!(plain_key($key), "a JSON field name to escape");)+};
 
         impl Diff for $ty {
             // Small: compared whole first, member by member only when changed.
-            type Snap = ($(<$fty as Diff>::Snap,)+);
+            type Snap = snap_type!($($wrap)?; ($(<$fty as Diff>::Snap,)+));
 
             fn snap(&self, arena: &mut Arena) -> Self::Snap {
                 let $ty { $($field,)+ } = self;
-                ($($field.snap(arena),)+)
+                snap_new!($($wrap)?; ($($field.snap(arena),)+))
             }
 
-            fn same(&self, ($($field,)+): &Self::Snap, arena: &Arena) -> bool {
+            fn same(&self, snap: &Self::Snap, arena: &Arena) -> bool {
+                let ($($field,)+): &($(<$fty as Diff>::Snap,)+) = std::borrow::Borrow::borrow(snap);
                 true $(&& self.$field.same($field, arena))+
             }
 
             fn diff(
                 &self,
-                ($($field,)+): &Self::Snap,
+                snap: &Self::Snap,
                 arena: &Arena,
                 path: &mut Path,
                 ops: &mut Ops,
             ) -> Result<(), SnapshotError> {
+                let ($($field,)+): &($(<$fty as Diff>::Snap,)+) = std::borrow::Borrow::borrow(snap);
                 $(self.$field.diff_member($field, arena, $key, path, ops)?;)+
                 Ok(())
             }
         }
     )+};
+}
+
+/// The snapshot type of a `k8s_struct!`: the tuple, or the tuple boxed.
+macro_rules! snap_type {
+    (; $t:ty) => { $t };
+    (Box; $t:ty) => { Box<$t> };
+}
+
+/// A snapshot of a `k8s_struct!`: the tuple, or the tuple boxed.
+macro_rules! snap_new {
+    (; $e:expr) => {
+        $e
+    };
+    (Box; $e:expr) => {
+        Box::new($e)
+    };
 }
 
 k8s_struct! {
@@ -108,12 +130,31 @@ k8s_struct! {
     LocalObjectReference {
         name: String = "name",
     }
+    Affinity(Box) {
+        node_affinity: Option<NodeAffinity> = "nodeAffinity",
+        pod_affinity: Option<PodAffinity> = "podAffinity",
+        pod_anti_affinity: Option<PodAntiAffinity> = "podAntiAffinity",
+    }
+    PodAffinity {
+        preferred_during_scheduling_ignored_during_execution: Option<Vec<WeightedPodAffinityTerm>>
+            = "preferredDuringSchedulingIgnoredDuringExecution",
+        required_during_scheduling_ignored_during_execution: Option<Vec<PodAffinityTerm>>
+            = "requiredDuringSchedulingIgnoredDuringExecution",
+    }
+    PodAntiAffinity {
+        preferred_during_scheduling_ignored_during_execution: Option<Vec<WeightedPodAffinityTerm>>
+            = "preferredDuringSchedulingIgnoredDuringExecution",
+        required_during_scheduling_ignored_during_execution: Option<Vec<PodAffinityTerm>>
+            = "requiredDuringSchedulingIgnoredDuringExecution",
+    }
 }
 
 /// Types kept as clones and diffed as JSON values: every field of theirs is
 /// modelled (they are k8s-openapi's), so walking them never drops one. For
 /// the ones with many variants (a volume's sources), where a struct-by-struct
-/// [`Diff`] would be long for little gain.
+/// [`Diff`] would be long for little gain, and the elements of the lists
+/// layers only append to (affinity terms, tolerations: `appended!` in
+/// `lists.rs`), which are compared, not patched, member by member.
 macro_rules! whole {
     ($($ty:ty),+ $(,)?) => {$(
         impl Diff for $ty {
@@ -134,4 +175,11 @@ macro_rules! whole {
         }
     )+};
 }
-whole!(Volume, EnvVarSource);
+whole!(
+    Volume,
+    EnvVarSource,
+    NodeAffinity,
+    PodAffinityTerm,
+    WeightedPodAffinityTerm,
+    Toleration,
+);

@@ -2,7 +2,8 @@
 //! elements, matched by name ([`diff_keyed`]).
 
 use k8s_openapi::api::core::v1::{
-    EnvVar, LocalObjectReference, ResourceClaim, Volume, VolumeMount,
+    EnvVar, LocalObjectReference, PodAffinityTerm, ResourceClaim, Toleration, Volume, VolumeMount,
+    WeightedPodAffinityTerm,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use serde::Serialize;
@@ -70,6 +71,55 @@ macro_rules! atomic {
     )+};
 }
 atomic!(OwnerReference, ResourceClaim);
+
+/// Lists with no key (`+listType=atomic` in the API) that layers only append
+/// to: scheduling terms and tolerations. When the elements the list had are
+/// still its first ones, unchanged, each new element is added at `-`, so the
+/// kept ones are never rewritten (nor a field of theirs the decoder did not
+/// know dropped); any other change replaces the list whole.
+macro_rules! appended {
+    ($($ty:ty),+ $(,)?) => {$(
+        impl Diff for Vec<$ty> {
+            type Snap = Vec<<$ty as Diff>::Snap>;
+            const COMPOSITE: bool = false;
+
+            fn snap(&self, arena: &mut Arena) -> Self::Snap {
+                self.iter().map(|e| e.snap(arena)).collect()
+            }
+
+            fn same(&self, snap: &Self::Snap, arena: &Arena) -> bool {
+                snap.len() == self.len() && self.iter().zip(snap).all(|(e, s)| e.same(s, arena))
+            }
+
+            fn diff(&self, snap: &Self::Snap, arena: &Arena, path: &mut Path, ops: &mut Ops) -> Result<(), SnapshotError> {
+                diff_appended(snap, arena, self, path, ops)
+            }
+        }
+    )+};
+}
+appended!(WeightedPodAffinityTerm, PodAffinityTerm, Toleration);
+
+/// `b` as elements added at `-` after those `a` kept, when `b` starts with
+/// them; else `b` replacing the list.
+fn diff_appended<T: Diff + Serialize>(
+    a: &[T::Snap],
+    arena: &Arena,
+    b: &[T],
+    path: &mut Path,
+    ops: &mut Ops,
+) -> Result<(), SnapshotError> {
+    let kept = a.len() <= b.len() && b.iter().zip(a).all(|(e, s)| e.same(s, arena));
+    let Some(added) = b.get(a.len()..).filter(|_| kept) else {
+        return ops.with_serde(OpKind::Replace, &path.text, b);
+    };
+    for e in added {
+        let at = path.push("-");
+        let result = ops.with_serde(OpKind::Add, &path.text, e);
+        path.truncate(at);
+        result?;
+    }
+    Ok(())
+}
 
 /// An element of a list keyed by one of its fields (`+listType=map`).
 trait Keyed {
@@ -279,6 +329,62 @@ mod tests {
             ops(&a, &b).ok(),
             Some(json!([{"op": "add", "path": "/spec/containers", "value": [{"name": "x"}]}]))
         );
+    }
+
+    fn mk_tolerations(keys: &[&str]) -> Option<Vec<Toleration>> {
+        Some(
+            keys.iter()
+                .map(|k| Toleration {
+                    key: Some(k.to_string()),
+                    operator: Some("Exists".into()),
+                    ..Toleration::default()
+                })
+                .collect(),
+        )
+    }
+
+    fn mk_tolerating(keys: &[&str]) -> PodView {
+        let mut pod = mk_pod(Vec::new());
+        if let Some(s) = pod.spec.as_mut() {
+            s.tolerations = mk_tolerations(keys);
+        }
+        pod
+    }
+
+    #[test]
+    fn appended_lists_add_at_the_end_and_replace_on_any_other_change() {
+        const T: &str = "/spec/tolerations";
+        let (a, ab, b) = (
+            mk_tolerating(&["a"]),
+            mk_tolerating(&["a", "b"]),
+            mk_tolerating(&["b"]),
+        );
+        assert_eq!(
+            ops(&a, &ab).ok(),
+            Some(json!([{"op": "add", "path": format!("{T}/-"),
+                         "value": {"key": "b", "operator": "Exists"}}]))
+        );
+        assert_eq!(
+            ops(&mk_tolerating(&[]), &a).ok(),
+            Some(json!([{"op": "add", "path": format!("{T}/-"),
+                         "value": {"key": "a", "operator": "Exists"}}]))
+        );
+        for (from, to) in [(&ab, &b), (&a, &b), (&ab, &a)] {
+            assert_eq!(
+                ops(from, to).ok(),
+                Some(json!([{"op": "replace", "path": T,
+                             "value": serde_json::to_value(to.spec.as_ref().map(|s| &s.tolerations)).unwrap_or_default()}]))
+            );
+        }
+        let mut none = a.clone();
+        if let Some(s) = none.spec.as_mut() {
+            s.tolerations = None;
+        }
+        assert_eq!(
+            ops(&none, &a).ok(),
+            Some(json!([{"op": "add", "path": T, "value": [{"key": "a", "operator": "Exists"}]}]))
+        );
+        assert_eq!(ops(&ab, &ab).ok(), Some(json!([])));
     }
 
     /// An env list, each variable's value from `[a-c]`, keys unique.

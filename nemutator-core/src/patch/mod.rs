@@ -13,6 +13,9 @@
 //!   view models only in part (containers) are so never rewritten, and the
 //!   fields of the object the view does not model are never touched;
 //! - an atomic list (`command`, `args`, `ownerReferences`): replaced whole;
+//! - a list layers only append to (affinity terms, `tolerations`): new
+//!   elements added at `-` after the kept ones, which stay as they are; any
+//!   other change replaces it whole;
 //! - anything else: added, removed, or walked as JSON values ([`diff`]).
 //!
 //! Keys are escaped (`~` as `~0`, `/` as `~1`) as paths are built. The diff

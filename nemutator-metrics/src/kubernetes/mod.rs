@@ -301,7 +301,10 @@ struct KubernetesSource {
 
 impl MetricsSource for KubernetesSource {
     fn info(&self) -> SourceInfo {
-        self.snapshot.info()
+        SourceInfo {
+            name: BACKEND.into(),
+            ..self.snapshot.info()
+        }
     }
 
     fn containers<'a>(
