@@ -5,6 +5,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use nemutator_core::admission::Admission;
 use nemutator_core::config::Config;
+use nemutator_core::controller::noisy::LatestMetrics;
 use nemutator_core::error::Chain;
 use nemutator_core::image::{ImageLookup, NoLookup};
 use nemutator_core::metadata::{ConfigWatch, SharedRules};
@@ -64,6 +65,9 @@ pub struct App {
     pub admission: Admission,
     /// Admission's right-sizing, for the controller's drift reconciler.
     pub resources: ResourcesLayer,
+    /// The refresher's source loader, remembering the source it last
+    /// loaded (the controller's noisy-neighbour loop asks it).
+    pub metrics: Arc<LatestMetrics>,
     /// The workloads with noisy pods the placement layer reads (filled by
     /// the webhook's watch).
     pub noisy: NoisyWorkloads,
@@ -112,7 +116,9 @@ impl App {
         let config = Config::load(global.config.as_deref())?;
         let policies = Arc::new(config.policies.clone());
         let store = Arc::new(RecommendationStore::new());
-        let loader = nemutator_metrics::loader_from_config(&config.metrics)?;
+        let metrics = Arc::new(LatestMetrics::new(nemutator_metrics::loader_from_config(
+            &config.metrics,
+        )?));
         let seasons = config.seasons.enabled.then(|| Seasons {
             model: Arc::new(DefaultSeasonModel::default()),
             store: Arc::new(SeasonStore::new()),
@@ -132,7 +138,7 @@ impl App {
             }
             resources = resources.with_seasons(s.store.clone());
         }
-        let refresher = Refresher::new(loader, policies, store.clone())
+        let refresher = Refresher::new(metrics.clone(), policies, store.clone())
             .with_seasons(seasons.clone(), state)
             .with_resolution(config.metrics.resolution());
         let rules = Arc::new(SharedRules::new(config.metadata.clone()));
@@ -156,6 +162,7 @@ impl App {
             refresher,
             admission: Admission::new(pipeline),
             resources,
+            metrics,
             noisy,
             rules,
         })

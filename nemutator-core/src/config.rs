@@ -505,6 +505,9 @@ pub struct ControllerConfig {
     /// The placeholder Deployment sized by season (docs/CONTROLLER.md).
     #[serde(default)]
     pub overprovisioning: crate::controller::overprov::OverprovisioningConfig,
+    /// The noisy-neighbour scorer (docs/CONTROLLER.md).
+    #[serde(default)]
+    pub noisy: crate::noisy::NoisyConfig,
 }
 
 impl ControllerConfig {

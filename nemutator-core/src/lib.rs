@@ -39,6 +39,7 @@ pub mod k8s;
 pub mod metadata;
 pub mod metrics;
 pub mod mutate;
+pub mod noisy;
 pub mod patch;
 pub mod policy;
 pub mod profile;

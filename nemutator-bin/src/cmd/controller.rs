@@ -120,6 +120,11 @@ pub async fn run(global: &Global, args: ControllerArgs) -> anyhow::Result<ExitCo
     let certs = server_certs(&args.tls, &tls::with_extra_names(defaults, &args.tls_san))?;
     let tls_config = Arc::new(tls::server_config(certs.clone())?);
     tokio::spawn(certs.watch(Duration::from_secs(2)));
+    if app.config.controller.noisy.enabled {
+        // Before the refresher's first load: the noisy-neighbour loop asks
+        // the source it loaded.
+        app.metrics.keep();
+    }
     tokio::spawn(
         app.refresher
             .clone()
@@ -157,6 +162,7 @@ pub async fn run(global: &Global, args: ControllerArgs) -> anyhow::Result<ExitCo
         },
         overprovisioning: app.config.controller.overprovisioning.clone(),
         overprovisioning_interval: args.overprovisioning_interval.0,
+        noisy: app.config.controller.noisy.clone(),
         metadata: match args.metadata {
             LoopMode::Off => MetadataMode::Off,
             LoopMode::DryRun => MetadataMode::DryRun,
@@ -167,6 +173,7 @@ pub async fn run(global: &Global, args: ControllerArgs) -> anyhow::Result<ExitCo
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let (state, running) = controller::start(
         &options,
+        app.metrics.clone(),
         app.store.clone(),
         app.seasons.as_ref().map(|s| s.store.clone()),
         app.resources.clone(),

@@ -5,8 +5,8 @@
 //! | group | resource | verbs | where | made by |
 //! | --- | --- | --- | --- | --- |
 //! | `""` | `pods` | list, watch | cluster | the pod cache (a reflector) |
-//! | `""` | `pods` | patch | cluster | `PATCH /api/v1/namespaces/{ns}/pods/{name}/metadata` and the metadata patcher ([`super::labels`]): merge patches of labels and annotations |
-//! | `""` | `pods/eviction` | create | cluster | the [`crate::evict::KubeEvictor`] |
+//! | `""` | `pods` | patch | cluster | `PATCH /api/v1/namespaces/{ns}/pods/{name}/metadata`; the noisy-neighbour label; the metadata patcher ([`super::labels`]): merge patches of labels and annotations |
+//! | `""` | `pods/eviction` | create | cluster | the [`crate::evict::KubeEvictor`] (REST, drift, noisy neighbours) |
 //! | `""` | `pods/resize` | patch | cluster | the drift reconciler's in-place resizes |
 //! | `events.k8s.io` | `events` | create, patch | cluster | an Event per eviction decision (patch: a repeated Event's count) |
 //! | `authentication.k8s.io` | `tokenreviews` | create | cluster | the REST API's bearer tokens |

@@ -1,5 +1,6 @@
 //! Assembling `nemutator controller`: the pod cache, the evictor, the
-//! leader election, the leader's loops (drift, overprovisioning, metadata) and the
+//! leader election, the leader's loops (drift, overprovisioning, noisy
+//! neighbours, metadata) and the
 //! REST API's state, from a kube-rs configuration.
 
 use std::future::Future;
@@ -12,6 +13,7 @@ use super::api::{ApiState, ApiTelemetry};
 use super::cache::pod_cache;
 use super::labels::{MetadataMode, MetadataPatcher};
 use super::leader::{LeaderError, Leadership, LeaseConfig};
+use super::noisy::{LatestMetrics, NoisyController};
 use super::overprov::{Overprovisioner, OverprovisioningConfig};
 use super::reconcile::{DriftMode, DriftReconciler, ResizeLimits};
 use crate::error::Chain;
@@ -38,6 +40,8 @@ pub struct ControllerOptions {
     pub overprovisioning: OverprovisioningConfig,
     /// How often the leader applies it.
     pub overprovisioning_interval: std::time::Duration,
+    /// The noisy-neighbour scorer (`controller.noisy`).
+    pub noisy: crate::noisy::NoisyConfig,
     /// Whether the label and annotation patcher acts.
     pub metadata: MetadataMode,
     /// How often the leader runs a metadata pass (besides after each reload).
@@ -60,10 +64,12 @@ pub enum ControllerError {
 
 /// Starts the controller: returns the REST API's state and the future that
 /// runs the pod cache and the election until `shutdown` resolves (then
-/// releases the Lease). The metadata patcher applies the rules in force in
-/// `rules`.
+/// releases the Lease). `metrics` is the refresher's source loader: the
+/// noisy-neighbour loop asks the source it last loaded. The metadata
+/// patcher applies the rules in force in `rules`.
 pub async fn start(
     options: &ControllerOptions,
+    metrics: Arc<LatestMetrics>,
     recommendations: Arc<RecommendationStore>,
     seasons: Option<Arc<SeasonStore>>,
     resources: ResourcesLayer,
@@ -104,6 +110,16 @@ pub async fn start(
     let overprovisioning_metrics = overprovisioner.metrics();
     let overprovisioning =
         overprovisioner.run(leadership.clone(), options.overprovisioning_interval);
+    let noisy = NoisyController::new(
+        client.clone(),
+        pods.clone(),
+        metrics,
+        evictor.clone(),
+        options.noisy.clone(),
+    );
+    let noisy_scores = noisy.scores();
+    let noisy_metrics = noisy.metrics();
+    let noisy = noisy.run(leadership.clone());
     let patcher = MetadataPatcher::new(client.clone(), pods.clone(), rules, options.metadata);
     let metadata_metrics = patcher.metrics();
     let metadata = patcher.run(leadership.clone(), options.metadata_interval);
@@ -115,6 +131,9 @@ pub async fn start(
         eviction_metrics,
         drift_metrics,
         overprovisioning_metrics,
+        noisy_enabled: options.noisy.enabled,
+        noisy_scores,
+        noisy_metrics,
         metadata_metrics,
         recommendations,
         seasons,
@@ -125,10 +144,12 @@ pub async fn start(
         let cache = tokio::spawn(cache);
         let drift = tokio::spawn(drift);
         let overprovisioning = tokio::spawn(overprovisioning);
+        let noisy = tokio::spawn(noisy);
         let metadata = tokio::spawn(metadata);
         election.await;
         drift.abort();
         overprovisioning.abort();
+        noisy.abort();
         metadata.abort();
         cache.abort();
         if let Err(e) = cache.await {

@@ -11,8 +11,9 @@
 //! | `PATCH /api/v1/namespaces/{ns}/pods/{name}/metadata` | `patch` `pods` named `{name}` in `{ns}` |
 //! | `GET /api/v1/recommendations` | `get` `recommendations.nemutator.io` in `?namespace=` (all namespaces without it) |
 //! | `GET /api/v1/seasons` | `get` `seasons.nemutator.io` in `?namespace=` (all namespaces without it) |
+//! | `GET /api/v1/noisy` | `get` `noisy.nemutator.io` in `?namespace=` (all namespaces without it) |
 //!
-//! `recommendations` and `seasons` in group `nemutator.io` are not served
+//! `recommendations`, `seasons` and `noisy` in group `nemutator.io` are not served
 //! by the API server: they exist only as names in RBAC rules, which the
 //! authorizer checks all the same.
 

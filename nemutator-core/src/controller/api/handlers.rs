@@ -11,8 +11,8 @@ use serde::de::DeserializeOwned;
 
 use super::auth::{Access, AuthError};
 use super::types::{
-    EvictionsRequest, EvictionsResponse, MetadataPatch, PodMetadata, RecommendationsResponse,
-    SeasonInfo, SeasonsResponse,
+    EvictionsRequest, EvictionsResponse, MetadataPatch, NoisyPod, NoisyResponse, PodMetadata,
+    RecommendationsResponse, SeasonInfo, SeasonsResponse,
 };
 use super::{error, json, ApiState, BoxError, Reply, MAX_BODY_BYTES};
 use crate::error::Chain;
@@ -280,6 +280,62 @@ pub(super) async fn seasons<B>(state: &ApiState, req: Request<B>) -> Reply {
             enabled: true,
             cluster,
             workloads,
+        },
+    )
+}
+
+pub(super) async fn noisy<B>(state: &ApiState, req: Request<B>) -> Reply {
+    let namespace = match namespace_param(&req) {
+        Ok(n) => n,
+        Err(reply) => return *reply,
+    };
+    if let Err(reply) = check(
+        state,
+        authorization(&req),
+        &Access::read("noisy", namespace.as_deref()),
+    )
+    .await
+    {
+        return *reply;
+    }
+    let leader = state.leadership.is_leader();
+    // A former leader's scores are stale.
+    let (scored_at, entries) = if leader {
+        state.noisy_scores.snapshot()
+    } else {
+        (None, Vec::new())
+    };
+    let pods = entries
+        .into_iter()
+        .filter(|e| {
+            namespace
+                .as_deref()
+                .is_none_or(|ns| e.judged.key.namespace == ns)
+        })
+        .map(|e| {
+            let j = e.judged;
+            NoisyPod {
+                namespace: j.key.namespace,
+                name: j.key.name,
+                node: j.node,
+                score: j.score.score,
+                verdict: j.score.verdict,
+                reasons: j.score.reasons,
+                noisy: j.noisy,
+                labelled: e.labelled,
+                precious: j.precious,
+                precious_neighbours: j.precious_neighbours,
+                eviction: e.eviction,
+            }
+        })
+        .collect();
+    json(
+        StatusCode::OK,
+        &NoisyResponse {
+            enabled: state.noisy_enabled,
+            leader,
+            scored_at,
+            pods,
         },
     )
 }

@@ -60,6 +60,12 @@ pub struct ApiState {
     pub drift_metrics: Arc<super::reconcile::DriftMetrics>,
     /// The overprovisioning placeholder's figures.
     pub overprovisioning_metrics: Arc<super::overprov::OverprovisioningMetrics>,
+    /// Whether the noisy-neighbour loop runs (`controller.noisy.enabled`).
+    pub noisy_enabled: bool,
+    /// The noisy-neighbour loop's last scores.
+    pub noisy_scores: Arc<super::noisy::NoisyScores>,
+    /// Its counters, for `/metrics`.
+    pub noisy_metrics: Arc<super::noisy::NoisyMetrics>,
     /// The metadata patcher's counters.
     pub metadata_metrics: Arc<super::labels::MetadataMetrics>,
     /// The recommendations (the webhook's store, filled by the refresher).
@@ -150,6 +156,7 @@ fn route_of(path: &str) -> Option<&'static str> {
         "/api/v1/evictions" => "evictions",
         "/api/v1/recommendations" => "recommendations",
         "/api/v1/seasons" => "seasons",
+        "/api/v1/noisy" => "noisy",
         p if handlers::metadata_target(p).is_some() => "metadata",
         _ => return None,
     })
@@ -204,6 +211,7 @@ where
         ("evictions", &Method::POST) => handlers::evictions(state, req).await,
         ("recommendations", &Method::GET) => handlers::recommendations(state, req).await,
         ("seasons", &Method::GET) => handlers::seasons(state, req).await,
+        ("noisy", &Method::GET) => handlers::noisy(state, req).await,
         ("metadata", &Method::PATCH) => handlers::metadata(state, req).await,
         _ => error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
     }

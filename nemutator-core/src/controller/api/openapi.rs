@@ -7,7 +7,7 @@ use schemars::JsonSchema;
 use serde_json::{json, Value};
 
 use super::types::{
-    ErrorBody, EvictionsRequest, EvictionsResponse, MetadataPatch, PodMetadata,
+    ErrorBody, EvictionsRequest, EvictionsResponse, MetadataPatch, NoisyResponse, PodMetadata,
     RecommendationsResponse, SeasonsResponse,
 };
 
@@ -26,6 +26,7 @@ pub fn document() -> Value {
     let patch_resp = schema(sub::<PodMetadata>);
     let recs = schema(sub::<RecommendationsResponse>);
     let seasons = schema(sub::<SeasonsResponse>);
+    let noisy = schema(sub::<NoisyResponse>);
     let err = schema(sub::<ErrorBody>);
     let schemas = Value::Object(generator.take_definitions(true));
 
@@ -68,7 +69,7 @@ pub fn document() -> Value {
         "info": {
             "title": "nemutator controller API",
             "version": "v1",
-            "description": "Evict pods under nemutator's safety rules, set labels and annotations on running pods, and read recommendations and seasons. Every /api/v1 route needs a bearer token; access is checked with SubjectAccessReview (docs/CONTROLLER.md)."
+            "description": "Evict pods under nemutator's safety rules, set labels and annotations on running pods, and read recommendations, seasons and noisy-neighbour scores. Every /api/v1 route needs a bearer token; access is checked with SubjectAccessReview (docs/CONTROLLER.md)."
         },
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
@@ -105,8 +106,14 @@ pub fn document() -> Value {
             "/api/v1/seasons": {"get": {
                 "operationId": "listSeasons",
                 "summary": "The learned season profiles and the season now; RBAC: get seasons.nemutator.io.",
-                "parameters": [namespace_param],
+                "parameters": [namespace_param.clone()],
                 "responses": with(errors(&[]), "200", ok("The season profiles", &seasons)),
+            }},
+            "/api/v1/noisy": {"get": {
+                "operationId": "listNoisy",
+                "summary": "The noisy-neighbour scores of the leader's last pass; RBAC: get noisy.nemutator.io.",
+                "parameters": [namespace_param],
+                "responses": with(errors(&[]), "200", ok("The scored pods", &noisy)),
             }},
         },
     })
@@ -146,6 +153,7 @@ mod tests {
             ("/api/v1/evictions", "post"),
             ("/api/v1/recommendations", "get"),
             ("/api/v1/seasons", "get"),
+            ("/api/v1/noisy", "get"),
             (
                 "/api/v1/namespaces/{namespace}/pods/{name}/metadata",
                 "patch",

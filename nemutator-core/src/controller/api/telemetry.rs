@@ -6,6 +6,10 @@
 //! * the evictor's `nemutator_evictions_total{outcome}` and
 //!   `nemutator_eviction_refusals_total{rule}`;
 //! * the drift reconciler's `nemutator_drift_decisions_total{action}`;
+//! * the noisy-neighbour loop's `nemutator_noisy_pods`,
+//!   `nemutator_noisy_labels_total{change}`,
+//!   `nemutator_noisy_evictions_total{outcome}` and
+//!   `nemutator_noisy_signal_errors_total`;
 //! * the metadata patcher's `nemutator_metadata_pods_total{outcome}` and
 //!   `nemutator_metadata_rules`.
 
@@ -80,6 +84,7 @@ pub fn render(state: &ApiState) -> String {
     state.eviction_metrics.render(&mut s);
     state.drift_metrics.render(&mut s);
     state.overprovisioning_metrics.render(&mut s);
+    state.noisy_metrics.render(&mut s);
     state.metadata_metrics.render(&mut s);
     s
 }

@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::evict::PodOutcome;
+use crate::evict::{Outcome, PodOutcome};
+use crate::noisy::{Reason, Verdict};
 
 /// `POST /api/v1/evictions`: evict one pod, or the pods a label selector
 /// picks, in one namespace.
@@ -117,4 +118,53 @@ pub struct RecommendationsResponse {
 pub struct ErrorBody {
     /// One line.
     pub error: String,
+}
+
+/// `GET /api/v1/noisy`: the noisy-neighbour scores of the leader's last
+/// pass (on a replica that does not lead: `leader` false, no pods).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NoisyResponse {
+    /// Whether the scorer runs (`controller.noisy.enabled`).
+    pub enabled: bool,
+    /// Whether this replica leads (only the leader scores).
+    pub leader: bool,
+    /// When the last pass scored, unix seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scored_at: Option<i64>,
+    /// The running pods with signals, and those labelled noisy; largest
+    /// score first.
+    pub pods: Vec<NoisyPod>,
+}
+
+/// One scored pod.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NoisyPod {
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+    /// Its node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    /// The largest value over its threshold (1 or more: a rule reached).
+    pub score: f64,
+    /// `noisy` (a rule reached), `quiet` (every rule known and clearly
+    /// below) or `unsure` (a signal missing, or within the hysteresis band).
+    pub verdict: Verdict,
+    /// The rules reached, largest first.
+    pub reasons: Vec<Reason>,
+    /// Whether it is judged a noisy neighbour (hysteresis applied).
+    pub noisy: bool,
+    /// Whether it carries `nemutator.io/noisy=true` after the pass.
+    pub labelled: bool,
+    /// Whether it is precious itself (`nemutator.io/tier=precious`).
+    pub precious: bool,
+    /// The running precious pods on its node (`namespace/name`).
+    pub precious_neighbours: Vec<String>,
+    /// What the evictor did with it in the last pass, when it was handed
+    /// over.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eviction: Option<Outcome>,
 }
