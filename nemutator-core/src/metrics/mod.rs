@@ -383,21 +383,14 @@ pub trait MetricsSource: Send + Sync + fmt::Debug {
         request: &'a SeriesRequest,
     ) -> BoxFuture<'a, Result<SeriesBatch, MetricsError>>;
 
-    /// Live per-pod signals for noisy-neighbour scoring. A backend without
-    /// them answers with a permanent error (the default), and the scorer
-    /// says so once and scores nothing.
+    /// Live per-pod signals for noisy-neighbour scoring. Required, so that
+    /// a wrapper source cannot forget to pass the question on; a backend
+    /// without such data answers [`MetricsError::Data`] saying so, and the
+    /// scorer logs it once and scores nothing.
     fn pod_signals<'a>(
         &'a self,
         request: &'a PodSignalsRequest,
-    ) -> BoxFuture<'a, Result<PodSignalsBatch, MetricsError>> {
-        let _ = request;
-        let name = self.info().name;
-        Box::pin(async move {
-            Err(MetricsError::Data(format!(
-                "the {name} source has no live pod signals"
-            )))
-        })
-    }
+    ) -> BoxFuture<'a, Result<PodSignalsBatch, MetricsError>>;
 }
 
 /// Produces the current [`MetricsClient`]: a file source re-reads its file

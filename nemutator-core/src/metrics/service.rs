@@ -376,6 +376,12 @@ mod tests {
         ) -> BoxFuture<'a, Result<SeriesBatch, MetricsError>> {
             Box::pin(async { Ok(SeriesBatch::default()) })
         }
+        fn pod_signals<'a>(
+            &'a self,
+            _: &'a PodSignalsRequest,
+        ) -> BoxFuture<'a, Result<PodSignalsBatch, MetricsError>> {
+            Box::pin(async { Ok(PodSignalsBatch::default()) })
+        }
     }
 
     fn mk_client(fail: u32, hang: bool, retries: u32) -> (MetricsClient, Arc<Flaky>) {

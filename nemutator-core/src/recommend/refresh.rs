@@ -352,6 +352,12 @@ mod tests {
         ) -> BoxFuture<'a, Result<SeriesBatch, MetricsError>> {
             Box::pin(std::future::ready(Ok(SeriesBatch::default())))
         }
+        fn pod_signals<'a>(
+            &'a self,
+            _: &'a crate::metrics::PodSignalsRequest,
+        ) -> BoxFuture<'a, Result<crate::metrics::PodSignalsBatch, MetricsError>> {
+            Box::pin(std::future::ready(Ok(Default::default())))
+        }
     }
 
     /// What a [`Scripted`] loader does on one call.
