@@ -13,8 +13,7 @@ use k8s_openapi::api::scheduling::v1::PriorityClass;
 use kube::api::PostParams;
 use kube::Api;
 use nemutator_core::controller::overprov::{
-    Overprovisioner, OverprovisioningConfig, DEPLOYMENT_NAME, FIELD_MANAGER, PRIORITY,
-    PRIORITY_CLASS,
+    Overprovisioner, OverprovisioningConfig, DEPLOYMENT_NAME, PRIORITY, PRIORITY_CLASS,
 };
 use nemutator_core::install::{self, InstallOptions, Tls};
 use nemutator_core::quantity::Quantity;
@@ -119,7 +118,7 @@ async fn the_placeholder_grows_ahead_of_the_peak_and_shrinks_after_it() {
         .flatten()
         .filter_map(|m| m.manager.as_deref())
         .collect();
-    assert_eq!(managers, [FIELD_MANAGER]);
+    assert_eq!(managers, [nemutator_core::controller::FIELD_MANAGER]);
 
     // 08:30: within the lead before the 09:00 peak, grown.
     over.pass(MIDNIGHT + 8 * HOUR + 30 * 60)

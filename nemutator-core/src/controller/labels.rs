@@ -24,12 +24,9 @@ use kube::{Api, Client};
 use serde_json::{Map, Value};
 
 use super::leader::Leadership;
+use super::FIELD_MANAGER;
 use crate::error::Chain;
 use crate::metadata::{Applied, MetadataConfig, SharedRules, Stage};
-
-/// The field manager of the patcher's patches (the REST API's metadata
-/// call uses the same).
-pub const FIELD_MANAGER: &str = "nemutator-controller";
 
 /// Whether the patcher acts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -16,3 +16,7 @@ pub mod reconcile;
 mod run;
 
 pub use run::{start, ControllerError, ControllerOptions};
+
+/// The field manager of every change the controller writes (label and
+/// metadata patches, the placeholder's server-side apply).
+pub const FIELD_MANAGER: &str = "nemutator-controller";

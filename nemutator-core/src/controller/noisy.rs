@@ -23,6 +23,7 @@ use kube::runtime::reflector::Store;
 use kube::{Api, Client};
 
 use super::leader::Leadership;
+use super::FIELD_MANAGER;
 use crate::error::Chain;
 use crate::evict::{EvictionRequest, Evictor, Outcome, PodKey};
 use crate::metrics::{
@@ -30,8 +31,6 @@ use crate::metrics::{
 };
 use crate::noisy::{self, Judged, NoisyConfig, NoisyMode};
 
-/// The field manager of the label patches.
-pub const FIELD_MANAGER: &str = "nemutator-controller";
 /// The reason of the evictions, in their Events.
 pub const EVICTION_REASON: &str =
     "noisy neighbour: shares its node with a precious pod (nemutator.io/tier=precious)";

@@ -27,6 +27,7 @@ use kube::{Api, Client};
 use serde::{Deserialize, Serialize};
 
 use super::leader::Leadership;
+use super::FIELD_MANAGER;
 use crate::annotations;
 use crate::error::Chain;
 use crate::quantity::Quantity;
@@ -38,8 +39,6 @@ pub const PRIORITY_CLASS: &str = "nemutator-overprovisioning";
 pub const PRIORITY: i32 = -10;
 /// The placeholder Deployment, in the controller's namespace.
 pub const DEPLOYMENT_NAME: &str = "nemutator-overprovisioning";
-/// The field manager of the server-side apply.
-pub const FIELD_MANAGER: &str = "nemutator-controller";
 /// The default image of the placeholder container.
 pub const PAUSE_IMAGE: &str = "registry.k8s.io/pause:3.10";
 

@@ -15,14 +15,12 @@ use super::types::{
     RecommendationsResponse, SeasonInfo, SeasonsResponse,
 };
 use super::{error, json, ApiState, BoxError, Reply, MAX_BODY_BYTES};
+use crate::controller::FIELD_MANAGER;
 use crate::error::Chain;
 use crate::evict::{EvictError, EvictionRequest, PodKey};
 use crate::mutate::SeasonOracle as _;
 use crate::season::FittedProfile;
 use crate::server::body::read_limited;
-
-/// The field manager of nemutator's metadata patches.
-pub const FIELD_MANAGER: &str = "nemutator-controller";
 
 fn authorization<B>(req: &Request<B>) -> Option<String> {
     req.headers()
