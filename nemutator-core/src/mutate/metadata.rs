@@ -24,12 +24,12 @@
 //! ```
 
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
-use tower::{Layer, Service};
+use tower::Layer;
 
-use super::{MutationError, PodReview};
+use super::PodReview;
 use crate::metadata::{MetadataConfig, SharedRules, Stage};
+use crate::mutate::{Applied, Mutation};
 
 /// Tower layer that applies the label and annotation rules in force.
 #[derive(Clone, Debug)]
@@ -70,37 +70,18 @@ impl<S> Layer<S> for MetadataLayer {
     type Service = Metadata<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        Metadata {
-            config: self.clone(),
-            inner,
-        }
+        Applied::new(self.clone(), inner)
+    }
+}
+
+impl Mutation for MetadataLayer {
+    fn apply(&self, review: &mut PodReview) {
+        MetadataLayer::apply(self, review);
     }
 }
 
 /// The service of [`MetadataLayer`].
-#[derive(Clone, Debug)]
-pub struct Metadata<S> {
-    config: MetadataLayer,
-    inner: S,
-}
-
-impl<S> Service<PodReview> for Metadata<S>
-where
-    S: Service<PodReview, Response = PodReview, Error = MutationError>,
-{
-    type Response = PodReview;
-    type Error = MutationError;
-    type Future = S::Future;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut review: PodReview) -> Self::Future {
-        self.config.apply(&mut review);
-        self.inner.call(review)
-    }
-}
+pub type Metadata<S> = Applied<MetadataLayer, S>;
 
 #[cfg(test)]
 mod tests {

@@ -126,6 +126,47 @@ impl MutationError {
     }
 }
 
+/// A mutation that edits the review in place, without waiting on anything
+/// (resources, metadata rules, placement): its layer wraps the next service
+/// in an [`Applied`], which applies it and passes the review on.
+pub trait Mutation: Clone {
+    /// Edit `review`, recording what was done in its audit.
+    fn apply(&self, review: &mut PodReview);
+}
+
+/// The service of a [`Mutation`]'s layer.
+#[derive(Clone, Debug)]
+pub struct Applied<M, S> {
+    mutation: M,
+    inner: S,
+}
+
+impl<M, S> Applied<M, S> {
+    /// `mutation`, then `inner`.
+    pub fn new(mutation: M, inner: S) -> Self {
+        Applied { mutation, inner }
+    }
+}
+
+impl<M, S> Service<PodReview> for Applied<M, S>
+where
+    M: Mutation,
+    S: Service<PodReview, Response = PodReview, Error = MutationError>,
+{
+    type Response = PodReview;
+    type Error = MutationError;
+    type Future = S::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut review: PodReview) -> Self::Future {
+        self.mutation.apply(&mut review);
+        self.inner.call(review)
+    }
+}
+
 /// The innermost service: returns the review as the layers left it.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Finish;

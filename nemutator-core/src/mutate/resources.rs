@@ -8,15 +8,15 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::fmt::Write as _;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use k8s_openapi::api::core::v1::ResourceRequirements;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity as K8sQuantity;
-use tower::{Layer, Service};
+use tower::Layer;
 
-use super::{ContainerView, MutationError, PodReview, PodView};
+use super::{ContainerView, PodReview, PodView};
 use crate::annotations;
 use crate::metrics::Resource;
+use crate::mutate::{Applied, Mutation};
 use crate::policy::{plan_resource, EffectivePolicy, PolicySet, ResourcePlan};
 use crate::quantity::Quantity;
 use crate::recommend::{Recommendation, RecommendationStore};
@@ -402,34 +402,15 @@ impl<S> Layer<S> for ResourcesLayer {
     type Service = Resources<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        Resources {
-            config: self.clone(),
-            inner,
-        }
+        Applied::new(self.clone(), inner)
+    }
+}
+
+impl Mutation for ResourcesLayer {
+    fn apply(&self, review: &mut PodReview) {
+        ResourcesLayer::apply(self, review);
     }
 }
 
 /// The service of [`ResourcesLayer`].
-#[derive(Clone, Debug)]
-pub struct Resources<S> {
-    config: ResourcesLayer,
-    inner: S,
-}
-
-impl<S> Service<PodReview> for Resources<S>
-where
-    S: Service<PodReview, Response = PodReview, Error = MutationError>,
-{
-    type Response = PodReview;
-    type Error = MutationError;
-    type Future = S::Future;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut review: PodReview) -> Self::Future {
-        self.config.apply(&mut review);
-        self.inner.call(review)
-    }
-}
+pub type Resources<S> = Applied<ResourcesLayer, S>;

@@ -43,14 +43,14 @@ mod tests;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use k8s_openapi::api::core::v1::{PodAffinityTerm, Toleration, WeightedPodAffinityTerm};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
-use tower::{Layer, Service};
+use tower::Layer;
 
-use super::{MutationError, PodReview};
+use super::PodReview;
 use crate::annotations;
+use crate::mutate::{Applied, Mutation};
 
 pub use config::{PlacementConfig, Pool, Strength, TolerationConfig};
 pub use noisy::NoisyWorkloads;
@@ -281,34 +281,15 @@ impl<S> Layer<S> for PlacementLayer {
     type Service = Placement<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        Placement {
-            config: self.clone(),
-            inner,
-        }
+        Applied::new(self.clone(), inner)
+    }
+}
+
+impl Mutation for PlacementLayer {
+    fn apply(&self, review: &mut PodReview) {
+        PlacementLayer::apply(self, review);
     }
 }
 
 /// The service of [`PlacementLayer`].
-#[derive(Clone, Debug)]
-pub struct Placement<S> {
-    config: PlacementLayer,
-    inner: S,
-}
-
-impl<S> Service<PodReview> for Placement<S>
-where
-    S: Service<PodReview, Response = PodReview, Error = MutationError>,
-{
-    type Response = PodReview;
-    type Error = MutationError;
-    type Future = S::Future;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut review: PodReview) -> Self::Future {
-        self.config.apply(&mut review);
-        self.inner.call(review)
-    }
-}
+pub type Placement<S> = Applied<PlacementLayer, S>;
