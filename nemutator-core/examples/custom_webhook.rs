@@ -19,20 +19,19 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use nemutator_core::admission::Admission;
 use nemutator_core::config::Config;
 use nemutator_core::metrics::MetricsError;
-use nemutator_core::mutate::{MutationError, Pipeline, PodReview, ResourcesLayer};
+use nemutator_core::mutate::{Applied, Mutation, Pipeline, PodReview, ResourcesLayer};
 use nemutator_core::recommend::{RecommendationStore, Refresher};
 use nemutator_core::server::tls::{self, CertStore};
 use nemutator_core::server::{self, ConnectionThreads, Router, WebhookState};
-use tower::{Layer, Service};
+use tower::Layer;
 
 /// Sets one label on every pod (a tower layer: a small `Clone + Debug`
-/// config, its service wraps `inner`).
+/// config, whose service is [`Applied`]).
 #[derive(Clone, Debug)]
 pub struct LabelLayer {
     key: String,
@@ -50,44 +49,24 @@ impl LabelLayer {
 }
 
 impl<S> Layer<S> for LabelLayer {
-    type Service = Label<S>;
+    type Service = Applied<LabelLayer, S>;
 
-    fn layer(&self, inner: S) -> Label<S> {
-        Label {
-            config: self.clone(),
-            inner,
-        }
+    fn layer(&self, inner: S) -> Self::Service {
+        Applied::new(self.clone(), inner)
     }
 }
 
-/// The service of [`LabelLayer`].
-#[derive(Clone, Debug)]
-pub struct Label<S> {
-    config: LabelLayer,
-    inner: S,
-}
-
-impl<S> Service<PodReview> for Label<S>
-where
-    S: Service<PodReview, Response = PodReview, Error = MutationError>,
-{
-    type Response = PodReview;
-    type Error = MutationError;
-    type Future = S::Future;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut review: PodReview) -> Self::Future {
+/// A synchronous edit of the review: [`Applied`] applies it, then calls the
+/// next layer (a layer that waits on I/O implements `Service` itself).
+impl Mutation for LabelLayer {
+    fn apply(&self, review: &mut PodReview) {
         // Only the pod is edited: the JSON Patch is computed from the diff.
         review
             .pod
             .metadata
             .labels
             .get_or_insert_with(BTreeMap::new)
-            .insert(self.config.key.clone(), self.config.value.clone());
-        self.inner.call(review)
+            .insert(self.key.clone(), self.value.clone());
     }
 }
 
