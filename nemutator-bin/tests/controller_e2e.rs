@@ -11,19 +11,17 @@ mod support;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::authorization::v1::{
     ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
 };
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Namespace, Pod, ServiceAccount};
+use k8s_openapi::api::core::v1::{Namespace, Pod};
 use k8s_openapi::api::events::v1::Event;
-use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use nemutator_core::controller::calls::{Scope, API_CALLS};
 use nemutator_core::controller::overprov::{DEPLOYMENT_NAME, PRIORITY_CLASS};
-use nemutator_core::install::{self, InstallOptions, Tls, CONTROLLER_NAME};
+use nemutator_core::install::CONTROLLER_NAME;
 use nemutator_testkit::cluster::{eventually, TestCluster};
 use serde_json::{json, Value};
 use support::Webhook as Server;
@@ -64,71 +62,6 @@ fn start_with(kubeconfig: &str, ns: &str, identity: &str) -> Server {
         ],
         &[("KUBECONFIG", kubeconfig)],
     )
-}
-
-/// The controller's ServiceAccount and RBAC of `nemutator install -n ns`
-/// created on the test API server (the cluster-wide objects renamed per
-/// run, so that runs and other tests do not meet); returns the name of the
-/// ClusterRole.
-async fn install_rbac(client: &Client, ns: &str) -> String {
-    let options = InstallOptions::new(ns).unwrap_or_else(|e| panic!("{e}"));
-    let m = install::manifests(&options, &Tls::CertManager);
-    let unique = format!("{CONTROLLER_NAME}-{ns}");
-    let pp = PostParams::default();
-    let mut cluster_role = m.controller_cluster_role;
-    cluster_role.metadata.name = Some(unique.clone());
-    let mut binding = m.controller_cluster_role_binding;
-    binding.metadata.name = Some(unique.clone());
-    binding.role_ref.name = unique.clone();
-    fn fail<T>(e: kube::Error) -> T {
-        panic!("{e}")
-    }
-    Api::<ServiceAccount>::namespaced(client.clone(), ns)
-        .create(&pp, &m.controller_service_account)
-        .await
-        .unwrap_or_else(fail);
-    Api::<ClusterRole>::all(client.clone())
-        .create(&pp, &cluster_role)
-        .await
-        .unwrap_or_else(fail);
-    Api::<ClusterRoleBinding>::all(client.clone())
-        .create(&pp, &binding)
-        .await
-        .unwrap_or_else(fail);
-    Api::<Role>::namespaced(client.clone(), ns)
-        .create(&pp, &m.controller_role)
-        .await
-        .unwrap_or_else(fail);
-    Api::<RoleBinding>::namespaced(client.clone(), ns)
-        .create(&pp, &m.controller_role_binding)
-        .await
-        .unwrap_or_else(fail);
-    unique
-}
-
-/// A kubeconfig of the test API server with `token` for credentials.
-fn kubeconfig_with_token(cluster: &TestCluster, token: &str, path: &std::path::Path) {
-    let admin =
-        kube::config::Kubeconfig::read_from(&cluster.kubeconfig).unwrap_or_else(|e| panic!("{e}"));
-    let c = admin
-        .clusters
-        .first()
-        .and_then(|c| c.cluster.clone())
-        .unwrap_or_else(|| panic!("no cluster in the admin kubeconfig"));
-    let yaml = json!({
-        "apiVersion": "v1", "kind": "Config",
-        "clusters": [{"name": "test", "cluster": {
-            "server": c.server, "certificate-authority-data": c.certificate_authority_data,
-        }}],
-        "users": [{"name": "sa", "user": {"token": token}}],
-        "contexts": [{"name": "sa", "context": {"cluster": "test", "user": "sa"}}],
-        "current-context": "sa",
-    });
-    std::fs::write(
-        path,
-        serde_yaml::to_string(&yaml).unwrap_or_else(|e| panic!("{e}")),
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
 }
 
 async fn holder(client: &Client, ns: &str) -> Option<String> {
@@ -199,56 +132,6 @@ async fn one_of_two_controllers_leads_and_a_killed_leader_is_replaced() {
     assert!(logs.contains("released the Lease"), "{logs}");
 }
 
-/// A ServiceAccount's token, bound to a Role in `ns` with `rules` (none: no
-/// Role at all).
-async fn token_with(client: &Client, ns: &str, name: &str, rules: Value) -> String {
-    let sa_api = Api::<ServiceAccount>::namespaced(client.clone(), ns);
-    if sa_api.get_opt(name).await.ok().flatten().is_none() {
-        sa_api
-            .create(
-                &PostParams::default(),
-                &mk(json!({"metadata": {"name": name}})),
-            )
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-    }
-    if rules.as_array().is_some_and(|r| !r.is_empty()) {
-        Api::<Role>::namespaced(client.clone(), ns)
-            .create(
-                &PostParams::default(),
-                &mk(json!({"metadata": {"name": name}, "rules": rules})),
-            )
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-        Api::<RoleBinding>::namespaced(client.clone(), ns)
-            .create(
-                &PostParams::default(),
-                &mk(json!({
-                    "metadata": {"name": name},
-                    "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
-                    "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": ns}],
-                })),
-            )
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-    }
-    let req = TokenRequest {
-        spec: TokenRequestSpec {
-            audiences: vec![],
-            expiration_seconds: Some(3600),
-            ..TokenRequestSpec::default()
-        },
-        ..TokenRequest::default()
-    };
-    sa_api
-        .create_token_request(name, &PostParams::default(), &req)
-        .await
-        .unwrap_or_else(|e| panic!("token of {name}: {e}"))
-        .status
-        .map(|s| s.token)
-        .unwrap_or_default()
-}
-
 /// Two ready pods of Deployment `web` (ReplicaSet `web-5f7d8c9b6`).
 async fn mk_web_pods(client: &Client, ns: &str) -> Vec<String> {
     let pods = Api::<Pod>::namespaced(client.clone(), ns);
@@ -312,10 +195,10 @@ async fn the_rest_api_checks_tokens_and_rbac_and_dry_run_changes_nothing() {
     let client = cluster.client.clone();
     let ns = mk_namespace(&client, "rest").await;
     let pods = mk_web_pods(&client, &ns).await;
-    let nobody = token_with(&client, &ns, "nobody", json!([])).await;
-    let evicter = token_with(
-        &client,
-        &ns,
+    let nobody = cluster
+        .service_account_token(&ns, "nobody", json!([]))
+        .await;
+    let evicter = cluster.service_account_token(&ns,
         "evicter",
         json!([
             {"apiGroups": [""], "resources": ["pods/eviction"], "verbs": ["create"]},
@@ -326,10 +209,12 @@ async fn the_rest_api_checks_tokens_and_rbac_and_dry_run_changes_nothing() {
     .await;
     // The controller runs with the RBAC `nemutator install` grants it, and
     // nothing more: a call it makes outside those rules fails this test.
-    install_rbac(&client, &ns).await;
-    let controller_token = token_with(&client, &ns, CONTROLLER_NAME, json!([])).await;
+    support::install_controller_rbac(&client, &ns).await;
+    let controller_token = cluster
+        .service_account_token(&ns, CONTROLLER_NAME, json!([]))
+        .await;
     let kubeconfig = support::tmpdir("ctl-rest").join("kubeconfig");
-    kubeconfig_with_token(&cluster, &controller_token, &kubeconfig);
+    cluster.kubeconfig_with_token(&controller_token, &kubeconfig);
     let server = start_with(&kubeconfig.display().to_string(), &ns, "ctl-rest");
     server.client().wait_ready().await;
     wait_leader(&client, &ns, "ctl-rest", &server).await;
@@ -556,7 +441,7 @@ async fn the_installed_rbac_allows_every_call_of_the_controller_and_no_other() {
     };
     let client = cluster.client.clone();
     let ns = mk_namespace(&client, "rbac").await;
-    install_rbac(&client, &ns).await;
+    support::install_controller_rbac(&client, &ns).await;
     let user = format!("system:serviceaccount:{ns}:{CONTROLLER_NAME}");
     let groups = vec![
         "system:serviceaccounts".to_owned(),
@@ -623,11 +508,13 @@ async fn the_leader_keeps_the_overprovisioning_placeholder_with_its_installed_rb
     };
     let client = cluster.client.clone();
     let ns = mk_namespace(&client, "over").await;
-    install_rbac(&client, &ns).await;
-    let token = token_with(&client, &ns, CONTROLLER_NAME, json!([])).await;
+    support::install_controller_rbac(&client, &ns).await;
+    let token = cluster
+        .service_account_token(&ns, CONTROLLER_NAME, json!([]))
+        .await;
     let dir = support::tmpdir("ctl-over");
     let kubeconfig = dir.join("kubeconfig");
-    kubeconfig_with_token(&cluster, &token, &kubeconfig);
+    cluster.kubeconfig_with_token(&token, &kubeconfig);
     // Without seasons there is no cluster profile: the off-peak size.
     let config = dir.join("config.yaml");
     std::fs::write(

@@ -12,13 +12,11 @@ mod support;
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
-use k8s_openapi::api::core::v1::{Namespace, Pod, ServiceAccount};
+use k8s_openapi::api::core::v1::{Namespace, Pod};
 use k8s_openapi::api::events::v1::Event;
-use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, Client};
-use nemutator_core::install::{self, InstallOptions, Tls, CONTROLLER_NAME};
+use nemutator_core::install::CONTROLLER_NAME;
 use nemutator_core::noisy::{NOISY_LABEL, PRECIOUS, TIER_LABEL};
 use nemutator_testkit::cluster::{eventually, TestCluster};
 use serde_json::{json, Value};
@@ -144,84 +142,15 @@ async fn mk_scene(client: &Client, tag: &str) -> (String, std::path::PathBuf) {
 }
 
 /// The controller's ServiceAccount and RBAC of `nemutator install -n ns`
-/// on the test API server (the cluster-wide objects renamed per run), and a
-/// kubeconfig in `dir` with that account's token: the controller then runs
-/// with exactly the rights it is installed with.
+/// on the test API server, and a kubeconfig in `dir` with that account's
+/// token: the controller then runs with exactly the rights it is installed
+/// with.
 async fn installed_kubeconfig(cluster: &TestCluster, ns: &str, dir: &std::path::Path) -> String {
-    let client = &cluster.client;
-    let options = InstallOptions::new(ns).unwrap_or_else(|e| panic!("{e}"));
-    let m = install::manifests(&options, &Tls::CertManager);
-    let unique = format!("{CONTROLLER_NAME}-{ns}");
-    let pp = PostParams::default();
-    let mut cluster_role = m.controller_cluster_role;
-    cluster_role.metadata.name = Some(unique.clone());
-    let mut binding = m.controller_cluster_role_binding;
-    binding.metadata.name = Some(unique.clone());
-    binding.role_ref.name = unique;
-    fn fail<T>(e: kube::Error) -> T {
-        panic!("{e}")
-    }
-    let sa = Api::<ServiceAccount>::namespaced(client.clone(), ns);
-    sa.create(&pp, &m.controller_service_account)
-        .await
-        .unwrap_or_else(fail);
-    Api::<ClusterRole>::all(client.clone())
-        .create(&pp, &cluster_role)
-        .await
-        .unwrap_or_else(fail);
-    Api::<ClusterRoleBinding>::all(client.clone())
-        .create(&pp, &binding)
-        .await
-        .unwrap_or_else(fail);
-    Api::<Role>::namespaced(client.clone(), ns)
-        .create(&pp, &m.controller_role)
-        .await
-        .unwrap_or_else(fail);
-    Api::<RoleBinding>::namespaced(client.clone(), ns)
-        .create(&pp, &m.controller_role_binding)
-        .await
-        .unwrap_or_else(fail);
-    let token = sa
-        .create_token_request(CONTROLLER_NAME, &pp, &token_request())
-        .await
-        .unwrap_or_else(fail)
-        .status
-        .map(|s| s.token)
-        .unwrap_or_default();
-    let admin =
-        kube::config::Kubeconfig::read_from(&cluster.kubeconfig).unwrap_or_else(|e| panic!("{e}"));
-    let c = admin
-        .clusters
-        .first()
-        .and_then(|c| c.cluster.clone())
-        .unwrap_or_else(|| panic!("no cluster in the admin kubeconfig"));
-    let yaml = json!({
-        "apiVersion": "v1", "kind": "Config",
-        "clusters": [{"name": "test", "cluster": {
-            "server": c.server, "certificate-authority-data": c.certificate_authority_data,
-        }}],
-        "users": [{"name": "sa", "user": {"token": token}}],
-        "contexts": [{"name": "sa", "context": {"cluster": "test", "user": "sa"}}],
-        "current-context": "sa",
-    });
+    support::install_controller_rbac(&cluster.client, ns).await;
+    let token = cluster.token(ns, CONTROLLER_NAME).await;
     let path = dir.join("kubeconfig");
-    std::fs::write(
-        &path,
-        serde_yaml::to_string(&yaml).unwrap_or_else(|e| panic!("{e}")),
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
+    cluster.kubeconfig_with_token(&token, &path);
     path.display().to_string()
-}
-
-fn token_request() -> TokenRequest {
-    TokenRequest {
-        spec: TokenRequestSpec {
-            audiences: vec![],
-            expiration_seconds: Some(3600),
-            ..TokenRequestSpec::default()
-        },
-        ..TokenRequest::default()
-    }
 }
 
 /// `nemutator controller` with `controller.noisy.evict: evict`, a pass a
@@ -256,38 +185,9 @@ fn start(kubeconfig: &str, ns: &str, dir: &std::path::Path, evict: &str) -> Serv
 
 /// A token of ServiceAccount `reader` in `ns`, which may `get`
 /// `noisy.nemutator.io` there.
-async fn reader_token(client: &Client, ns: &str) -> String {
-    let name = "reader";
-    let pp = PostParams::default();
-    let sa = Api::<ServiceAccount>::namespaced(client.clone(), ns);
-    sa.create(&pp, &mk(json!({"metadata": {"name": name}})))
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    Api::<Role>::namespaced(client.clone(), ns)
-        .create(
-            &pp,
-            &mk(json!({"metadata": {"name": name}, "rules": [
-                {"apiGroups": ["nemutator.io"], "resources": ["noisy"], "verbs": ["get"]}]})),
-        )
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    Api::<RoleBinding>::namespaced(client.clone(), ns)
-        .create(
-            &pp,
-            &mk(json!({
-                "metadata": {"name": name},
-                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
-                "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": ns}],
-            })),
-        )
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    sa.create_token_request(name, &pp, &token_request())
-        .await
-        .unwrap_or_else(|e| panic!("{e}"))
-        .status
-        .map(|s| s.token)
-        .unwrap_or_default()
+async fn reader_token(cluster: &TestCluster, ns: &str) -> String {
+    let rules = json!([{"apiGroups": ["nemutator.io"], "resources": ["noisy"], "verbs": ["get"]}]);
+    cluster.service_account_token(ns, "reader", rules).await
 }
 
 async fn get(server: &Server, path: &str, token: Option<&str>) -> (u16, Value) {
@@ -361,7 +261,7 @@ async fn noisy_pods_are_labelled_listed_and_evicted_only_beside_a_precious_pod()
     };
     let client = cluster.client.clone();
     let (ns, dir) = mk_scene(&client, "on").await;
-    let token = reader_token(&client, &ns).await;
+    let token = reader_token(&cluster, &ns).await;
     // With only its installed RBAC: a call of the loop outside it fails here.
     let kubeconfig = installed_kubeconfig(&cluster, &ns, &dir).await;
     let server = start(&kubeconfig, &ns, &dir, "on");
@@ -465,7 +365,7 @@ async fn a_dry_run_labels_but_evicts_nothing_and_labels_do_not_flap() {
     };
     let client = cluster.client.clone();
     let (ns, dir) = mk_scene(&client, "dry").await;
-    let token = reader_token(&client, &ns).await;
+    let token = reader_token(&cluster, &ns).await;
     let server = start(
         &cluster.kubeconfig.display().to_string(),
         &ns,

@@ -20,7 +20,6 @@ use std::time::Duration;
 
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::apps::v1::ReplicaSet;
-use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::authorization::v1::{
     ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
 };
@@ -90,7 +89,8 @@ async fn mk_replica_set(client: &Client, ns: &str, name: &str, app: &str) -> Rep
 /// nemutator's ServiceAccount in `home` and the placement RBAC of
 /// `nemutator install` (the cluster-wide objects renamed per run); returns
 /// a token of the ServiceAccount and the name of the ClusterRole.
-async fn install_identity(client: &Client, home: &str) -> (String, String) {
+async fn install_identity(cluster: &TestCluster, home: &str) -> (String, String) {
+    let client = &cluster.client;
     let config = std::fs::read_to_string(root().join(CONFIG)).unwrap_or_else(|e| panic!("{e}"));
     let options = InstallOptions::new(home)
         .and_then(|o| o.with_config(&config, Path::new(CONFIG)))
@@ -117,21 +117,7 @@ async fn install_identity(client: &Client, home: &str) -> (String, String) {
         .create(&pp, &binding)
         .await
         .unwrap_or_else(|e| panic!("{e}"));
-    let request = TokenRequest {
-        spec: TokenRequestSpec {
-            audiences: vec![],
-            expiration_seconds: Some(3600),
-            ..TokenRequestSpec::default()
-        },
-        ..TokenRequest::default()
-    };
-    let token = accounts
-        .create_token_request("nemutator", &pp, &request)
-        .await
-        .unwrap_or_else(|e| panic!("token: {e}"))
-        .status
-        .map(|s| s.token)
-        .unwrap_or_default();
+    let token = cluster.token(home, "nemutator").await;
     (token, unique)
 }
 
@@ -155,28 +141,6 @@ async fn may(client: &Client, user: &str, verb: &str) -> bool {
         .unwrap_or_else(|e| panic!("SubjectAccessReview: {e}"))
         .status
         .is_some_and(|s| s.allowed)
-}
-
-/// A kubeconfig of the test API server with `token` for credentials.
-fn kubeconfig_with_token(cluster: &TestCluster, token: &str, path: &Path) {
-    let admin =
-        kube::config::Kubeconfig::read_from(&cluster.kubeconfig).unwrap_or_else(|e| panic!("{e}"));
-    let c = admin
-        .clusters
-        .first()
-        .and_then(|c| c.cluster.clone())
-        .unwrap_or_else(|| panic!("no cluster in the admin kubeconfig"));
-    let yaml = json!({
-        "apiVersion": "v1", "kind": "Config",
-        "clusters": [{"name": "test", "cluster": {
-            "server": c.server, "certificate-authority-data": c.certificate_authority_data,
-        }}],
-        "users": [{"name": "sa", "user": {"token": token}}],
-        "contexts": [{"name": "sa", "context": {"cluster": "test", "user": "sa"}}],
-        "current-context": "sa",
-    });
-    let text = serde_yaml::to_string(&yaml).unwrap_or_else(|e| panic!("{e}"));
-    std::fs::write(path, text).unwrap_or_else(|e| panic!("{e}"));
 }
 
 /// The webhook registered for namespace `ns` only, by URL, trusting its
@@ -231,7 +195,7 @@ async fn noisy_workloads_are_labelled_and_kept_apart_from_precious_pods() {
     let (ns, home) = (format!("place-{pid}"), format!("place-home-{pid}"));
     mk_namespace(&client, &ns).await;
     mk_namespace(&client, &home).await;
-    let (token, cluster_role) = install_identity(&client, &home).await;
+    let (token, cluster_role) = install_identity(&cluster, &home).await;
     let user = format!("system:serviceaccount:{home}:nemutator");
     for (verb, allowed) in [
         ("list", true),
@@ -261,7 +225,7 @@ async fn noisy_workloads_are_labelled_and_kept_apart_from_precious_pods() {
 
     let dir = tmpdir("placement");
     let kubeconfig = dir.join("kubeconfig");
-    kubeconfig_with_token(&cluster, &token, &kubeconfig);
+    cluster.kubeconfig_with_token(&token, &kubeconfig);
     let hook = Webhook::spawn(
         "webhook",
         &["--config", CONFIG],

@@ -7,10 +7,13 @@
 //! line saying why it skips, unless `NEMUTATOR_REQUIRE_APISERVER=1` (CI), where
 //! a missing API server fails the test.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use kube::api::{DynamicObject, GroupVersionKind, Patch, PatchParams};
+use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+use k8s_openapi::api::core::v1::ServiceAccount;
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use kube::api::{DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams};
 use kube::discovery::{self, Scope};
 use kube::{Api, Client};
 use serde::Deserialize as _;
@@ -48,6 +51,91 @@ impl TestCluster {
             config,
             kubeconfig: path,
         })
+    }
+
+    /// A one-hour token of ServiceAccount `name` in `ns` (a TokenRequest).
+    pub async fn token(&self, ns: &str, name: &str) -> String {
+        let request = TokenRequest {
+            spec: TokenRequestSpec {
+                audiences: vec![],
+                expiration_seconds: Some(3600),
+                ..TokenRequestSpec::default()
+            },
+            ..TokenRequest::default()
+        };
+        Api::<ServiceAccount>::namespaced(self.client.clone(), ns)
+            .create_token_request(name, &PostParams::default(), &request)
+            .await
+            .unwrap_or_else(|e| panic!("token of {ns}/{name}: {e}"))
+            .status
+            .map(|s| s.token)
+            .unwrap_or_default()
+    }
+
+    /// ServiceAccount `name` in `ns` (created when missing), bound to a Role
+    /// of its name with `rules` (a JSON list of RBAC rules; empty: no Role),
+    /// and a [`token`](Self::token) of it.
+    pub async fn service_account_token(
+        &self,
+        ns: &str,
+        name: &str,
+        rules: serde_json::Value,
+    ) -> String {
+        fn mk<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> T {
+            serde_json::from_value(v).unwrap_or_else(|e| panic!("{e}"))
+        }
+        let pp = PostParams::default();
+        let accounts = Api::<ServiceAccount>::namespaced(self.client.clone(), ns);
+        if accounts.get_opt(name).await.ok().flatten().is_none() {
+            accounts
+                .create(&pp, &mk(serde_json::json!({"metadata": {"name": name}})))
+                .await
+                .unwrap_or_else(|e| panic!("ServiceAccount {ns}/{name}: {e}"));
+        }
+        if rules.as_array().is_some_and(|r| !r.is_empty()) {
+            Api::<Role>::namespaced(self.client.clone(), ns)
+                .create(
+                    &pp,
+                    &mk(serde_json::json!({"metadata": {"name": name}, "rules": rules})),
+                )
+                .await
+                .unwrap_or_else(|e| panic!("Role {ns}/{name}: {e}"));
+            Api::<RoleBinding>::namespaced(self.client.clone(), ns)
+                .create(
+                    &pp,
+                    &mk(serde_json::json!({
+                        "metadata": {"name": name},
+                        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+                        "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": ns}],
+                    })),
+                )
+                .await
+                .unwrap_or_else(|e| panic!("RoleBinding {ns}/{name}: {e}"));
+        }
+        self.token(ns, name).await
+    }
+
+    /// Writes to `path` a kubeconfig of this API server with `token` for
+    /// credentials (a process run with it has exactly that account's rights).
+    pub fn kubeconfig_with_token(&self, token: &str, path: &Path) {
+        let admin =
+            kube::config::Kubeconfig::read_from(&self.kubeconfig).unwrap_or_else(|e| panic!("{e}"));
+        let c = admin
+            .clusters
+            .first()
+            .and_then(|c| c.cluster.clone())
+            .unwrap_or_else(|| panic!("no cluster in the admin kubeconfig"));
+        let yaml = serde_json::json!({
+            "apiVersion": "v1", "kind": "Config",
+            "clusters": [{"name": "test", "cluster": {
+                "server": c.server, "certificate-authority-data": c.certificate_authority_data,
+            }}],
+            "users": [{"name": "sa", "user": {"token": token}}],
+            "contexts": [{"name": "sa", "context": {"cluster": "test", "user": "sa"}}],
+            "current-context": "sa",
+        });
+        let text = serde_yaml::to_string(&yaml).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(path, text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     }
 
     /// Server-side apply of every object of a multi-document YAML stream, as

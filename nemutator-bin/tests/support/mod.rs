@@ -465,3 +465,47 @@ pub fn verify_chain(ca: &[u8], leaf: &[u8], name: &str) {
     )
     .unwrap_or_else(|e| panic!("{name}: {e}"));
 }
+
+/// The controller's ServiceAccount and RBAC of `nemutator install -n ns`
+/// created on the test API server (the cluster-wide objects renamed per
+/// run, so that runs and other tests do not meet); returns the name of the
+/// ClusterRole.
+pub async fn install_controller_rbac(client: &kube::Client, ns: &str) -> String {
+    use k8s_openapi::api::core::v1::ServiceAccount;
+    use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
+    use kube::api::{Api, PostParams};
+    use nemutator_core::install::{self, InstallOptions, Tls, CONTROLLER_NAME};
+    let options = InstallOptions::new(ns).unwrap_or_else(|e| panic!("{e}"));
+    let m = install::manifests(&options, &Tls::CertManager);
+    let unique = format!("{CONTROLLER_NAME}-{ns}");
+    let pp = PostParams::default();
+    let mut cluster_role = m.controller_cluster_role;
+    cluster_role.metadata.name = Some(unique.clone());
+    let mut binding = m.controller_cluster_role_binding;
+    binding.metadata.name = Some(unique.clone());
+    binding.role_ref.name = unique.clone();
+    fn fail<T>(e: kube::Error) -> T {
+        panic!("{e}")
+    }
+    Api::<ServiceAccount>::namespaced(client.clone(), ns)
+        .create(&pp, &m.controller_service_account)
+        .await
+        .unwrap_or_else(fail);
+    Api::<ClusterRole>::all(client.clone())
+        .create(&pp, &cluster_role)
+        .await
+        .unwrap_or_else(fail);
+    Api::<ClusterRoleBinding>::all(client.clone())
+        .create(&pp, &binding)
+        .await
+        .unwrap_or_else(fail);
+    Api::<Role>::namespaced(client.clone(), ns)
+        .create(&pp, &m.controller_role)
+        .await
+        .unwrap_or_else(fail);
+    Api::<RoleBinding>::namespaced(client.clone(), ns)
+        .create(&pp, &m.controller_role_binding)
+        .await
+        .unwrap_or_else(fail);
+    unique
+}
