@@ -1,6 +1,7 @@
 //! The `/api/v1/` handlers: decode, check access, call the library, encode.
 
 use std::collections::BTreeMap;
+use std::future::Future;
 
 use bytes::Bytes;
 use http::{header, Request, StatusCode};
@@ -189,20 +190,28 @@ where
     }
 }
 
+/// The `?namespace=` of a GET of `resource` (`None`: every namespace), once
+/// the caller may read it there.
+fn readable<'a, B>(
+    state: &'a ApiState,
+    req: &Request<B>,
+    resource: &'static str,
+) -> impl Future<Output = Result<Option<String>, Box<Reply>>> + Send + 'a {
+    // Read before the first await: the request's body need not be `Sync`.
+    let namespace = namespace_param(req);
+    let auth = authorization(req);
+    async move {
+        let namespace = namespace?;
+        check(state, auth, &Access::read(resource, namespace.as_deref())).await?;
+        Ok(namespace)
+    }
+}
+
 pub(super) async fn recommendations<B>(state: &ApiState, req: Request<B>) -> Reply {
-    let namespace = match namespace_param(&req) {
+    let namespace = match readable(state, &req, "recommendations").await {
         Ok(n) => n,
         Err(reply) => return *reply,
     };
-    if let Err(reply) = check(
-        state,
-        authorization(&req),
-        &Access::read("recommendations", namespace.as_deref()),
-    )
-    .await
-    {
-        return *reply;
-    }
     let recommendations = state
         .recommendations
         .snapshot()
@@ -238,19 +247,10 @@ fn season_info(
 }
 
 pub(super) async fn seasons<B>(state: &ApiState, req: Request<B>) -> Reply {
-    let namespace = match namespace_param(&req) {
+    let namespace = match readable(state, &req, "seasons").await {
         Ok(n) => n,
         Err(reply) => return *reply,
     };
-    if let Err(reply) = check(
-        state,
-        authorization(&req),
-        &Access::read("seasons", namespace.as_deref()),
-    )
-    .await
-    {
-        return *reply;
-    }
     let Some(store) = &state.seasons else {
         return json(StatusCode::OK, &SeasonsResponse::default());
     };
@@ -283,19 +283,10 @@ pub(super) async fn seasons<B>(state: &ApiState, req: Request<B>) -> Reply {
 }
 
 pub(super) async fn noisy<B>(state: &ApiState, req: Request<B>) -> Reply {
-    let namespace = match namespace_param(&req) {
+    let namespace = match readable(state, &req, "noisy").await {
         Ok(n) => n,
         Err(reply) => return *reply,
     };
-    if let Err(reply) = check(
-        state,
-        authorization(&req),
-        &Access::read("noisy", namespace.as_deref()),
-    )
-    .await
-    {
-        return *reply;
-    }
     let leader = state.leadership.is_leader();
     // A former leader's scores are stale.
     let (scored_at, entries) = if leader {
