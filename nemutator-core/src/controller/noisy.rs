@@ -25,7 +25,7 @@ use kube::{Api, Client};
 use super::leader::Leadership;
 use super::FIELD_MANAGER;
 use crate::error::Chain;
-use crate::evict::{EvictionRequest, Evictor, Outcome, PodKey};
+use crate::evict::{EvictionRequest, Evictor, Outcome, OutcomeCounts, PodKey};
 use crate::metrics::{
     BoxFuture, MetricsClient, MetricsError, PodSignalsBatch, PodSignalsRequest, SourceLoader,
 };
@@ -141,58 +141,16 @@ pub struct NoisyReport {
 /// * `nemutator_noisy_evictions_total{outcome}`: the evictor's outcomes
 ///   for noisy neighbours;
 /// * `nemutator_noisy_signal_errors_total`: questions the source failed.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct NoisyMetrics {
     pods: AtomicI64,
     labels: [AtomicU64; 3],
-    evictions: [AtomicU64; 6],
+    evictions: OutcomeCounts,
     errors: AtomicU64,
 }
 
-impl Default for NoisyMetrics {
-    fn default() -> Self {
-        NoisyMetrics {
-            pods: AtomicI64::new(0),
-            labels: Default::default(),
-            evictions: Default::default(),
-            errors: AtomicU64::new(0),
-        }
-    }
-}
 
 const LABEL_CHANGES: [&str; 3] = ["set", "removed", "failed"];
-
-/// The outcomes in the order of [`NoisyMetrics::evictions`]; a new
-/// [`Outcome`] fails to compile in [`outcome_index`].
-fn outcome_index(o: &Outcome) -> usize {
-    match o {
-        Outcome::Evicted => 0,
-        Outcome::DryRun => 1,
-        Outcome::Blocked { .. } => 2,
-        Outcome::Refused { .. } => 3,
-        Outcome::Gone => 4,
-        Outcome::Failed { .. } => 5,
-    }
-}
-
-fn outcome_labels() -> [&'static str; 6] {
-    let message = String::new;
-    let mut labels = [""; 6];
-    for o in [
-        Outcome::Evicted,
-        Outcome::DryRun,
-        Outcome::Blocked { message: message() },
-        Outcome::Refused {
-            rule: crate::evict::Rule::Bare,
-            message: message(),
-        },
-        Outcome::Gone,
-        Outcome::Failed { message: message() },
-    ] {
-        labels[outcome_index(&o)] = o.label();
-    }
-    labels
-}
 
 impl NoisyMetrics {
     fn record(&self, report: &NoisyReport, outcomes: &[Outcome]) {
@@ -210,16 +168,13 @@ impl NoisyMetrics {
             self.labels[i].fetch_add(*n as u64, Ordering::Relaxed);
         }
         for o in outcomes {
-            self.evictions[outcome_index(o)].fetch_add(1, Ordering::Relaxed);
+            self.evictions.observe(o);
         }
     }
 
     /// Evictions of noisy neighbours with the outcome label `label`.
     pub fn evictions(&self, label: &str) -> u64 {
-        outcome_labels()
-            .iter()
-            .position(|l| *l == label)
-            .map_or(0, |i| self.evictions[i].load(Ordering::Relaxed))
+        self.evictions.count(label)
     }
 
     /// Appends the exposition text to `out`.
@@ -244,17 +199,11 @@ impl NoisyMetrics {
                 n.load(Ordering::Relaxed)
             );
         }
-        out.push_str(
-            "# HELP nemutator_noisy_evictions_total Evictions of noisy neighbours, by outcome.\n",
+        self.evictions.render(
+            out,
+            "nemutator_noisy_evictions_total",
+            "Evictions of noisy neighbours, by outcome.",
         );
-        out.push_str("# TYPE nemutator_noisy_evictions_total counter\n");
-        for (label, n) in outcome_labels().iter().zip(&self.evictions) {
-            let _ = writeln!(
-                out,
-                "nemutator_noisy_evictions_total{{outcome=\"{label}\"}} {}",
-                n.load(Ordering::Relaxed)
-            );
-        }
         out.push_str("# HELP nemutator_noisy_signal_errors_total Pod-signal questions the metrics source failed.\n");
         out.push_str("# TYPE nemutator_noisy_signal_errors_total counter\n");
         let _ = writeln!(
@@ -500,13 +449,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_outcome_has_its_own_counter() {
-        let labels = outcome_labels();
-        let mut sorted = labels.to_vec();
-        sorted.sort_unstable();
-        sorted.dedup();
-        assert_eq!(sorted.len(), labels.len());
-        assert!(labels.iter().all(|l| !l.is_empty()), "{labels:?}");
+    fn the_noisy_families_count_what_a_pass_did() {
         let m = NoisyMetrics::default();
         m.record(
             &NoisyReport {

@@ -52,7 +52,7 @@ use serde::{Deserialize, Serialize};
 pub use self::kube::{KubeEvictor, REPORTING_CONTROLLER};
 pub use ledger::Ledger;
 pub use rules::{EvictionPolicy, PodFacts, Rule, WorkloadCount};
-pub use telemetry::EvictionMetrics;
+pub use telemetry::{EvictionMetrics, OutcomeCounts};
 
 /// A pod by namespace and name.
 #[derive(

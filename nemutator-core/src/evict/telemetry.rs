@@ -12,10 +12,48 @@ use super::Outcome;
 
 const OUTCOMES: [&str; 6] = ["evicted", "dry_run", "blocked", "refused", "gone", "failed"];
 
+/// Counts by eviction [`Outcome`]: the `outcome` label of a counter family
+/// (`nemutator_evictions_total`, and the controllers' own, such as
+/// `nemutator_noisy_evictions_total`).
+#[derive(Debug, Default)]
+pub struct OutcomeCounts([AtomicU64; OUTCOMES.len()]);
+
+impl OutcomeCounts {
+    /// Counts one outcome.
+    pub fn observe(&self, outcome: &Outcome) {
+        let label = outcome.label();
+        if let Some(i) = OUTCOMES.iter().position(|o| *o == label) {
+            self.0[i].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Outcomes with the label `label`.
+    pub fn count(&self, label: &str) -> u64 {
+        OUTCOMES
+            .iter()
+            .position(|o| *o == label)
+            .map_or(0, |i| self.0[i].load(Ordering::Relaxed))
+    }
+
+    /// Appends the family `name` (a counter, `help` its HELP text), one
+    /// sample per outcome, to `out`.
+    pub fn render(&self, out: &mut String, name: &str, help: &str) {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} counter");
+        for (label, n) in OUTCOMES.iter().zip(&self.0) {
+            let _ = writeln!(
+                out,
+                "{name}{{outcome=\"{label}\"}} {}",
+                n.load(Ordering::Relaxed)
+            );
+        }
+    }
+}
+
 /// Counters of eviction decisions.
 #[derive(Debug, Default)]
 pub struct EvictionMetrics {
-    outcomes: [AtomicU64; OUTCOMES.len()],
+    outcomes: OutcomeCounts,
     rules: [AtomicU64; Rule::ALL.len()],
 }
 
@@ -27,10 +65,7 @@ impl EvictionMetrics {
 
     /// Counts one decision.
     pub fn observe(&self, outcome: &Outcome) {
-        let label = outcome.label();
-        if let Some(i) = OUTCOMES.iter().position(|o| *o == label) {
-            self.outcomes[i].fetch_add(1, Ordering::Relaxed);
-        }
+        self.outcomes.observe(outcome);
         if let Outcome::Refused { rule, .. } = outcome {
             if let Some(i) = Rule::ALL.iter().position(|r| r == rule) {
                 self.rules[i].fetch_add(1, Ordering::Relaxed);
@@ -40,23 +75,16 @@ impl EvictionMetrics {
 
     /// Decisions with the outcome label `label`.
     pub fn count(&self, label: &str) -> u64 {
-        OUTCOMES
-            .iter()
-            .position(|o| *o == label)
-            .map_or(0, |i| self.outcomes[i].load(Ordering::Relaxed))
+        self.outcomes.count(label)
     }
 
     /// Appends the exposition text to `out`.
     pub fn render(&self, out: &mut String) {
-        out.push_str("# HELP nemutator_evictions_total Eviction decisions, by outcome.\n");
-        out.push_str("# TYPE nemutator_evictions_total counter\n");
-        for (label, n) in OUTCOMES.iter().zip(&self.outcomes) {
-            let _ = writeln!(
-                out,
-                "nemutator_evictions_total{{outcome=\"{label}\"}} {}",
-                n.load(Ordering::Relaxed)
-            );
-        }
+        self.outcomes.render(
+            out,
+            "nemutator_evictions_total",
+            "Eviction decisions, by outcome.",
+        );
         out.push_str(
             "# HELP nemutator_eviction_refusals_total Evictions refused by a safety rule, by rule.\n",
         );
@@ -75,6 +103,33 @@ impl EvictionMetrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_outcome_has_its_own_count() {
+        let outcomes = [
+            Outcome::Evicted,
+            Outcome::DryRun,
+            Outcome::Blocked {
+                message: String::new(),
+            },
+            Outcome::Refused {
+                rule: Rule::Bare,
+                message: String::new(),
+            },
+            Outcome::Gone,
+            Outcome::Failed {
+                message: String::new(),
+            },
+        ];
+        let counts = OutcomeCounts::default();
+        for o in &outcomes {
+            counts.observe(o);
+        }
+        for o in &outcomes {
+            assert!(!o.label().is_empty());
+            assert_eq!(counts.count(o.label()), 1, "{}", o.label());
+        }
+    }
 
     #[test]
     fn every_outcome_and_rule_is_counted() {

@@ -1,4 +1,3 @@
-
 use super::*;
 
 fn mk_series(kind: usize, tags: &[&str], unit: Option<&str>) -> ResponseSeries {
