@@ -149,7 +149,6 @@ pub struct NoisyMetrics {
     errors: AtomicU64,
 }
 
-
 const LABEL_CHANGES: [&str; 3] = ["set", "removed", "failed"];
 
 impl NoisyMetrics {
